@@ -1,0 +1,190 @@
+// Package config reads imaged's versioned YAML config file into typed values.
+//
+// Decoding is strict: an unknown key, a value of the wrong kind or an inconsistent setting stops
+// start-up with the file, the line, the key and the fix. Only cmd/imaged imports this package; it
+// maps these values onto each component's own Config.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// CurrentVersion is the config format this binary reads.
+const CurrentVersion = 1
+
+// File is the whole config file, version 1.
+type File struct {
+	Version  int       `yaml:"version"`
+	StateDir string    `yaml:"state_dir"`
+	Log      Log       `yaml:"log"`
+	HTTP     HTTP      `yaml:"http"`
+	DHCP     DHCP      `yaml:"dhcp"`
+	TFTP     TFTP      `yaml:"tftp"`
+	Boot     Boot      `yaml:"boot"`
+	Machines []Machine `yaml:"machines"`
+}
+
+// Log selects the level and format of the daemon's log on standard error.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// HTTP is the listener for boot scripts, boot assets, the agent API, /metrics and /healthz.
+type HTTP struct {
+	Listen    AddrPort `yaml:"listen"`
+	PublicURL URL      `yaml:"public_url"` // how blades reach this server; default http://<dhcp.server_ip>:<port>
+}
+
+// DHCP configures the DHCP server, proxyDHCP or neither.
+type DHCP struct {
+	Mode                 string   `yaml:"mode"` // server, proxy, off
+	Interface            string   `yaml:"interface"`
+	ServerIP             Addr     `yaml:"server_ip"`
+	Subnet               Prefix   `yaml:"subnet"`
+	Router               Addr     `yaml:"router"`
+	DNS                  []Addr   `yaml:"dns"`
+	DomainName           string   `yaml:"domain_name"`
+	Pool                 *Pool    `yaml:"pool"`
+	LeaseTime            Duration `yaml:"lease_time"`
+	UnknownClients       string   `yaml:"unknown_clients"` // ignore, lease, netboot
+	RouterAdvertisements RA       `yaml:"router_advertisements"`
+}
+
+// Pool is a dynamic address range inside the subnet.
+type Pool struct {
+	Start Addr `yaml:"start"`
+	End   Addr `yaml:"end"`
+}
+
+// RA makes imaged send IPv6 router advertisements on the DHCP interface so that iPXE's IPv6
+// autoconfiguration ends at once instead of waiting about 13 s per iPXE stage.
+type RA struct {
+	Enabled  *bool    `yaml:"enabled"` // default: on in server mode
+	Prefix   Prefix   `yaml:"prefix"`  // an on-link prefix of the interface, e.g. fd99::/64
+	Interval Duration `yaml:"interval"`
+}
+
+// TFTP serves the network boot programs.
+type TFTP struct {
+	Enabled *bool    `yaml:"enabled"` // default on
+	Listen  AddrPort `yaml:"listen"`  // default <dhcp.server_ip>:69
+}
+
+// Boot says what blades load when they netboot.
+type Boot struct {
+	AssetsDir      string            `yaml:"assets_dir"` // kernel, initrd, custom files; TFTP and HTTP root
+	IPXEDir        string            `yaml:"ipxe_dir"`   // Debian's ipxe package: /usr/lib/ipxe
+	BIOSFile       string            `yaml:"bios_file"`
+	UEFIFile       string            `yaml:"uefi_file"`
+	ARM64File      string            `yaml:"arm64_file"`
+	Agent          Agent             `yaml:"agent"`
+	DefaultProfile string            `yaml:"default_profile"` // agent, local or a name in profiles
+	Profiles       map[string]string `yaml:"profiles"`        // name → iPXE script template
+	TokenTTL       Duration          `yaml:"token_ttl"`
+}
+
+// Agent is the netboot kernel and initramfs that run imaged's agent.
+type Agent struct {
+	Kernel  string `yaml:"kernel"`
+	Initrd  string `yaml:"initrd"`
+	Cmdline string `yaml:"cmdline"` // extra kernel parameters, e.g. console=ttyS0
+}
+
+// Machine is one blade of the inventory.
+type Machine struct {
+	ID          string `yaml:"id"`
+	MACs        []MAC  `yaml:"macs"`
+	IP          Addr   `yaml:"ip"`
+	Hostname    string `yaml:"hostname"`
+	Chassis     string `yaml:"chassis"`
+	Slot        int    `yaml:"slot"`
+	WorkerGroup string `yaml:"worker_group"`
+	WorkerType  string `yaml:"worker_type"`
+	BMC         string `yaml:"bmc"`
+	Boot        string `yaml:"boot"` // profile; default boot.default_profile
+}
+
+// Profiles every installation has; more are defined under boot.profiles.
+const (
+	ProfileAgent = "agent" // netboot imaged's agent
+	ProfileLocal = "local" // boot the local disk
+)
+
+// DHCP modes.
+const (
+	ModeServer = "server"
+	ModeProxy  = "proxy"
+	ModeOff    = "off"
+)
+
+func (f *File) applyDefaults() {
+	if f.StateDir == "" {
+		f.StateDir = "/var/lib/imaged"
+	}
+	if f.Log.Level == "" {
+		f.Log.Level = "info"
+	}
+	if f.Log.Format == "" {
+		f.Log.Format = "text"
+	}
+	if f.HTTP.Listen.IsZero() {
+		f.HTTP.Listen = AddrPort{Port: 8080}
+	}
+	if f.DHCP.Mode == "" {
+		f.DHCP.Mode = ModeOff
+	}
+	if f.DHCP.LeaseTime.Duration == 0 {
+		f.DHCP.LeaseTime.Duration = time.Hour
+	}
+	if f.DHCP.UnknownClients == "" {
+		f.DHCP.UnknownClients = "ignore"
+	}
+	if f.DHCP.RouterAdvertisements.Interval.Duration == 0 {
+		f.DHCP.RouterAdvertisements.Interval.Duration = 10 * time.Second
+	}
+	if f.Boot.AssetsDir == "" {
+		f.Boot.AssetsDir = f.StateDir + "/boot"
+	}
+	if f.Boot.IPXEDir == "" {
+		f.Boot.IPXEDir = "/usr/lib/ipxe"
+	}
+	if f.Boot.BIOSFile == "" {
+		f.Boot.BIOSFile = "undionly.kpxe"
+	}
+	if f.Boot.UEFIFile == "" {
+		f.Boot.UEFIFile = "ipxe.efi"
+	}
+	if f.Boot.Agent.Kernel == "" {
+		f.Boot.Agent.Kernel = "vmlinuz"
+	}
+	if f.Boot.Agent.Initrd == "" {
+		f.Boot.Agent.Initrd = "initrd.img"
+	}
+	if f.Boot.DefaultProfile == "" {
+		f.Boot.DefaultProfile = ProfileLocal
+	}
+	if f.Boot.TokenTTL.Duration == 0 {
+		f.Boot.TokenTTL.Duration = time.Hour
+	}
+	for i := range f.Machines {
+		if f.Machines[i].Boot == "" {
+			f.Machines[i].Boot = f.Boot.DefaultProfile
+		}
+	}
+}
+
+// RAEnabled reports whether router advertisements are sent.
+func (f *File) RAEnabled() bool {
+	if f.DHCP.RouterAdvertisements.Enabled != nil {
+		return *f.DHCP.RouterAdvertisements.Enabled
+	}
+	return f.DHCP.Mode == ModeServer
+}
+
+// TFTPEnabled reports whether the TFTP server runs.
+func (f *File) TFTPEnabled() bool { return f.TFTP.Enabled == nil || *f.TFTP.Enabled }
+
+// ServerAddr is the address blades reach imaged at.
+func (f *File) ServerAddr() netip.Addr { return f.DHCP.ServerIP.Addr }

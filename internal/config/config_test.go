@@ -1,0 +1,131 @@
+package config
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestExampleParses(t *testing.T) {
+	f, err := Parse("example.yaml", Example)
+	if err != nil {
+		t.Fatalf("the README example must parse: %v", err)
+	}
+	if got := f.DHCP.ServerIP.String(); got != "10.99.0.1" {
+		t.Errorf("server_ip = %s", got)
+	}
+	if got := f.Machines[0].MACs[0].String(); got != "52:54:00:99:00:11" {
+		t.Errorf("mac = %s", got)
+	}
+	if got := f.HTTP.PublicURL.String(); got != "http://10.99.0.1:8080" {
+		t.Errorf("public_url = %s", got)
+	}
+	if !f.RAEnabled() || f.DHCP.LeaseTime.Hours() != 1 || f.Boot.Agent.Cmdline != "console=ttyS0" {
+		t.Errorf("unexpected values: %+v", f.DHCP)
+	}
+}
+
+// replace swaps one line of the example for another, to make a single mistake.
+func replace(t *testing.T, old, new string) []byte {
+	t.Helper()
+	s := string(Example)
+	if !strings.Contains(s, old) {
+		t.Fatalf("example lacks %q", old)
+	}
+	return []byte(strings.Replace(s, old, new, 1))
+}
+
+func lineOf(t *testing.T, data []byte, needle string) int {
+	t.Helper()
+	for i, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, needle) {
+			return i + 1
+		}
+	}
+	t.Fatalf("no line has %q", needle)
+	return 0
+}
+
+func TestErrorsNameLineAndFix(t *testing.T) {
+	cases := []struct {
+		name, old, new string
+		at             string // text on the line the error must name
+		want           []string
+	}{
+		{"unknown key with a typo", "  lease_time: 1h", "  lease_tme: 1h", "lease_tme", []string{`unknown key "lease_tme"`, `did you mean "lease_time"`, "dhcp.lease_tme"}},
+		{"unknown key far from any", "  lease_time: 1h", "  colour: blue", "colour", []string{`unknown key "colour"`, "known keys here"}},
+		{"bad address", "  server_ip: 10.99.0.1", "  server_ip: 10.99.0.300", "10.99.0.300", []string{`"10.99.0.300" is not an IP address`}},
+		{"bad prefix", "  subnet: 10.99.0.0/24", "  subnet: 10.99.0.0/33", "/33", []string{"CIDR"}},
+		{"host bits", "  subnet: 10.99.0.0/24", "  subnet: 10.99.0.1/24", "10.99.0.1/24", []string{"host bits"}},
+		{"bad mac", "    macs: [52:54:00:99:00:11]", "    macs: [52:54:00:99:00]", "macs:", []string{"not an Ethernet MAC"}},
+		{"bad duration", "  lease_time: 1h", "  lease_time: an hour", "lease_time", []string{"not a duration"}},
+		{"bad mode", "  mode: server ", "  mode: serve ", "mode: serve", []string{`"serve" is not a mode`}},
+		{"pool outside subnet", "{start: 10.99.0.100,", "{start: 10.98.0.100,", "pool:", []string{"outside dhcp.subnet"}},
+		{"reservation inside pool", "    ip: 10.99.0.11", "    ip: 10.99.0.150", "ip: 10.99.0.150", []string{"inside dhcp.pool"}},
+		{"unknown profile", "    boot: agent", "    boot: agnet", "boot: agnet", []string{`"agnet" is not a profile`}},
+		{"wrong kind", "  lease_time: 1h", "  lease_time: [1h]", "lease_time", []string{"single value"}},
+		{"number as text", "    slot: 1", "    slot: one", "slot: one", []string{"cannot unmarshal"}},
+		{"version", "version: 1", "version: 2", "version: 2", []string{"this imaged reads version 1"}},
+		{"bad machine id", "  - id: ms1-c1n1", "  - id: MS1_C1", "MS1_C1", []string{"not a machine id"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data := replace(t, c.old, c.new)
+			_, err := Parse("imaged.yaml", data)
+			if err == nil {
+				t.Fatal("Parse accepted a broken file")
+			}
+			want := append([]string{"imaged.yaml:" + strconv.Itoa(lineOf(t, data, c.at)) + ":"}, c.want...)
+			for _, w := range want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+
+func TestDuplicatesReportedTogether(t *testing.T) {
+	data := []byte(string(Example) + `  - id: ms1-c1n2
+    macs: [52:54:00:99:00:11]
+    ip: 10.99.0.11
+`)
+	_, err := Parse("x.yaml", data)
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 2 {
+		t.Fatalf("want 2 errors (duplicate MAC and IP), got %v", err)
+	}
+	if !strings.Contains(errs[0].Error(), `already belongs to machine "ms1-c1n1"`) || !strings.Contains(errs[1].Error(), "already reserved") {
+		t.Errorf("got %v", errs)
+	}
+}
+
+func TestEmptyAndMinimal(t *testing.T) {
+	if _, err := Parse("e.yaml", nil); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty file: %v", err)
+	}
+	f, err := Parse("m.yaml", []byte("version: 1\nhttp: {public_url: http://127.0.0.1:8080}\n"))
+	if err != nil {
+		t.Fatalf("minimal file: %v", err)
+	}
+	if f.DHCP.Mode != ModeOff || f.Boot.DefaultProfile != ProfileLocal || f.RAEnabled() {
+		t.Errorf("defaults: %+v", f)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(Example)
+	f.Add([]byte("version: 1\nmachines: [{id: a, macs: [x]}]"))
+	f.Add([]byte("version: 1\ndhcp: {pool: {start: 1.2.3.4}}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.yaml", data)
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without error")
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+			t.Fatalf("error does not name the file: %v", err)
+		}
+	})
+}

@@ -1,0 +1,195 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"text/template"
+)
+
+type validator struct {
+	file  string
+	lines map[string]int
+	errs  Errors
+}
+
+func (v *validator) fail(key, format string, args ...any) {
+	line := v.lines[key]
+	for k := key; line == 0 && k != ""; k = parent(k) {
+		line = v.lines[k]
+	}
+	v.errs = append(v.errs, &Error{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func parent(k string) string {
+	for i := len(k) - 1; i >= 0; i-- {
+		if k[i] == '.' || k[i] == '[' {
+			return k[:i]
+		}
+	}
+	return ""
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+var machineID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+func (v *validator) validate(f *File) {
+	if !oneOf(f.Log.Level, "debug", "info", "warn", "error") {
+		v.fail("log.level", "%q is not a level (use debug, info, warn or error)", f.Log.Level)
+	}
+	if !oneOf(f.Log.Format, "text", "json") {
+		v.fail("log.format", "%q is not a format (use text or json)", f.Log.Format)
+	}
+	d := &f.DHCP
+	switch d.Mode {
+	case ModeServer, ModeProxy:
+		if d.Interface == "" {
+			v.fail("dhcp.interface", "is required in %s mode (the interface the blades' network is on)", d.Mode)
+		}
+		if !d.ServerIP.IsValid() || !d.ServerIP.Is4() {
+			v.fail("dhcp.server_ip", "is required in %s mode: this host's IPv4 address on dhcp.interface", d.Mode)
+		}
+	case ModeOff:
+	default:
+		v.fail("dhcp.mode", "%q is not a mode (use server, proxy or off)", d.Mode)
+	}
+	if !oneOf(d.UnknownClients, "ignore", "lease", "netboot") {
+		v.fail("dhcp.unknown_clients", "%q is not a policy (use ignore, lease or netboot)", d.UnknownClients)
+	}
+	if d.Mode == ModeServer {
+		v.validateSubnet(f)
+	}
+	if f.RAEnabled() {
+		p := d.RouterAdvertisements.Prefix
+		if !p.IsValid() || !p.Addr().Is6() || p.Bits() != 64 {
+			v.fail("dhcp.router_advertisements.prefix", "router advertisements need an IPv6 /64 prefix of dhcp.interface, like fd99::/64 (or set enabled: false)")
+		}
+		if d.Mode == ModeOff || d.Interface == "" {
+			v.fail("dhcp.router_advertisements.enabled", "router advertisements need dhcp.interface (set enabled: false)")
+		}
+	}
+	if f.HTTP.PublicURL.URL == nil {
+		if !f.ServerAddr().IsValid() {
+			v.fail("http.public_url", "is required when dhcp.server_ip is not set: the URL blades reach this server at, like http://10.99.0.1:8080")
+		} else {
+			f.HTTP.PublicURL.URL = &url.URL{Scheme: "http", Host: f.ServerAddr().String() + ":" + strconv.Itoa(int(f.HTTP.Listen.Port))}
+		}
+	}
+	if f.TFTPEnabled() && f.TFTP.Listen.IsZero() {
+		if f.ServerAddr().IsValid() {
+			f.TFTP.Listen = AddrPort{Host: f.ServerAddr().String(), Port: 69}
+		} else {
+			f.TFTP.Listen = AddrPort{Port: 69}
+		}
+	}
+	v.validateBoot(f)
+	v.validateMachines(f)
+}
+
+func (v *validator) validateSubnet(f *File) {
+	d := &f.DHCP
+	if !d.Subnet.IsValid() || !d.Subnet.Addr().Is4() {
+		v.fail("dhcp.subnet", "is required in server mode: the IPv4 network the blades are on, like 10.99.0.0/24")
+		return
+	}
+	in := func(key string, a Addr) {
+		if a.IsValid() && !d.Subnet.Contains(a.Addr) {
+			v.fail(key, "%s is outside dhcp.subnet %s", a, d.Subnet)
+		}
+	}
+	in("dhcp.server_ip", d.ServerIP)
+	in("dhcp.router", d.Router)
+	if d.Pool != nil {
+		if !d.Pool.Start.IsValid() || !d.Pool.End.IsValid() {
+			v.fail("dhcp.pool", "needs both start and end")
+		} else {
+			in("dhcp.pool.start", d.Pool.Start)
+			in("dhcp.pool.end", d.Pool.End)
+			if d.Pool.End.Less(d.Pool.Start.Addr) {
+				v.fail("dhcp.pool.end", "%s comes before start %s", d.Pool.End, d.Pool.Start)
+			}
+		}
+	}
+	if d.LeaseTime.Duration < 60e9 {
+		v.fail("dhcp.lease_time", "%s is too short (at least 1m)", d.LeaseTime)
+	}
+	if d.UnknownClients != "ignore" && d.Pool == nil {
+		v.fail("dhcp.unknown_clients", "%q needs dhcp.pool to give unknown clients an address", d.UnknownClients)
+	}
+}
+
+func (v *validator) validateBoot(f *File) {
+	b := &f.Boot
+	profiles := map[string]bool{ProfileAgent: true, ProfileLocal: true}
+	for name, text := range b.Profiles {
+		key := "boot.profiles." + name
+		if profiles[name] {
+			v.fail(key, "%q is built in; give the custom profile another name", name)
+			continue
+		}
+		profiles[name] = true
+		if _, err := template.New(name).Parse(text); err != nil {
+			v.fail(key, "the iPXE template does not parse: %v", err)
+		}
+	}
+	if !profiles[b.DefaultProfile] {
+		v.fail("boot.default_profile", "%q is not a profile (use agent, local or a name under boot.profiles)", b.DefaultProfile)
+	}
+	for i, m := range f.Machines {
+		if !profiles[m.Boot] {
+			v.fail(fmt.Sprintf("machines[%d].boot", i), "%q is not a profile (use agent, local or a name under boot.profiles)", m.Boot)
+		}
+	}
+}
+
+func (v *validator) validateMachines(f *File) {
+	ids := map[string]int{}
+	macs := map[string]string{}
+	ips := map[string]string{}
+	for i, m := range f.Machines {
+		key := fmt.Sprintf("machines[%d]", i)
+		if !machineID.MatchString(m.ID) {
+			v.fail(key+".id", "%q is not a machine id (lower-case letters, digits and dashes, like ms1-c10n1)", m.ID)
+		} else if j, dup := ids[m.ID]; dup {
+			v.fail(key+".id", "%q is already the id of machines[%d]", m.ID, j)
+		}
+		ids[m.ID] = i
+		if len(m.MACs) == 0 {
+			v.fail(key+".macs", "machine %q needs at least one MAC address", m.ID)
+		}
+		for j, mac := range m.MACs {
+			s := mac.String()
+			if other, dup := macs[s]; dup {
+				v.fail(fmt.Sprintf("%s.macs[%d]", key, j), "%s already belongs to machine %q", s, other)
+			}
+			macs[s] = m.ID
+		}
+		if m.IP.IsValid() {
+			if f.DHCP.Mode == ModeServer && f.DHCP.Subnet.IsValid() && !f.DHCP.Subnet.Contains(m.IP.Addr) {
+				v.fail(key+".ip", "%s is outside dhcp.subnet %s", m.IP, f.DHCP.Subnet)
+			}
+			if m.IP.Addr == f.ServerAddr() {
+				v.fail(key+".ip", "%s is this server's own address", m.IP)
+			}
+			if p := f.DHCP.Pool; p != nil && p.Start.IsValid() && p.End.IsValid() && !m.IP.Less(p.Start.Addr) && !p.End.Less(m.IP.Addr) {
+				v.fail(key+".ip", "%s is inside dhcp.pool; reservations must be outside the dynamic range", m.IP)
+			}
+			if other, dup := ips[m.IP.String()]; dup {
+				v.fail(key+".ip", "%s is already reserved for machine %q", m.IP, other)
+			}
+			ips[m.IP.String()] = m.ID
+		}
+		if m.Slot < 0 {
+			v.fail(key+".slot", "%d is negative", m.Slot)
+		}
+	}
+}

@@ -1,0 +1,243 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Machine is one blade of the inventory as the config file declares it, plus what imaged has
+// learned about it.
+type Machine struct {
+	ID          string   `json:"id"`
+	MACs        []string `json:"macs"`
+	IP          string   `json:"ip,omitempty"`
+	Hostname    string   `json:"hostname,omitempty"`
+	Chassis     string   `json:"chassis,omitempty"`
+	Slot        int      `json:"slot,omitempty"`
+	WorkerGroup string   `json:"worker_group,omitempty"`
+	WorkerType  string   `json:"worker_type,omitempty"`
+	BMC         string   `json:"bmc,omitempty"`
+	Boot        string   `json:"boot"`
+	LastHello   *Hello   `json:"last_hello,omitempty"`
+}
+
+// Hello is an agent's announcement that it runs on a machine.
+type Hello struct {
+	Time         time.Time `json:"time"`
+	MAC          string    `json:"mac"`
+	IP           string    `json:"ip,omitempty"`
+	AgentVersion string    `json:"agent_version,omitempty"`
+	Uptime       float64   `json:"uptime_seconds,omitempty"`
+}
+
+// SyncMachines makes the stored inventory equal to ms (the config file's), keeping what was
+// learned about machines that remain. Machines no longer in the config are removed.
+func (s *Store) SyncMachines(ms []Machine) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMachines)
+		keep := map[string]bool{}
+		for _, m := range ms {
+			var old Machine
+			if err := get(tx, bucketMachines, m.ID, &old); err == nil {
+				m.LastHello = old.LastHello
+			}
+			if err := put(tx, bucketMachines, m.ID, m); err != nil {
+				return err
+			}
+			keep[m.ID] = true
+		}
+		var gone [][]byte
+		_ = b.ForEach(func(k, _ []byte) error {
+			if !keep[string(k)] {
+				gone = append(gone, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for _, k := range gone {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Machines returns the inventory sorted by id.
+func (s *Store) Machines() ([]Machine, error) { return list[Machine](s.db, bucketMachines) }
+
+// Machine returns one machine.
+func (s *Store) Machine(id string) (Machine, error) {
+	var m Machine
+	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketMachines, id, &m) })
+	if err != nil {
+		return m, fmt.Errorf("store: machine %q: %w", id, err)
+	}
+	return m, nil
+}
+
+// RecordHello stores an agent's hello on its machine.
+func (s *Store) RecordHello(id string, h Hello) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var m Machine
+		if err := get(tx, bucketMachines, id, &m); err != nil {
+			return fmt.Errorf("store: machine %q: %w", id, err)
+		}
+		m.LastHello = &h
+		return put(tx, bucketMachines, id, m)
+	})
+}
+
+// Lease is a DHCP lease, keyed by MAC.
+type Lease struct {
+	MAC      string    `json:"mac"`
+	Addr     string    `json:"addr"`
+	Expiry   time.Time `json:"expiry"`
+	Hostname string    `json:"hostname,omitempty"`
+	State    string    `json:"state,omitempty"`
+}
+
+// PutLease stores a lease durably. Concurrent calls are committed together (bbolt's Batch), so
+// a DHCP server that handles packets on many workers pays one fsync for many leases.
+func (s *Store) PutLease(l Lease) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return put(tx, bucketLeases, l.MAC, l) })
+}
+
+// DeleteLease removes the lease of mac, if any.
+func (s *Store) DeleteLease(mac string) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucketLeases).Delete([]byte(mac)) })
+}
+
+// Leases returns every stored lease.
+func (s *Store) Leases() ([]Lease, error) { return list[Lease](s.db, bucketLeases) }
+
+// Unknown is a client that asked for an address or a boot file but is not in the inventory.
+type Unknown struct {
+	MAC       string    `json:"mac"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Count     int64     `json:"count"`
+	Client    string    `json:"client,omitempty"` // bios-pxe, uefi-pxe, uefi-http, ipxe, dhcp
+	Arch      int       `json:"arch,omitempty"`
+}
+
+// RecordUnknown merges sightings (MAC → count and latest details) into the stored list.
+func (s *Store) RecordUnknown(seen []Unknown) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, u := range seen {
+			var old Unknown
+			if err := get(tx, bucketUnknown, u.MAC, &old); err == nil {
+				u.FirstSeen = old.FirstSeen
+				u.Count += old.Count
+			}
+			if err := put(tx, bucketUnknown, u.MAC, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Unknowns lists the clients seen that are not in the inventory.
+func (s *Store) Unknowns() ([]Unknown, error) { return list[Unknown](s.db, bucketUnknown) }
+
+// ForgetUnknown removes mac from the unknown list (for instance once it joins the inventory).
+func (s *Store) ForgetUnknown(mac string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUnknown).Delete([]byte(mac)) })
+}
+
+// BootToken authorises one netboot of one machine: the iPXE script puts it on the agent's
+// kernel command line and the agent presents it in its hello.
+type BootToken struct {
+	Hash      string    `json:"hash"` // hex SHA-256 of the token; the token itself is never stored
+	MachineID string    `json:"machine_id"`
+	MAC       string    `json:"mac"`
+	Profile   string    `json:"profile"`
+	Issued    time.Time `json:"issued"`
+	Expires   time.Time `json:"expires"`
+}
+
+// PutToken stores a token record and drops expired ones.
+func (s *Store) PutToken(t BootToken) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		var stale [][]byte
+		_ = b.ForEach(func(k, v []byte) error {
+			var x BootToken
+			if json.Unmarshal(v, &x) != nil || x.Expires.Before(t.Issued) {
+				stale = append(stale, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for _, k := range stale {
+			_ = b.Delete(k)
+		}
+		return put(tx, bucketTokens, t.Hash, t)
+	})
+}
+
+// Token returns the record of a token hash.
+func (s *Store) Token(hash string) (BootToken, error) {
+	var t BootToken
+	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketTokens, hash, &t) })
+	return t, err
+}
+
+// Event is one line of a machine's history.
+type Event struct {
+	Seq     uint64            `json:"seq"`
+	Time    time.Time         `json:"time"`
+	Machine string            `json:"machine"`
+	Kind    string            `json:"kind"` // dhcp, tftp, script, asset, hello, ...
+	Message string            `json:"message"`
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+// AddEvent appends e to its machine's event log, keeping the newest maxEvents per machine.
+func (s *Store) AddEvent(e Event) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(e.Machine))
+		if err != nil {
+			return err
+		}
+		e.Seq, _ = b.NextSequence()
+		data, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(binary.BigEndian.AppendUint64(nil, e.Seq), data); err != nil {
+			return err
+		}
+		// Sequence numbers are dense, so the event maxEvents behind this one is the oldest kept.
+		if e.Seq > uint64(s.maxEvents) {
+			if err := b.Delete(binary.BigEndian.AppendUint64(nil, e.Seq-uint64(s.maxEvents))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Events returns a machine's events with Seq > after, oldest first.
+func (s *Store) Events(machine string, after uint64) ([]Event, error) {
+	var out []Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents).Bucket([]byte(machine))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil; k, v = c.Next() {
+			var e Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,161 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
+)
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSchemaVersionAndMigration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	if v, err := s.Version(); err != nil || v != SchemaVersion {
+		t.Fatalf("version = %d, %v", v, err)
+	}
+	s.Close()
+
+	// A file from a newer imaged is refused, and left as it was.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, SchemaVersion+1))
+	})
+	db.Close()
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "newer imaged") {
+		t.Fatalf("newer schema accepted: %v", err)
+	}
+}
+
+func TestLockedWhileOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	defer s.Close()
+	_, err := Open(path, Options{Timeout: 50 * time.Millisecond})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+}
+
+func TestLeasesSurviveReopenAndBatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.PutLease(Lease{MAC: fmt.Sprintf("52:54:00:00:%02x:%02x", i/256, i%256), Addr: fmt.Sprintf("10.0.%d.%d", i/256, i%256), Expiry: time.Unix(1e9, 0).UTC()}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := s.DeleteLease("52:54:00:00:00:07"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	defer s.Close()
+	ls, err := s.Leases()
+	if err != nil || len(ls) != 199 {
+		t.Fatalf("%d leases after reopen, %v", len(ls), err)
+	}
+	if ls[0].MAC != "52:54:00:00:00:00" || ls[0].Addr != "10.0.0.0" {
+		t.Errorf("first lease %+v", ls[0])
+	}
+}
+
+func TestSyncMachinesKeepsLearnedState(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	a := Machine{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, Boot: "agent"}
+	b := Machine{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}, Boot: "local"}
+	if err := s.SyncMachines([]Machine{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	h := Hello{Time: time.Unix(1700000000, 0).UTC(), MAC: a.MACs[0], IP: "10.99.0.11"}
+	if err := s.RecordHello(a.ID, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordHello("nope", h); !errors.Is(err, ErrNotFound) {
+		t.Errorf("hello for unknown machine: %v", err)
+	}
+	a.WorkerGroup = "linux"
+	if err := s.SyncMachines([]Machine{a}); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := s.Machines()
+	a.LastHello = &h
+	if diff := cmp.Diff([]Machine{a}, ms); diff != "" {
+		t.Errorf("machines after sync (-want +got):\n%s", diff)
+	}
+}
+
+func TestEventsBoundedAndOrdered(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	s.maxEvents = 10
+	for i := range 25 {
+		if err := s.AddEvent(Event{Machine: "m1", Kind: "dhcp", Message: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.AddEvent(Event{Machine: "m2", Kind: "hello"})
+	ev, err := s.Events("m1", 0)
+	if err != nil || len(ev) != 10 {
+		t.Fatalf("%d events, %v", len(ev), err)
+	}
+	if ev[0].Message != "15" || ev[9].Message != "24" || ev[9].Seq != 25 {
+		t.Errorf("kept %s..%s", ev[0].Message, ev[9].Message)
+	}
+	ev, _ = s.Events("m1", 23)
+	if len(ev) != 2 {
+		t.Errorf("events after 23: %d", len(ev))
+	}
+}
+
+func TestUnknownMerge(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	t0 := time.Unix(1700000000, 0).UTC()
+	s.RecordUnknown([]Unknown{{MAC: "aa:bb:cc:dd:ee:ff", FirstSeen: t0, LastSeen: t0, Count: 3, Client: "bios-pxe"}})
+	s.RecordUnknown([]Unknown{{MAC: "aa:bb:cc:dd:ee:ff", FirstSeen: t0.Add(time.Hour), LastSeen: t0.Add(time.Hour), Count: 2, Client: "ipxe"}})
+	us, _ := s.Unknowns()
+	want := []Unknown{{MAC: "aa:bb:cc:dd:ee:ff", FirstSeen: t0, LastSeen: t0.Add(time.Hour), Count: 5, Client: "ipxe"}}
+	if diff := cmp.Diff(want, us); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	now := time.Now()
+	s.PutToken(BootToken{Hash: "old", Issued: now.Add(-2 * time.Hour), Expires: now.Add(-time.Hour)})
+	s.PutToken(BootToken{Hash: "new", MachineID: "m", Issued: now, Expires: now.Add(time.Hour)})
+	if _, err := s.Token("old"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("expired token kept: %v", err)
+	}
+	if tk, err := s.Token("new"); err != nil || tk.MachineID != "m" {
+		t.Errorf("token: %+v %v", tk, err)
+	}
+}
