@@ -1,0 +1,198 @@
+// Package api serves imaged's versioned HTTP interfaces: the agent API under /agent/v1 and the
+// read side of the operator API under /api/v1. HTTP status codes are chosen here and nowhere
+// else. Every error is JSON: {"error": "...", "field": "..."}.
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/store"
+)
+
+// maxBody bounds every request body; a larger one gets 413.
+const maxBody = 64 << 10
+
+// Server holds the API's collaborators.
+type Server struct {
+	inv *inventory.Inventory
+	log *slog.Logger
+}
+
+// New returns the API server.
+func New(inv *inventory.Inventory, log *slog.Logger) *Server { return &Server{inv: inv, log: log} }
+
+// Register adds the API's routes to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /agent/v1/hello", s.hello)
+	mux.HandleFunc("GET /api/v1/machines", s.machines)
+	mux.HandleFunc("GET /api/v1/machines/{id}", s.machine)
+	mux.HandleFunc("GET /api/v1/machines/{id}/events", s.events)
+	mux.HandleFunc("GET /api/v1/unknown-clients", s.unknownClients)
+}
+
+// Error is the body of every error response.
+type Error struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func fail(w http.ResponseWriter, status int, field, format string, args ...any) {
+	writeJSON(w, status, Error{Error: fmt.Sprintf(format, args...), Field: field})
+}
+
+// decode reads a JSON body strictly into v, answering 413, 415 or 400 (naming the field) itself.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		fail(w, http.StatusUnsupportedMediaType, "", "the body must be JSON (Content-Type: application/json), not %s", ct)
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("extra data after the JSON object")
+	}
+	if err == nil {
+		return true
+	}
+	var tooBig *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &tooBig):
+		fail(w, http.StatusRequestEntityTooLarge, "", "the body is larger than %d bytes", tooBig.Limit)
+	case errors.As(err, &typeErr):
+		fail(w, http.StatusBadRequest, typeErr.Field, "field %q must be a %s, not a JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		fail(w, http.StatusBadRequest, "", "the body is not valid JSON at byte %d: %v", syntaxErr.Offset, err)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		fail(w, http.StatusBadRequest, field, "unknown field %q", field)
+	case errors.Is(err, io.EOF):
+		fail(w, http.StatusBadRequest, "", "the body is empty; a JSON object is required")
+	default:
+		fail(w, http.StatusBadRequest, "", "the body is not valid JSON: %v", err)
+	}
+	return false
+}
+
+// HelloRequest is the body of POST /agent/v1/hello.
+type HelloRequest struct {
+	MAC          string  `json:"mac"`
+	Token        string  `json:"token"`
+	IP           string  `json:"ip,omitempty"`
+	AgentVersion string  `json:"agent_version,omitempty"`
+	Uptime       float64 `json:"uptime_seconds,omitempty"`
+}
+
+// HelloReply tells the agent who it is and what to do next.
+type HelloReply struct {
+	MachineID string `json:"machine_id,omitempty"`
+	Action    string `json:"action"` // "wait": stay up and reachable
+}
+
+func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
+	var req HelloRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	mac, err := net.ParseMAC(req.MAC)
+	if err != nil || len(mac) != 6 {
+		fail(w, http.StatusBadRequest, "mac", "%q is not an Ethernet MAC address", req.MAC)
+		return
+	}
+	if req.Token == "" {
+		fail(w, http.StatusBadRequest, "token", "the boot token from the kernel command line (imaged.token=) is required")
+		return
+	}
+	if req.IP != "" && net.ParseIP(req.IP) == nil {
+		fail(w, http.StatusBadRequest, "ip", "%q is not an IP address", req.IP)
+		return
+	}
+	m, err := s.inv.Hello(inventory.HelloRequest{MAC: mac, Token: req.Token, IP: req.IP, AgentVersion: req.AgentVersion, Uptime: req.Uptime})
+	switch {
+	case errors.Is(err, inventory.ErrBadToken):
+		s.log.Warn("agent hello refused", "mac", mac, "remote", r.RemoteAddr, "err", err)
+		fail(w, http.StatusForbidden, "token", "%v", err)
+		return
+	case errors.Is(err, inventory.ErrUnknownMachine):
+		fail(w, http.StatusNotFound, "mac", "%v", err)
+		return
+	case err != nil:
+		s.log.Error("agent hello", "mac", mac, "err", err)
+		fail(w, http.StatusInternalServerError, "", "cannot record the hello: %v", err)
+		return
+	}
+	s.log.Info("agent hello", "machine", m.ID, "mac", mac, "ip", req.IP, "agent_version", req.AgentVersion)
+	writeJSON(w, http.StatusOK, HelloReply{MachineID: m.ID, Action: "wait"})
+}
+
+func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.inv.Machines())
+}
+
+func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.inv.Machine(r.PathValue("id"))
+	if !ok {
+		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", r.PathValue("id"))
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, ok := s.inv.Machine(id); !ok {
+		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+		return
+	}
+	var after uint64
+	if a := r.URL.Query().Get("after"); a != "" {
+		var err error
+		if after, err = strconv.ParseUint(a, 10, 64); err != nil {
+			fail(w, http.StatusBadRequest, "after", "%q is not a sequence number", a)
+			return
+		}
+	}
+	ev, err := s.inv.Events(id, after)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "", "%v", err)
+		return
+	}
+	if ev == nil {
+		ev = []store.Event{}
+	}
+	writeJSON(w, http.StatusOK, ev)
+}
+
+func (s *Server) unknownClients(w http.ResponseWriter, r *http.Request) {
+	if err := s.inv.FlushUnknown(); err != nil {
+		s.log.Warn("flush unknown clients", "err", err)
+	}
+	us, err := s.inv.Store().Unknowns()
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "", "%v", err)
+		return
+	}
+	if us == nil {
+		us = []store.Unknown{}
+	}
+	writeJSON(w, http.StatusOK, us)
+}
