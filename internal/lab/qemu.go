@@ -68,7 +68,10 @@ func (vm *VM) Start(ctx context.Context) (*Running, error) {
 	}
 	args := []string{"netns", "exec", vm.Netns, "qemu-system-x86_64",
 		"-accel", "tcg", "-m", fmt.Sprint(vm.Memory), "-smp", "1", "-nographic", "-no-reboot", "-boot", "n",
-		"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", vm.Tap), "-device", dev}
+		"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", vm.Tap), "-device", dev,
+		// An entropy source: without RDRAND under TCG the guest kernel's random pool may never be
+		// ready, and anything that asks for randomness early blocks.
+		"-device", "virtio-rng-pci"}
 	if vm.Firmware == "uefi" {
 		vars := filepath.Join(vm.Dir, vm.Name+".OVMF_VARS.fd")
 		if err := copyFile("/usr/share/OVMF/OVMF_VARS_4M.fd", vars); err != nil {

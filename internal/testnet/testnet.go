@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/imaged/imaged/internal/lab"
 )
 
 // RequireRoot skips t unless the test runs as root with the ip tool available. CI runs as root.
@@ -45,6 +47,7 @@ var seq atomic.Int64
 
 // Pair is two namespaces joined by a veth pair: Srv holds the server under test on SrvIf with
 // SrvIP, Cli holds a bridge (CliBridge, CliIP) to which clients attach more links with AddClient.
+// It is a lab.Network that the test's end removes.
 type Pair struct {
 	Srv, Cli     string
 	SrvIf        string
@@ -52,7 +55,8 @@ type Pair struct {
 	SrvIP, CliIP string // dotted quads, /24 unless NewPairPrefix said otherwise
 	Prefix       int
 	t            testing.TB
-	links        int
+	net          *lab.Network
+	clients      int
 }
 
 // NewPair creates a namespace pair with 10.99.0.1/24 (server) and 10.99.0.2/24 (client bridge),
@@ -63,72 +67,39 @@ func NewPair(t testing.TB) *Pair { return NewPairPrefix(t, "10.99.0.1", "10.99.0
 func NewPairPrefix(t testing.TB, srvIP, cliIP string, prefix int) *Pair {
 	t.Helper()
 	RequireRoot(t)
-	id := fmt.Sprintf("imt%d-%d", os.Getpid()%100000, seq.Add(1))
-	p := &Pair{Srv: id + "-s", Cli: id + "-c", SrvIf: "veth-srv", CliBridge: "br0",
-		SrvIP: srvIP, CliIP: cliIP, Prefix: prefix, t: t}
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "netns", "del", p.Srv).Run()
-		_ = exec.Command("ip", "netns", "del", p.Cli).Run()
-	})
-	cidr := func(ip string) string { return fmt.Sprintf("%s/%d", ip, prefix) }
-	p.mustIP("netns", "add", p.Srv)
-	p.mustIP("netns", "add", p.Cli)
-	// Both ends are born inside their namespaces: nothing ever exists in the host's namespace.
-	p.mustIP("link", "add", "veth-srv", "netns", p.Srv, "type", "veth", "peer", "name", "veth-cli", "netns", p.Cli)
-	p.mustIP("-n", p.Srv, "link", "set", "lo", "up")
-	p.mustIP("-n", p.Srv, "addr", "add", cidr(srvIP), "dev", "veth-srv")
-	p.mustIP("-n", p.Srv, "addr", "add", "fd99::1/64", "dev", "veth-srv", "nodad")
-	p.mustIP("-n", p.Srv, "link", "set", "veth-srv", "up")
-	p.mustIP("-n", p.Cli, "link", "set", "lo", "up")
-	p.mustIP("-n", p.Cli, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
-	p.mustIP("-n", p.Cli, "link", "set", "veth-cli", "master", "br0")
-	p.mustIP("-n", p.Cli, "addr", "add", cidr(cliIP), "dev", "br0")
-	p.mustIP("-n", p.Cli, "link", "set", "veth-cli", "up")
-	p.mustIP("-n", p.Cli, "link", "set", "br0", "up")
-	return p
+	n := &lab.Network{Prefix: fmt.Sprintf("imt%d-%d", os.Getpid()%100000, seq.Add(1)), SrvIP: srvIP, CliIP: cliIP, Bits: prefix}
+	t.Cleanup(n.Down)
+	if err := n.Up(); err != nil {
+		t.Fatal(err)
+	}
+	return &Pair{Srv: n.Srv(), Cli: n.Cli(), SrvIf: n.SrvIf(), CliBridge: "br0", SrvIP: srvIP, CliIP: cliIP, Prefix: prefix, t: t, net: n}
 }
 
 // AddTap adds a tap device on the client bridge for a QEMU VM and returns its name.
 func (p *Pair) AddTap() string {
-	p.links++
-	name := fmt.Sprintf("tap%d", p.links)
-	p.mustIP("-n", p.Cli, "tuntap", "add", "dev", name, "mode", "tap")
-	p.mustIP("-n", p.Cli, "link", "set", name, "master", "br0")
-	p.mustIP("-n", p.Cli, "link", "set", name, "up")
+	p.t.Helper()
+	name, err := p.net.AddTap()
+	if err != nil {
+		p.t.Fatal(err)
+	}
 	return name
 }
 
 // AddClient creates a third namespace with one interface (dc0, link-local only, no address)
 // bridged to the client side, for DHCP clients such as udhcpc and dhclient. mac may be empty.
 func (p *Pair) AddClient(mac string) (ns, ifname string) {
-	p.links++
-	ns = fmt.Sprintf("%s%d", p.Cli, p.links)
-	peer := fmt.Sprintf("dcp%d", p.links)
-	p.t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	p.mustIP("netns", "add", ns)
-	args := []string{"link", "add", "dc0", "netns", ns}
-	if mac != "" {
-		args = append(args, "address", mac)
-	}
-	args = append(args, "type", "veth", "peer", "name", peer, "netns", p.Cli)
-	p.mustIP(args...)
-	p.mustIP("-n", p.Cli, "link", "set", peer, "master", "br0")
-	p.mustIP("-n", p.Cli, "link", "set", peer, "up")
-	p.mustIP("-n", ns, "link", "set", "lo", "up")
-	p.mustIP("-n", ns, "link", "set", "dc0", "up")
-	return ns, "dc0"
-}
-
-func (p *Pair) mustIP(args ...string) {
 	p.t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		p.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	p.clients++
+	ns, err := p.net.AddHost(fmt.Sprintf("c%d", p.clients), "dc0", mac, "")
+	if err != nil {
+		p.t.Fatal(err)
 	}
+	return ns, "dc0"
 }
 
 // Command returns a command that runs name inside namespace ns.
 func Command(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	return lab.Command(ctx, ns, name, args...)
 }
 
 // HelperEnv is set in the environment of a test binary re-executed by StartHelper.

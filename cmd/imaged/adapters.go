@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/imaged/imaged/internal/boot"
+	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/store"
+)
+
+// The adapters below let the leaf packages (boot, dhcp, tftp) see the inventory through the
+// small interfaces they declare.
+
+type bootInventory struct{ inv *inventory.Inventory }
+
+func (b bootInventory) ByMAC(mac net.HardwareAddr) (boot.Machine, bool) {
+	m, ok := b.inv.ByMAC(mac)
+	if !ok {
+		return boot.Machine{}, false
+	}
+	return boot.Machine{ID: m.ID, MAC: mac, Profile: m.Boot, Hostname: m.Hostname, WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType}, true
+}
+
+type bootTokens struct{ inv *inventory.Inventory }
+
+func (b bootTokens) Issue(m boot.Machine) (string, error) { return b.inv.IssueToken(m.ID, m.MAC, m.Profile) }
+
+// observer turns what the protocol servers did into events on the machines' timelines.
+type observer struct {
+	inv   *inventory.Inventory
+	log   *slog.Logger
+	proxy bool // DHCP runs as proxyDHCP
+}
+
+func remoteAddr(remote string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr().Unmap()
+	}
+	a, _ := netip.ParseAddr(remote)
+	return a.Unmap()
+}
+
+func (o *observer) ScriptServed(m boot.Machine, remote string) {
+	if m.ID == "" {
+		return
+	}
+	o.inv.Event(store.Event{Machine: m.ID, Kind: "script", Message: fmt.Sprintf("iPXE script served (profile %s)", m.Profile),
+		Fields: map[string]string{"remote": remote, "profile": m.Profile}})
+}
+
+func (o *observer) AssetServed(name, remote string, status int, n int64, d time.Duration) {
+	m, ok := o.inv.ByAddr(remoteAddr(remote))
+	if !ok {
+		return
+	}
+	o.inv.Event(store.Event{Machine: m.ID, Kind: "http", Message: fmt.Sprintf("HTTP %s: %d, %d bytes in %s", name, status, n, d.Round(time.Millisecond)),
+		Fields: map[string]string{"file": name, "status": fmt.Sprint(status), "bytes": fmt.Sprint(n)}})
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/imaged/imaged/internal/api"
+	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/store"
+)
+
+func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sub, rest, err := subcommand(args, "machines", "list", "unknown", "events")
+	if err != nil {
+		return err
+	}
+	fs := newFlags("machines "+sub, stderr)
+	path := configFlag(fs)
+	server := fs.String("server", "", "query this running daemon's URL instead of the state file (default: the config's http.listen when the state file is in use)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if sub == "events" && fs.NArg() != 1 {
+		return usageError{"usage: imaged machines events [flags] MACHINE_ID"}
+	}
+	src, err := openSource(ctx, *path, *server)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	switch sub {
+	case "list":
+		ms, err := src.machines()
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, ms)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tMACS\tIP\tCHASSIS\tSLOT\tGROUP\tTYPE\tBOOT\tLAST HELLO")
+		for _, m := range ms {
+			hello := "-"
+			if m.LastHello != nil {
+				hello = fmt.Sprintf("%s from %s", m.LastHello.Time.Local().Format(time.DateTime), m.LastHello.IP)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", m.ID, strings.Join(m.MACs, ","), dash(m.IP), dash(m.Chassis), m.Slot,
+				dash(m.WorkerGroup), dash(m.WorkerType), m.Boot, hello)
+		}
+		return tw.Flush()
+	case "unknown":
+		us, err := src.unknown()
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, us)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "MAC\tCLIENT\tARCH\tCOUNT\tFIRST SEEN\tLAST SEEN")
+		for _, u := range us {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", u.MAC, dash(u.Client), u.Arch, u.Count,
+				u.FirstSeen.Local().Format(time.DateTime), u.LastSeen.Local().Format(time.DateTime))
+		}
+		if len(us) == 0 {
+			fmt.Fprintln(tw, "(none seen)")
+		}
+		return tw.Flush()
+	default:
+		ev, err := src.events(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, ev)
+		}
+		printTimeline(stdout, ev)
+		return nil
+	}
+}
+
+// printTimeline prints events with the time since the first one, like a boot log.
+func printTimeline(w io.Writer, ev []store.Event) {
+	if len(ev) == 0 {
+		fmt.Fprintln(w, "(no events)")
+		return
+	}
+	t0 := ev[0].Time
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\t+SECONDS\tKIND\tEVENT")
+	for _, e := range ev {
+		fmt.Fprintf(tw, "%s\t%+8.3f\t%s\t%s\n", e.Time.Local().Format("15:04:05.000"), e.Time.Sub(t0).Seconds(), e.Kind, e.Message)
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// source reads the inventory from the state file, or from the running daemon that holds it.
+type source struct {
+	st     *store.Store
+	server *url.URL
+	client *http.Client
+	ctx    context.Context
+}
+
+func openSource(ctx context.Context, cfgPath, server string) (*source, error) {
+	if server == "" {
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			return nil, err
+		}
+		st, err := store.Open(filepath.Join(cfg.StateDir, "imaged.db"), store.Options{ReadOnly: true, Timeout: 300 * time.Millisecond})
+		if err == nil {
+			return &source{st: st}, nil
+		}
+		if !errors.Is(err, store.ErrLocked) {
+			return nil, err
+		}
+		host := cfg.HTTP.Listen.Host
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		server = "http://" + (config.AddrPort{Host: host, Port: cfg.HTTP.Listen.Port}).String()
+	}
+	u, err := url.Parse(server)
+	if err != nil || u.Host == "" {
+		return nil, usageError{fmt.Sprintf("-server %q is not a URL like http://10.99.0.1:8080", server)}
+	}
+	return &source{server: u, client: &http.Client{Timeout: 10 * time.Second}, ctx: ctx}, nil
+}
+
+func (s *source) close() {
+	if s.st != nil {
+		s.st.Close()
+	}
+}
+
+func (s *source) get(path string, v any) error {
+	req, err := http.NewRequestWithContext(s.ctx, "GET", s.server.JoinPath(path).String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("the state file is in use and the daemon did not answer: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("%s: %s: %s", req.URL, resp.Status, e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func (s *source) machines() ([]store.Machine, error) {
+	if s.st != nil {
+		return s.st.Machines()
+	}
+	var ms []store.Machine
+	return ms, s.get("/api/v1/machines", &ms)
+}
+
+func (s *source) unknown() ([]store.Unknown, error) {
+	if s.st != nil {
+		return s.st.Unknowns()
+	}
+	var us []store.Unknown
+	return us, s.get("/api/v1/unknown-clients", &us)
+}
+
+func (s *source) events(id string) ([]store.Event, error) {
+	if s.st != nil {
+		if _, err := s.st.Machine(id); err != nil {
+			return nil, err
+		}
+		return s.st.Events(id, 0)
+	}
+	var ev []store.Event
+	return ev, s.get("/api/v1/machines/"+url.PathEscape(id)+"/events", &ev)
+}
+

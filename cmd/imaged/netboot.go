@@ -1,0 +1,151 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/imaged/imaged/internal/boot"
+	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/dhcp"
+	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/ra"
+	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/tftp"
+)
+
+// addNetboot constructs (and binds) the DHCP server, the router advertisement sender and the
+// TFTP server that the config asks for.
+func (d *daemon) addNetboot(obs *observer, roots []string) error {
+	cfg := d.cfg
+	if cfg.DHCP.Mode != config.ModeOff {
+		base := cfg.HTTP.PublicURL.URL
+		dc := dhcp.Config{
+			Mode:       dhcp.Mode(cfg.DHCP.Mode),
+			Interface:  cfg.DHCP.Interface,
+			ServerIP:   cfg.DHCP.ServerIP.Addr,
+			Subnet:     cfg.DHCP.Subnet.Prefix,
+			Router:     cfg.DHCP.Router.Addr,
+			DomainName: cfg.DHCP.DomainName,
+			LeaseTime:  cfg.DHCP.LeaseTime.Duration,
+			Unknown:    dhcp.UnknownPolicy(cfg.DHCP.UnknownClients),
+			Boot: dhcp.Boot{
+				BIOSFile:    cfg.Boot.BIOSFile,
+				UEFIx64File: cfg.Boot.UEFIFile,
+				ARM64File:   cfg.Boot.ARM64File,
+				HTTPBase:    base,
+				ScriptURL:   func(mac net.HardwareAddr) string { return boot.ScriptURL(base, mac) },
+			},
+		}
+		for _, a := range cfg.DHCP.DNS {
+			dc.DNS = append(dc.DNS, a.Addr)
+		}
+		if p := cfg.DHCP.Pool; p != nil {
+			dc.PoolStart, dc.PoolEnd = p.Start.Addr, p.End.Addr
+		}
+		srv, err := dhcp.New(dc, dhcp.Deps{
+			Inventory:  dhcpInventory{d.inv},
+			Leases:     dhcpLeases{d.st},
+			Observer:   obs,
+			Log:        d.log.With("component", "dhcp"),
+			Registerer: d.reg,
+		})
+		if err != nil {
+			return err
+		}
+		d.components["dhcp"] = srv
+	}
+	if cfg.RAEnabled() {
+		s, err := ra.New(ra.Config{Interface: cfg.DHCP.Interface, Prefix: cfg.DHCP.RouterAdvertisements.Prefix.Prefix,
+			Interval: cfg.DHCP.RouterAdvertisements.Interval.Duration}, d.log.With("component", "ra"))
+		if err != nil {
+			return err
+		}
+		d.components["ra"] = s
+	}
+	if cfg.TFTPEnabled() {
+		s, err := tftp.New(tftp.Config{Listen: cfg.TFTP.Listen.String(), Roots: roots},
+			tftp.Deps{Log: d.log.With("component", "tftp"), Registerer: d.reg, Observer: obs})
+		if err != nil {
+			return err
+		}
+		d.components["tftp"] = s
+	}
+	return nil
+}
+
+type dhcpInventory struct{ inv *inventory.Inventory }
+
+func (i dhcpInventory) Lookup(mac net.HardwareAddr) (dhcp.Host, bool) {
+	m, ok := i.inv.ByMAC(mac)
+	if !ok {
+		return dhcp.Host{}, false
+	}
+	a, _ := netip.ParseAddr(m.IP)
+	return dhcp.Host{ID: m.ID, Addr: a, Hostname: m.Hostname, Netboot: true}, true
+}
+
+type dhcpLeases struct{ st *store.Store }
+
+func (l dhcpLeases) Leases() ([]dhcp.Lease, error) {
+	sl, err := l.st.Leases()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dhcp.Lease, 0, len(sl))
+	for _, x := range sl {
+		mac, err1 := net.ParseMAC(x.MAC)
+		a, err2 := netip.ParseAddr(x.Addr)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("stored lease %q → %q is corrupt", x.MAC, x.Addr)
+		}
+		out = append(out, dhcp.Lease{MAC: mac, Addr: a, Expiry: x.Expiry, Hostname: x.Hostname, State: x.State})
+	}
+	return out, nil
+}
+
+func (l dhcpLeases) PutLease(x dhcp.Lease) error {
+	return l.st.PutLease(store.Lease{MAC: x.MAC.String(), Addr: x.Addr.String(), Expiry: x.Expiry, Hostname: x.Hostname, State: x.State})
+}
+
+func (l dhcpLeases) DeleteLease(mac net.HardwareAddr) error { return l.st.DeleteLease(mac.String()) }
+
+// Observe records DHCP traffic: unknown clients are noted for `imaged machines unknown`, known
+// machines get a timeline event (and their leased address is remembered, so that their TFTP and
+// HTTP requests are attributed to them).
+func (o *observer) Observe(ob dhcp.Observation) {
+	if !ob.Known {
+		o.inv.SawUnknown(ob.MAC, ob.Client, int(ob.Arch))
+		return
+	}
+	if ob.Addr.IsValid() && (ob.Disposition == dhcp.DispositionAck || ob.Disposition == dhcp.DispositionOffer) {
+		o.inv.NoteAddr(ob.MAC, ob.Addr)
+	}
+	msg := fmt.Sprintf("DHCP %s from %s client: %s", ob.MsgType, ob.Client, ob.Disposition)
+	if o.proxy {
+		msg = "proxy" + msg
+	}
+	if ob.Addr.IsValid() {
+		msg += " " + ob.Addr.String()
+	}
+	if ob.BootFile != "" {
+		msg += ", boot file " + ob.BootFile
+	}
+	fields := map[string]string{"mac": ob.MAC.String(), "client": ob.Client, "arch": fmt.Sprint(int(ob.Arch)), "disposition": ob.Disposition}
+	if ob.Vendor != "" {
+		fields["vendor_class"] = ob.Vendor
+	}
+	o.inv.Event(store.Event{Machine: ob.MachineID, Time: ob.Time, Kind: "dhcp", Message: msg, Fields: fields})
+}
+
+// TransferDone records a TFTP transfer on the timeline of the machine at its address.
+func (o *observer) TransferDone(t tftp.Transfer) {
+	m, ok := o.inv.ByAddr(t.Remote.Addr())
+	if !ok {
+		return
+	}
+	o.inv.Event(store.Event{Machine: m.ID, Kind: "tftp",
+		Message: fmt.Sprintf("TFTP %s: %s, %d bytes (blksize %d) in %s", t.File, t.Outcome, t.Bytes, t.BlockSize, t.Duration.Round(time.Millisecond)),
+		Fields:  map[string]string{"file": t.File, "outcome": t.Outcome, "bytes": fmt.Sprint(t.Bytes)}})
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// usageError marks a mistake in the command line; it exits 2, other errors exit 1.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+const usage = `usage: imaged COMMAND [flags]
+
+Commands:
+  serve            run the daemon: DHCP/proxyDHCP, TFTP, HTTP boot, agent API, /metrics
+  check-config     validate the config file and exit
+  machines list    list the inventory with each machine's last agent hello
+  machines unknown list the clients seen on the network that are not in the inventory
+  machines events  print one machine's boot timeline
+  initrd build     build the netboot initramfs that runs imaged's agent
+  agent            run the agent (done automatically when imaged is /init)
+  lab demo         netboot a QEMU blade in network namespaces and show its timeline (root)
+  version          print the version
+
+Run 'imaged COMMAND -h' for a command's flags.
+`
+
+// run is the whole program: it returns errors and never exits, so tests can call it.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// The netboot initramfs starts the binary as /init, as PID 1, with no arguments.
+	if os.Getpid() == 1 || filepath.Base(args[0]) == "init" {
+		return runAgentInit(ctx, stderr)
+	}
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"no command given"}
+	}
+	cmd, rest := args[1], args[2:]
+	switch cmd {
+	case "serve":
+		return cmdServe(ctx, rest, stdout, stderr)
+	case "check-config":
+		return cmdCheckConfig(rest, stdout, stderr)
+	case "machines":
+		return cmdMachines(ctx, rest, stdout, stderr)
+	case "initrd":
+		return cmdInitrd(ctx, rest, stdout, stderr)
+	case "agent":
+		return cmdAgent(ctx, rest, stderr)
+	case "lab":
+		return cmdLab(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "imaged %s\n", versionString())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageError{fmt.Sprintf("unknown command %q", cmd)}
+	}
+}
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v += " (" + bi.GoVersion + ")"
+	}
+	return v
+}
+
+// newFlags returns a flag set that reports errors instead of exiting.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("imaged "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// defaultConfig is the config path unless -config or $IMAGED_CONFIG says otherwise.
+func defaultConfig() string {
+	if p := os.Getenv("IMAGED_CONFIG"); p != "" {
+		return p
+	}
+	return "/etc/imaged/imaged.yaml"
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", defaultConfig(), "config file (also $IMAGED_CONFIG)")
+}
+
+func subcommand(args []string, name string, cmds ...string) (string, []string, error) {
+	if len(args) == 0 {
+		return "", nil, usageError{fmt.Sprintf("imaged %s needs a subcommand: %s", name, strings.Join(cmds, ", "))}
+	}
+	for _, c := range cmds {
+		if args[0] == c {
+			return c, args[1:], nil
+		}
+	}
+	return "", nil, usageError{fmt.Sprintf("imaged %s: unknown subcommand %q (use %s)", name, args[0], strings.Join(cmds, ", "))}
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imaged/imaged/internal/api"
+	"github.com/imaged/imaged/internal/boot"
+	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/store"
+)
+
+func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check-config", stderr)
+	path := configFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (dhcp %s, %d machines, boot assets in %s)\n", *path, cfg.DHCP.Mode, len(cfg.Machines), cfg.Boot.AssetsDir)
+	return nil
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	path := configFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	d, err := newDaemon(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	return d.run(ctx)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// component is every long-running part of the daemon: New binds, Run serves until ctx ends.
+type component interface {
+	Run(ctx context.Context) error
+}
+
+type daemon struct {
+	cfg        *config.File
+	log        *slog.Logger
+	st         *store.Store
+	inv        *inventory.Inventory
+	reg        *prometheus.Registry
+	components map[string]component
+	httpLn     net.Listener
+	httpSrv    *http.Server
+	closers    []func()
+}
+
+// newDaemon opens the state and constructs every component, binding every socket, so that a bad
+// address or a missing file stops start-up before anything serves.
+func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
+	d := &daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry(), components: map[string]component{}}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.st, err = store.Open(filepath.Join(cfg.StateDir, "imaged.db"), store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, func() { d.st.Close() })
+	if err := d.st.SyncMachines(machinesFromConfig(cfg)); err != nil {
+		return nil, err
+	}
+	d.inv, err = inventory.New(d.st, log, cfg.Boot.TokenTTL.Duration)
+	if err != nil {
+		return nil, err
+	}
+	obs := &observer{inv: d.inv, log: log, proxy: cfg.DHCP.Mode == config.ModeProxy}
+	if err := syncBootPrograms(cfg, log); err != nil {
+		return nil, err
+	}
+	roots := []string{cfg.Boot.AssetsDir}
+
+	bh, err := boot.New(boot.Config{
+		PublicURL:      cfg.HTTP.PublicURL.URL,
+		Roots:          roots,
+		Agent:          boot.Agent{Kernel: cfg.Boot.Agent.Kernel, Initrd: cfg.Boot.Agent.Initrd, Cmdline: cfg.Boot.Agent.Cmdline},
+		Profiles:       cfg.Boot.Profiles,
+		UnknownProfile: unknownProfile(cfg),
+	}, boot.Deps{Inventory: bootInventory{d.inv}, Tokens: bootTokens{d.inv}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, bh.Close)
+	if err := d.addNetboot(obs, roots); err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/boot/", bh)
+	api.New(d.inv, log.With("component", "api")).Register(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
+	mux.HandleFunc("GET /healthz", d.healthz)
+	d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen.String())
+	if err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
+	return d, nil
+}
+
+func unknownProfile(cfg *config.File) string {
+	if cfg.DHCP.UnknownClients == "netboot" {
+		return boot.ProfileAgent
+	}
+	return ""
+}
+
+func (d *daemon) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+	d.closers = nil
+}
+
+func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
+	names := make([]string, 0, len(d.components))
+	for n := range d.components {
+		names = append(names, n)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"status": "ok", "version": version, "components": names})
+}
+
+// run serves until ctx ends, then drains: HTTP gets a fresh bounded context for Shutdown
+// (the cancelled one would cut transfers short), TFTP and DHCP drain in their own Run.
+func (d *daemon) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for name, c := range d.components {
+		g.Go(func() error {
+			if err := c.Run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		if err := d.httpSrv.Serve(d.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		return d.httpSrv.Shutdown(sctx)
+	})
+	g.Go(func() error {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return d.inv.FlushUnknown()
+			case <-t.C:
+				if err := d.inv.FlushUnknown(); err != nil {
+					d.log.Warn("cannot store unknown clients", "err", err)
+				}
+			}
+		}
+	})
+	d.log.Info("imaged serving", "version", version, "http", d.httpLn.Addr().String(), "public_url", d.cfg.HTTP.PublicURL.String(),
+		"dhcp", d.cfg.DHCP.Mode, "machines", len(d.cfg.Machines))
+	if _, err := sdnotify.SdNotify(false, sdnotify.SdNotifyReady); err != nil {
+		d.log.Warn("sd_notify", "err", err)
+	}
+	go func() {
+		<-gctx.Done()
+		sdnotify.SdNotify(false, sdnotify.SdNotifyStopping)
+	}()
+	err := g.Wait()
+	d.log.Info("imaged stopped", "err", err)
+	return err
+}
+
+func machinesFromConfig(cfg *config.File) []store.Machine {
+	out := make([]store.Machine, 0, len(cfg.Machines))
+	for _, m := range cfg.Machines {
+		sm := store.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot,
+			WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType, BMC: m.BMC, Boot: m.Boot}
+		for _, mac := range m.MACs {
+			sm.MACs = append(sm.MACs, mac.String())
+		}
+		if m.IP.IsValid() {
+			sm.IP = m.IP.String()
+		}
+		out = append(out, sm)
+	}
+	return out
+}

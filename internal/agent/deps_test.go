@@ -1,0 +1,38 @@
+package agent
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestAgentDeps guards the initramfs: the agent's dependency set ships on every blade, so none
+// of the server's heavy dependencies and no imaged server package may creep in (tailscale's
+// deptest does the same).
+func TestAgentDeps(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/imaged/imaged/internal/agent").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	forbidden := []string{
+		"go.etcd.io/bbolt",
+		"github.com/aws/",
+		"github.com/stmcginnis/gofish",
+		"github.com/prometheus",
+	}
+	allowedImaged := map[string]bool{"github.com/imaged/imaged/internal/agent": true}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list printed too little to trust: %q", out)
+	}
+	for _, d := range deps {
+		for _, f := range forbidden {
+			if strings.HasPrefix(d, f) {
+				t.Errorf("the agent depends on %s, which must not ship in the initramfs", d)
+			}
+		}
+		if strings.HasPrefix(d, "github.com/imaged/imaged/") && !allowedImaged[d] {
+			t.Errorf("the agent depends on %s: only leaf packages that are safe to ship on blades may be added to allowedImaged here; server packages never", d)
+		}
+	}
+}
