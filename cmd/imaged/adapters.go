@@ -27,7 +27,9 @@ func (b bootInventory) ByMAC(mac net.HardwareAddr) (boot.Machine, bool) {
 
 type bootTokens struct{ inv *inventory.Inventory }
 
-func (b bootTokens) Issue(m boot.Machine) (string, error) { return b.inv.IssueToken(m.ID, m.MAC, m.Profile) }
+func (b bootTokens) Issue(m boot.Machine) (string, error) {
+	return b.inv.IssueToken(m.ID, m.MAC, m.Profile)
+}
 
 // observer turns what the protocol servers did into events on the machines' timelines.
 type observer struct {

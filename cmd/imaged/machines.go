@@ -201,4 +201,3 @@ func (s *source) events(id string) ([]store.Event, error) {
 	var ev []store.Event
 	return ev, s.get("/api/v1/machines/"+url.PathEscape(id)+"/events", &ev)
 }
-

@@ -57,11 +57,11 @@ type Agent struct {
 
 // Config configures the handler.
 type Config struct {
-	PublicURL      *url.URL           // how blades reach this server
-	Roots          []string           // asset directories, searched in order
-	Agent          Agent              // the agent profile's payload
-	Profiles       map[string]string  // custom profiles: name → iPXE template
-	UnknownProfile string             // profile for MACs not in the inventory; "" answers 404
+	PublicURL      *url.URL          // how blades reach this server
+	Roots          []string          // asset directories, searched in order
+	Agent          Agent             // the agent profile's payload
+	Profiles       map[string]string // custom profiles: name → iPXE template
+	UnknownProfile string            // profile for MACs not in the inventory; "" answers 404
 }
 
 // Deps are the handler's collaborators.
@@ -183,9 +183,9 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 
 type scriptData struct {
 	URL, Kernel, Initrd, KernelName, InitrdName, Cmdline, Token string
-	Machine                                                    Machine
-	MAC                                                        string
-	Issued                                                     string
+	Machine                                                     Machine
+	MAC                                                         string
+	Issued                                                      string
 }
 
 func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, macText string) {

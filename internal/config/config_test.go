@@ -86,7 +86,6 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 	}
 }
 
-
 func TestDuplicatesReportedTogether(t *testing.T) {
 	data := []byte(string(Example) + `  - id: ms1-c1n2
     macs: [52:54:00:99:00:11]
