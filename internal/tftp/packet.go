@@ -70,8 +70,9 @@ func parseRequest(b []byte) (request, error) {
 	// RFC 1350: "any combination of upper and lower case, such as "NETASCII," "NetAscii," etc.
 	// are acceptable".
 	r.mode = strings.ToLower(string(fields[1]))
-	// RFC 2347: "The option names are case-insensitive". Some ROMs pad the request with extra
-	// NULs, which show up here as empty names: skip those and any odd field left at the end.
+	// RFC 2347: options and values are "case-insensitive ASCII" (values here are numbers). Some
+	// ROMs pad the request with extra NULs, which show up as empty names: skip those and any odd
+	// field left at the end.
 	for i := 2; i+1 < len(fields); i += 2 {
 		name := strings.ToLower(string(fields[i]))
 		if name == "" {

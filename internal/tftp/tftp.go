@@ -83,8 +83,8 @@ type Observer interface {
 type Transfer struct {
 	Remote    netip.AddrPort
 	File      string        // the name as the client sent it
-	Bytes     int64         // file bytes the client acknowledged
-	BlockSize int           // negotiated block size (512 without the blksize option)
+	Bytes     int64         // bytes the client acknowledged (after conversion, in netascii mode)
+	BlockSize int           // negotiated block size: 512 without blksize, 0 if refused before
 	Duration  time.Duration // from the request to the end
 	Outcome   string        // one of the Outcome constants
 }
@@ -207,8 +207,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) accept(ctx context.Context) error {
-	// RFC 2347 bounds a request to 512 octets; read more so a longer one is seen whole (and then
-	// still served) rather than truncated.
+	// RFC 2347: "The maximum size of a request packet is 512 octets." Read more, so that a
+	// longer one from a sloppy client is seen whole (and served) rather than truncated.
 	buf := make([]byte, 2048)
 	oob := make([]byte, 256)
 	for {
@@ -252,7 +252,8 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, ifInd
 		return
 	}
 	if req.mode != "octet" && req.mode != "netascii" {
-		// RFC 1350: "mail" mode "should not be implemented"; anything else is not TFTP.
+		// RFC 1350 §1: "The mail mode is obsolete and should not be implemented or used."
+		// Anything else is not TFTP.
 		s.m.ignored.WithLabelValues(ignoredMode).Inc()
 		log.Warn("tftp: unsupported transfer mode", "mode", req.mode)
 		refuse(codeIllegal, "unsupported mode: use octet")

@@ -101,8 +101,10 @@ func (t *transfer) serve() (outcome string, err error) {
 			var ce *clientError
 			if errors.As(err, &ce) && t.tsize {
 				// The client asked for tsize, got it in our OACK and stopped before block 1:
-				// EDK2's size probe. RFC 2347 lets a client answer an OACK with ERROR 8 to
-				// decline it; a client that requested tsize has what it wanted.
+				// EDK2's size probe (PxeBcDxe sends "error 8 User aborted the transfer").
+				// RFC 2347 also lets a client decline an OACK with ERROR 8 ("If the client
+				// rejects the OACK, then it sends an ERROR packet, with error code 8"); either
+				// way a client that asked for tsize has what it wanted and will ask again.
 				return OutcomeTsizeProbe, err
 			}
 			return OutcomeError, t.fail(err)
@@ -130,7 +132,7 @@ func (t *transfer) refuse(code uint16, msg string) {
 func (t *transfer) fail(err error) error {
 	var ce *clientError
 	if errors.As(err, &ce) {
-		return err // RFC 1350: an ERROR "is not acknowledged"
+		return err // RFC 1350 §7: an error packet "is not acknowledged, and not retransmitted"
 	}
 	msg := "transfer aborted"
 	switch {
@@ -166,8 +168,9 @@ func (t *transfer) negotiate(size int64, mtu func() int) {
 		seen[o.name] = true
 		switch o.name {
 		case "blksize":
-			// RFC 2348: "Valid values range between "8" and "65464" octets, inclusive." The
-			// server may answer a smaller value, which the client must then use.
+			// RFC 2348: "Valid values range between "8" and "65464" octets, inclusive." and
+			// the value in the OACK "must be less than or equal to the value specified by the
+			// client".
 			n, ok := t.req.optionInt("blksize", minBlockSize, maxBlockSize)
 			if !ok {
 				continue
@@ -193,8 +196,9 @@ func (t *transfer) negotiate(size int64, mtu func() int) {
 			t.timeout = time.Duration(n) * time.Second
 			t.oack = append(t.oack, option{"timeout", strconv.Itoa(n)})
 		case "windowsize":
-			// RFC 7440: "Valid values range between "1" and "65535" blocks, inclusive." The
-			// server may answer a smaller window.
+			// RFC 7440: "Valid values range between "1" and "65535" blocks, inclusive." Like
+			// blksize, the server may answer a smaller window, bounded here by MaxWindow and by
+			// windowBytes of buffer.
 			n, ok := t.req.optionInt("windowsize", 1, 65535)
 			if !ok {
 				continue
@@ -225,8 +229,9 @@ func blockLimit(mtu int, v6 bool) int {
 	return max(defaultBlockSize, mtu-ipHeader-8-4)
 }
 
-// sendOACK sends the option acknowledgment until the client acknowledges it with block 0
-// (RFC 2347: the client "acknowledges the OACK ... with an ACK of block 0").
+// sendOACK sends the option acknowledgment until the client acknowledges it. RFC 2347: "If the
+// transfer was initiated with a Read Request, then an ACK (with the data block number set to 0)
+// is sent by the client to confirm the values in the server's OACK packet."
 func (t *transfer) sendOACK() error {
 	pkt := appendOACK(nil, t.oack)
 	buf := make([]byte, 516)
@@ -243,10 +248,11 @@ func (t *transfer) sendOACK() error {
 }
 
 // sendData sends the file in blocks of blksize, window blocks at a time, and returns once the
-// client has acknowledged the last one. Blocks are numbered from 1 (RFC 1350 §6), modulo 2^16 on
-// the wire: after 65535 comes 0, as tftp-hpa, iPXE and EDK2 expect for files over 32 MiB at 512.
-// A block shorter than blksize, possibly empty, ends the file (RFC 1350 §6: "A data packet of
-// less than 512 bytes signals termination of a transfer").
+// client has acknowledged the last one. RFC 1350 §5: "The block numbers on data packets begin
+// with one and increase by one for each new block of data." They are 16 bits on the wire and
+// roll over from 65535 to 0 (files over 32 MiB at 512-byte blocks), the common convention that
+// RFC 1350 leaves unsaid. A block shorter than blksize, possibly empty, ends the file (RFC 1350
+// §2: "A data packet of less than 512 bytes signals termination of a transfer").
 //
 // With windowsize > 1 (RFC 7440) the client acknowledges the last block of a window, or the last
 // block it got in order; sending resumes after the block acknowledged (go-back-N). An ACK for a
