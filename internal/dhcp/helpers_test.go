@@ -141,14 +141,9 @@ func newClientNet(t testing.TB) *clientNet {
 			if err != nil {
 				continue
 			}
-			n.mu.Lock()
-			ch := n.subs[p.ClientHWAddr.String()]
-			n.mu.Unlock()
-			if ch != nil {
-				select {
-				case ch <- b[:k]:
-				default:
-				}
+			select { // kept for the client, even if it is not listening yet
+			case n.sub(p.ClientHWAddr) <- b[:k]:
+			default:
 			}
 		}
 	}()
@@ -180,7 +175,7 @@ func (n *clientNet) client(t testing.TB, mac net.HardwareAddr, server netip.Addr
 	t.Helper()
 	c, err := nclient4.NewWithConn(n.pconn(mac), mac,
 		nclient4.WithServerAddr(net.UDPAddrFromAddrPort(server)),
-		nclient4.WithTimeout(400*time.Millisecond), nclient4.WithRetry(3))
+		nclient4.WithTimeout(500*time.Millisecond), nclient4.WithRetry(4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +189,24 @@ func (n *clientNet) send(t testing.TB, b []byte, dst netip.AddrPort) {
 	if _, err := n.conn.WriteToUDPAddrPort(b, dst); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// seen waits until the server has reported n packets from mac to its Observer: the packets
+// are then handled, and any reply is on its way.
+func (lb *loopback) seen(t testing.TB, mac net.HardwareAddr, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		k := 0
+		for _, o := range lb.obs.all() {
+			if o.MAC.String() == mac.String() {
+				k++
+			}
+		}
+		if k >= n {
+			return
+		}
+	}
+	t.Fatalf("server did not handle %d packet(s) from %v", n, mac)
 }
 
 // expect waits for a reply for mac; nil if none comes within d.
