@@ -237,6 +237,30 @@ func TestNetbootUEFIPXEChain(t *testing.T) {
 	}
 }
 
+// With TFTP off, OVMF's PXEv4 and PXEv6 boot options fail and it goes on to "UEFI HTTPv4": a DHCP
+// DISCOVER with vendor class HTTPClient and arch 16, answered with the http URL of ipxe.efi.
+func TestNetbootUEFIHTTPBoot(t *testing.T) {
+	l := newLab(t, "imt-http")
+	b := lab.Blade{ID: "ms1-c1n4", MAC: "52:54:00:99:00:14", IP: "10.99.0.14", Firmware: "uefi", NoROM: true}
+	cfg, err := l.WriteConfig(lab.Config{Mode: "server", Blades: []lab.Blade{b}, NoTFTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartDaemon(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, m, ev := netboot(t, l, b, 300*time.Second)
+	if m.LastHello.IP != b.IP {
+		t.Errorf("agent's address %s, want the reservation %s", m.LastHello.IP, b.IP)
+	}
+	requireEvents(t, ev, map[string]string{
+		"dhcp":   `uefi-http client: ack 10\.99\.0\.14, boot file http://10\.99\.0\.1:8080/boot/assets/ipxe\.efi`,
+		"http":   `ipxe\.efi: 200`,
+		"script": `profile agent`,
+		"hello":  `agent hello`,
+	})
+}
+
 func TestNetbootProxyBesideDnsmasq(t *testing.T) {
 	testnet.RequireCommand(t, "dnsmasq", "dnsmasq")
 	l := newLab(t, "imt-proxy")

@@ -113,6 +113,7 @@ type Config struct {
 	Blades    []Blade
 	LogLevel  string
 	UEFIFile  string // ipxe.efi (default) or snponly.efi
+	NoTFTP    bool   // turn TFTP off (UEFI firmware then falls back to UEFI HTTP boot)
 	ExtraYAML string // appended as is
 }
 
@@ -135,7 +136,11 @@ func (l *Lab) WriteConfig(c Config) (string, error) {
 		fmt.Fprintf(&b, "dhcp:\n  mode: server\n  interface: veth-srv\n  server_ip: %s\n  subnet: 10.99.0.0/24\n", ServerIP)
 		b.WriteString("  pool: {start: 10.99.0.100, end: 10.99.0.200}\n  router_advertisements: {enabled: true, prefix: fd99::/64}\n")
 	}
-	fmt.Fprintf(&b, "tftp: {listen: %s:69}\n", ServerIP)
+	if c.NoTFTP {
+		b.WriteString("tftp: {enabled: false}\n")
+	} else {
+		fmt.Fprintf(&b, "tftp: {listen: %s:69}\n", ServerIP)
+	}
 	fmt.Fprintf(&b, "boot:\n  assets_dir: %s\n  uefi_file: %s\n  agent: {kernel: vmlinuz, initrd: initrd.img, cmdline: console=ttyS0}\n", l.BootDir(), c.UEFIFile)
 	b.WriteString("machines:\n")
 	for i, bl := range c.Blades {
