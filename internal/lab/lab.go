@@ -86,7 +86,7 @@ func (l *Lab) PrepareAssets(ctx context.Context, cacheDir string) error {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return err
 	}
-	l.printf("lab: fetching Debian's kernel package into %s", cacheDir)
+	l.printf("lab: building the agent's initramfs from Debian's kernel package (kept in %s)", cacheDir)
 	deb, err := initrd.DownloadKernel(ctx, cacheDir)
 	if err != nil {
 		return err

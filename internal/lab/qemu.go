@@ -219,7 +219,10 @@ func (r *Running) Milestones() []Milestone {
 	lines := r.Lines()
 	for _, m := range milestones {
 		for _, l := range lines {
-			if m.re.MatchString(l.Text) {
+			if loc := m.re.FindStringIndex(l.Text); loc != nil {
+				// A console line may carry earlier output without a newline (SeaBIOS's "Probing
+				// EDD... ok" before the kernel's banner): show it from the milestone on.
+				l.Text = l.Text[loc[0]:]
 				out = append(out, Milestone{Name: m.name, Line: l})
 				break
 			}
