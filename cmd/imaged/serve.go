@@ -25,27 +25,28 @@ import (
 	"github.com/imaged/imaged/internal/store"
 )
 
-func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check-config", stderr)
+// loadConfig parses a command's flags (only -config) and loads the config file it names.
+func loadConfig(name string, args []string, stderr io.Writer) (*config.File, string, error) {
+	fs := newFlags(name, stderr)
 	path := configFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return nil, "", err
 	}
 	cfg, err := config.Load(*path)
+	return cfg, *path, err
+}
+
+func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
+	cfg, path, err := loadConfig("check-config", args, stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (dhcp %s, %d machines, boot assets in %s)\n", *path, cfg.DHCP.Mode, len(cfg.Machines), cfg.Boot.AssetsDir)
+	fmt.Fprintf(stdout, "%s: ok (dhcp %s, %d machines, boot assets in %s)\n", path, cfg.DHCP.Mode, len(cfg.Machines), cfg.Boot.AssetsDir)
 	return nil
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", stderr)
-	path := configFlag(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := config.Load(*path)
+	cfg, _, err := loadConfig("serve", args, stderr)
 	if err != nil {
 		return err
 	}
