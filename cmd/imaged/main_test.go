@@ -34,6 +34,9 @@ func TestCommandLine(t *testing.T) {
 	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: %v", err)
 	}
+	if _, stderr, err := runCmd(t, "serve", "-h"); err != nil || !strings.Contains(stderr, "-config") {
+		t.Errorf("serve -h: %v %q", err, stderr)
+	}
 	_, _, err = runCmd(t, "machines", "lst")
 	if err == nil || exitCode(err) != 2 {
 		t.Errorf("unknown subcommand: %v", err)
