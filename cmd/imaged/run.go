@@ -8,12 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
-)
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+	"github.com/imaged/imaged/internal/version"
+)
 
 // usageError marks a mistake in the command line; it exits 2, other errors exit 1.
 type usageError struct{ msg string }
@@ -76,7 +74,7 @@ func dispatch(ctx context.Context, cmd string, rest []string, stdout, stderr io.
 	case "lab":
 		return cmdLab(ctx, rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "imaged %s\n", versionString())
+		fmt.Fprintf(stdout, "imaged %s\n", version.String())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -85,14 +83,6 @@ func dispatch(ctx context.Context, cmd string, rest []string, stdout, stderr io.
 		fmt.Fprint(stderr, usage)
 		return usageError{fmt.Sprintf("unknown command %q", cmd)}
 	}
-}
-
-func versionString() string {
-	v := version
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v += " (" + bi.GoVersion + ")"
-	}
-	return v
 }
 
 // newFlags returns a flag set that reports errors instead of exiting.

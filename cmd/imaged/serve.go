@@ -23,6 +23,7 @@ import (
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/version"
 )
 
 // loadConfig parses a command's flags (only -config) and loads the config file it names.
@@ -163,7 +164,7 @@ func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
 		names = append(names, n)
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"status": "ok", "version": version, "components": names})
+	json.NewEncoder(w).Encode(map[string]any{"status": "ok", "version": version.Version, "components": names})
 }
 
 // run serves until ctx ends, then drains: HTTP gets a fresh bounded context for Shutdown
@@ -204,7 +205,7 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		}
 	})
-	d.log.Info("imaged serving", "version", version, "http", d.httpLn.Addr().String(), "public_url", d.cfg.HTTP.PublicURL.String(),
+	d.log.Info("imaged serving", "version", version.Version, "http", d.httpLn.Addr().String(), "public_url", d.cfg.HTTP.PublicURL.String(),
 		"dhcp", d.cfg.DHCP.Mode, "machines", len(d.cfg.Machines))
 	if _, err := sdnotify.SdNotify(false, sdnotify.SdNotifyReady); err != nil {
 		d.log.Warn("sd_notify", "err", err)

@@ -17,9 +17,10 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/imaged/imaged/internal/version"
 )
 
 // Config is what the agent needs to know; on a blade it comes from the kernel command line
@@ -188,36 +189,8 @@ func redact(cmdline string) string {
 	return strings.Join(ws, " ")
 }
 
-// buildVersion is the agent's version from the binary's build info: the module version, or the
-// VCS revision when built from a work tree.
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	var rev, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "-dirty"
-			}
-		}
-	}
-	if (v == "" || v == "(devel)") && rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		return rev + dirty
-	}
-	if v == "" || v == "(devel)" {
-		return "devel"
-	}
-	return v
-}
+// buildVersion is the agent's version: the binary's, set at build time (see internal/version).
+func buildVersion() string { return version.Version }
 
 func (c *Config) validate() error {
 	switch {
