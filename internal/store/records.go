@@ -23,6 +23,10 @@ type Machine struct {
 	BMC         string   `json:"bmc,omitempty"`
 	Boot        string   `json:"boot"`
 	LastHello   *Hello   `json:"last_hello,omitempty"`
+	// AssignedImage is the digest the machine should run; CurrentImage the digest it was last
+	// verified to run. Both are kept across config reloads.
+	AssignedImage string `json:"assigned_image,omitempty"`
+	CurrentImage  string `json:"current_image,omitempty"`
 }
 
 // Hello is an agent's announcement that it runs on a machine.
@@ -43,7 +47,7 @@ func (s *Store) SyncMachines(ms []Machine) error {
 		for _, m := range ms {
 			var old Machine
 			if err := get(tx, bucketMachines, m.ID, &old); err == nil {
-				m.LastHello = old.LastHello
+				m.LastHello, m.AssignedImage, m.CurrentImage = old.LastHello, old.AssignedImage, old.CurrentImage
 			}
 			if err := put(tx, bucketMachines, m.ID, m); err != nil {
 				return err

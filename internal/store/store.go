@@ -26,7 +26,7 @@ var ErrNotFound = errors.New("not found")
 var ErrLocked = errors.New("the state file is in use by another imaged process")
 
 // SchemaVersion is the layout this binary writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 var (
 	bucketMeta     = []byte("meta")
@@ -35,6 +35,8 @@ var (
 	bucketUnknown  = []byte("unknown_clients")
 	bucketTokens   = []byte("boot_tokens")
 	bucketEvents   = []byte("events")
+	bucketImages   = []byte("images")   // name@version → Image
+	bucketChannels = []byte("channels") // name@channel → Channel
 	keySchema      = []byte("schema_version")
 )
 
@@ -43,6 +45,16 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 0 → 1: the first layout.
 	func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMachines, bucketLeases, bucketUnknown, bucketTokens, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	// 1 → 2: the image catalog (images and channels). Machines gain assigned and current image
+	// fields, which older records simply lack.
+	func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketImages, bucketChannels} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -171,3 +183,5 @@ func list[T any](db *bolt.DB, bucket []byte) ([]T, error) {
 	})
 	return out, err
 }
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }

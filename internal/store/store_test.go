@@ -159,3 +159,35 @@ func TestTokens(t *testing.T) {
 		t.Errorf("token: %+v %v", tk, err)
 	}
 }
+
+func TestMigrationFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	// A file as the first release wrote it: schema 1, one machine.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, _ := tx.CreateBucket(bucketMeta)
+		if err := migrations[0](tx); err != nil {
+			return err
+		}
+		tx.Bucket(bucketMachines).Put([]byte("m1"), []byte(`{"id":"m1","macs":["52:54:00:00:00:01"],"boot":"agent"}`))
+		return meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, 1))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, path)
+	defer s.Close()
+	if v, _ := s.Version(); v != 2 {
+		t.Fatalf("version after migration = %d", v)
+	}
+	if m, err := s.Machine("m1"); err != nil || m.Boot != "agent" {
+		t.Errorf("machine lost in migration: %+v %v", m, err)
+	}
+	if _, err := s.PutImage(Image{Name: "a", Version: "1", Digest: "sha256:x"}); err != nil {
+		t.Errorf("catalog after migration: %v", err)
+	}
+}

@@ -1,0 +1,287 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The image catalog: immutable name@version records pointing at blob digests, and channels
+// (name@production, name@staging, …) that point at versions and remember every move.
+
+// Catalog errors.
+var (
+	ErrImmutable = errors.New("name@version is immutable and already names other bytes")
+	ErrInUse     = errors.New("the image is in use")
+	ErrNoHistory = errors.New("the channel has no earlier version to roll back to")
+)
+
+// Image is one name@version of the catalog.
+type Image struct {
+	Name         string    `json:"name"`
+	Version      string    `json:"version"`
+	Digest       string    `json:"digest"` // sha256:<hex> of the raw image
+	Size         int64     `json:"size"`
+	DataBytes    int64     `json:"data_bytes"` // bytes in non-zero blocks
+	ManifestHash string    `json:"manifest_hash"`
+	Source       string    `json:"source,omitempty"`
+	Format       string    `json:"format,omitempty"`
+	Imported     time.Time `json:"imported"`
+	ImportedBy   string    `json:"imported_by,omitempty"`
+}
+
+// Ref is name@version.
+func (i Image) Ref() string { return i.Name + "@" + i.Version }
+
+// ChannelMove is one change of a channel's version.
+type ChannelMove struct {
+	Time   time.Time `json:"time"`
+	By     string    `json:"by"`
+	Action string    `json:"action"` // promote or rollback
+	From   string    `json:"from,omitempty"`
+	To     string    `json:"to"`
+}
+
+// Channel points an image name's channel at one of its versions.
+type Channel struct {
+	Name    string        `json:"name"`
+	Channel string        `json:"channel"`
+	Version string        `json:"version"`
+	History []ChannelMove `json:"history"`
+}
+
+func imageKey(name, version string) string { return name + "@" + version }
+
+// PutImage records an image. Registering the same name@version with the same digest again is a
+// no-op; with another digest it is ErrImmutable.
+func (s *Store) PutImage(img Image) (created bool, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		var old Image
+		switch err := get(tx, bucketImages, img.Ref(), &old); {
+		case err == nil && old.Digest == img.Digest:
+			return nil
+		case err == nil:
+			return fmt.Errorf("store: %s: %w (%s); import it as a new version", img.Ref(), ErrImmutable, old.Digest)
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		created = true
+		return put(tx, bucketImages, img.Ref(), img)
+	})
+	return created, err
+}
+
+// Images lists the catalog, by name then import time.
+func (s *Store) Images() ([]Image, error) {
+	imgs, err := list[Image](s.db, bucketImages)
+	sort.SliceStable(imgs, func(i, j int) bool {
+		if imgs[i].Name != imgs[j].Name {
+			return imgs[i].Name < imgs[j].Name
+		}
+		return imgs[i].Imported.Before(imgs[j].Imported)
+	})
+	return imgs, err
+}
+
+// Channels lists every channel.
+func (s *Store) Channels() ([]Channel, error) { return list[Channel](s.db, bucketChannels) }
+
+// ResolveImage finds the image that ref names: "name@version", "name@channel" (a channel wins
+// over a version of the same name), or a digest "sha256:<hex>".
+func (s *Store) ResolveImage(ref string) (Image, error) {
+	var img Image
+	err := s.db.View(func(tx *bolt.Tx) error { return resolve(tx, ref, &img) })
+	return img, err
+}
+
+func resolve(tx *bolt.Tx, ref string, img *Image) error {
+	if strings.HasPrefix(ref, "sha256:") {
+		found := false
+		err := tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
+			var x Image
+			if err := jsonUnmarshal(v, &x); err == nil && x.Digest == ref && (!found || x.Imported.After(img.Imported)) {
+				*img, found = x, true
+			}
+			return nil
+		})
+		if err == nil && !found {
+			err = fmt.Errorf("store: no image has digest %s: %w", ref, ErrNotFound)
+		}
+		return err
+	}
+	name, tag, ok := strings.Cut(ref, "@")
+	if !ok || name == "" || tag == "" {
+		return fmt.Errorf("store: %q is not name@version, name@channel or sha256:<digest>", ref)
+	}
+	var ch Channel
+	if err := get(tx, bucketChannels, imageKey(name, tag), &ch); err == nil {
+		tag = ch.Version
+	}
+	if err := get(tx, bucketImages, imageKey(name, tag), img); err != nil {
+		return fmt.Errorf("store: image %s: %w", ref, err)
+	}
+	return nil
+}
+
+// Promote points channel of image name at version, recording who did it.
+func (s *Store) Promote(name, version, channel, by string) (Channel, error) {
+	var ch Channel
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var img Image
+		if err := get(tx, bucketImages, imageKey(name, version), &img); err != nil {
+			return fmt.Errorf("store: image %s@%s: %w", name, version, err)
+		}
+		if err := get(tx, bucketImages, imageKey(name, channel), &img); err == nil {
+			return fmt.Errorf("store: %q is a version of %s, so it cannot also be a channel", channel, name)
+		}
+		if err := get(tx, bucketChannels, imageKey(name, channel), &ch); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		ch.Name, ch.Channel = name, channel
+		ch.History = append(ch.History, ChannelMove{Time: time.Now().UTC(), By: by, Action: "promote", From: ch.Version, To: version})
+		ch.Version = version
+		return put(tx, bucketChannels, imageKey(name, channel), ch)
+	})
+	return ch, err
+}
+
+// Rollback moves channel back to the version it pointed at before its current one.
+func (s *Store) Rollback(name, channel, by string) (Channel, error) {
+	var ch Channel
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := get(tx, bucketChannels, imageKey(name, channel), &ch); err != nil {
+			return fmt.Errorf("store: channel %s@%s: %w", name, channel, err)
+		}
+		// What came before the current version is what the latest promotion *to* it replaced.
+		// Rollbacks are skipped, so that rolling back twice goes back two promotions.
+		prev := ""
+		for i := len(ch.History) - 1; i >= 0; i-- {
+			if mv := ch.History[i]; mv.Action == "promote" && mv.To == ch.Version {
+				prev = mv.From
+				break
+			}
+		}
+		if prev == "" {
+			return fmt.Errorf("store: %s@%s: %w", name, channel, ErrNoHistory)
+		}
+		var img Image
+		if err := get(tx, bucketImages, imageKey(name, prev), &img); err != nil {
+			return fmt.Errorf("store: %s@%s was deleted; promote a version instead: %w", name, prev, err)
+		}
+		ch.History = append(ch.History, ChannelMove{Time: time.Now().UTC(), By: by, Action: "rollback", From: ch.Version, To: prev})
+		ch.Version = prev
+		return put(tx, bucketChannels, imageKey(name, channel), ch)
+	})
+	return ch, err
+}
+
+// references says why an image may not be removed: channels that point at it and machines
+// assigned (or running) its digest.
+func references(tx *bolt.Tx, img Image) []string {
+	var why []string
+	_ = tx.Bucket(bucketChannels).ForEach(func(_, v []byte) error {
+		var ch Channel
+		if jsonUnmarshal(v, &ch) == nil && ch.Name == img.Name && ch.Version == img.Version {
+			why = append(why, "channel "+ch.Name+"@"+ch.Channel)
+		}
+		return nil
+	})
+	_ = tx.Bucket(bucketMachines).ForEach(func(_, v []byte) error {
+		var m Machine
+		if jsonUnmarshal(v, &m) == nil && (m.AssignedImage == img.Digest || m.CurrentImage == img.Digest) {
+			why = append(why, "machine "+m.ID)
+		}
+		return nil
+	})
+	return why
+}
+
+// DeleteImage removes name@version unless a channel or a machine points at it. blobFree is true
+// when no other catalog entry has the same digest, so that the caller may delete the blob.
+func (s *Store) DeleteImage(name, version string) (img Image, blobFree bool, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := get(tx, bucketImages, imageKey(name, version), &img); err != nil {
+			return fmt.Errorf("store: image %s@%s: %w", name, version, err)
+		}
+		if why := references(tx, img); len(why) > 0 {
+			return fmt.Errorf("store: %s: %w by %s", img.Ref(), ErrInUse, strings.Join(why, ", "))
+		}
+		if err := tx.Bucket(bucketImages).Delete([]byte(img.Ref())); err != nil {
+			return err
+		}
+		blobFree = !digestUsed(tx, img.Digest)
+		return nil
+	})
+	return img, blobFree, err
+}
+
+func digestUsed(tx *bolt.Tx, digest string) bool {
+	used := false
+	_ = tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
+		var x Image
+		if jsonUnmarshal(v, &x) == nil && x.Digest == digest {
+			used = true
+		}
+		return nil
+	})
+	return used
+}
+
+// Pruned is one image removed by Prune; BlobFree as in DeleteImage.
+type Pruned struct {
+	Image    Image
+	BlobFree bool
+}
+
+// Prune keeps the newest keep versions of every image name (by import time) and deletes the
+// older ones, except those a channel or a machine points at, in one transaction.
+func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err error) {
+	if keep < 1 {
+		return nil, nil, fmt.Errorf("store: prune must keep at least 1 version per name, not %d", keep)
+	}
+	kept = map[string][]string{}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		byName := map[string][]Image{}
+		_ = tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
+			var x Image
+			if jsonUnmarshal(v, &x) == nil {
+				byName[x.Name] = append(byName[x.Name], x)
+			}
+			return nil
+		})
+		for _, imgs := range byName {
+			sort.Slice(imgs, func(i, j int) bool { return imgs[i].Imported.After(imgs[j].Imported) })
+			for _, img := range imgs[min(keep, len(imgs)):] {
+				if why := references(tx, img); len(why) > 0 {
+					kept[img.Ref()] = why
+					continue
+				}
+				if err := tx.Bucket(bucketImages).Delete([]byte(img.Ref())); err != nil {
+					return err
+				}
+				removed = append(removed, Pruned{Image: img})
+			}
+		}
+		for i := range removed {
+			removed[i].BlobFree = !digestUsed(tx, removed[i].Image.Digest)
+		}
+		return nil
+	})
+	return removed, kept, err
+}
+
+// AssignImage sets the digest machine id should run.
+func (s *Store) AssignImage(id, digest string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var m Machine
+		if err := get(tx, bucketMachines, id, &m); err != nil {
+			return fmt.Errorf("store: machine %q: %w", id, err)
+		}
+		m.AssignedImage = digest
+		return put(tx, bucketMachines, id, m)
+	})
+}

@@ -1,0 +1,129 @@
+package store
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func catalog(t *testing.T) *Store {
+	t.Helper()
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	t.Cleanup(func() { s.Close() })
+	t0 := time.Unix(1700000000, 0).UTC()
+	for i, v := range []string{"1", "2", "3", "4"} {
+		d := "sha256:" + strings.Repeat(v, 64)
+		if _, err := s.PutImage(Image{Name: "win10", Version: v, Digest: d, Imported: t0.Add(time.Duration(i) * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func TestImmutableVersions(t *testing.T) {
+	s := catalog(t)
+	if created, err := s.PutImage(Image{Name: "win10", Version: "1", Digest: "sha256:" + strings.Repeat("1", 64)}); err != nil || created {
+		t.Errorf("same bytes again: created=%v %v", created, err)
+	}
+	if _, err := s.PutImage(Image{Name: "win10", Version: "1", Digest: "sha256:" + strings.Repeat("9", 64)}); !errors.Is(err, ErrImmutable) {
+		t.Errorf("other bytes under the same version: %v", err)
+	}
+}
+
+func TestPromoteRollbackResolve(t *testing.T) {
+	s := catalog(t)
+	for _, v := range []string{"1", "2", "3"} {
+		if _, err := s.Promote("win10", v, "production", "alice"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if img, err := s.ResolveImage("win10@production"); err != nil || img.Version != "3" {
+		t.Fatalf("production = %+v %v", img, err)
+	}
+	for _, want := range []string{"2", "1"} {
+		ch, err := s.Rollback("win10", "production", "bob")
+		if err != nil || ch.Version != want {
+			t.Fatalf("rollback: %+v %v, want %s", ch, err, want)
+		}
+	}
+	if _, err := s.Rollback("win10", "production", "bob"); !errors.Is(err, ErrNoHistory) {
+		t.Errorf("rollback past the first version: %v", err)
+	}
+	ch, _ := s.Rollback("win10", "nope", "bob")
+	if ch.Version != "" {
+		t.Error("rollback of a missing channel")
+	}
+	chs, _ := s.Channels()
+	if len(chs) != 1 || len(chs[0].History) != 5 || chs[0].History[4].By != "bob" || chs[0].History[4].Action != "rollback" {
+		t.Errorf("history: %+v", chs)
+	}
+	if _, err := s.Promote("win10", "9", "production", "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("promote of a missing version: %v", err)
+	}
+	if _, err := s.Promote("win10", "1", "2", "x"); err == nil {
+		t.Error("a channel named like a version was accepted")
+	}
+	if img, err := s.ResolveImage("sha256:" + strings.Repeat("4", 64)); err != nil || img.Version != "4" {
+		t.Errorf("by digest: %+v %v", img, err)
+	}
+	for _, bad := range []string{"win10", "@1", "win10@", "win11@1"} {
+		if _, err := s.ResolveImage(bad); err == nil {
+			t.Errorf("%q resolved", bad)
+		}
+	}
+}
+
+func TestDeleteAndPruneKeepWhatIsReferenced(t *testing.T) {
+	s := catalog(t)
+	s.PutImage(Image{Name: "win10", Version: "1b", Digest: "sha256:" + strings.Repeat("1", 64), Imported: time.Unix(1600000000, 0)})
+	s.Promote("win10", "1", "production", "alice")
+	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}}})
+	if err := s.AssignImage("m1", "sha256:"+strings.Repeat("2", 64)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.DeleteImage("win10", "1"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "channel win10@production") {
+		t.Errorf("delete of a channel's version: %v", err)
+	}
+	if _, _, err := s.DeleteImage("win10", "2"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "machine m1") {
+		t.Errorf("delete of an assigned image: %v", err)
+	}
+	// Versions 1b (oldest, same digest as 1), 1 (channel), 2 (assigned), 3, 4: keep 1 → only
+	// 4 is kept by age; 1 and 2 are kept by reference; 1b and 3 go. 1b's blob is still 1's.
+	removed, kept, err := s.Prune(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gone []string
+	for _, p := range removed {
+		gone = append(gone, p.Image.Version)
+		if p.Image.Version == "1b" && p.BlobFree {
+			t.Error("1b's blob is still used by win10@1")
+		}
+		if p.Image.Version == "3" && !p.BlobFree {
+			t.Error("3's blob should be free")
+		}
+	}
+	if strings.Join(gone, ",") != "3,1b" || len(kept) != 2 {
+		t.Errorf("pruned %v, kept %v", gone, kept)
+	}
+	imgs, _ := s.Images()
+	if len(imgs) != 3 {
+		t.Errorf("%d images left", len(imgs))
+	}
+	if _, _, err := s.Prune(0); err == nil {
+		t.Error("prune keeping 0 accepted")
+	}
+}
+
+func TestSyncKeepsAssignments(t *testing.T) {
+	s := catalog(t)
+	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}}})
+	s.AssignImage("m1", "sha256:x")
+	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}, WorkerGroup: "g"}})
+	m, _ := s.Machine("m1")
+	if m.AssignedImage != "sha256:x" || m.WorkerGroup != "g" {
+		t.Errorf("%+v", m)
+	}
+}
