@@ -132,7 +132,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
-	api.New(d.inv, log.With("component", "api")).Register(mux)
+	api.New(d.inv, cfg.HTTP.PublicURL.URL, log.With("component", "api")).Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)
 	d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen.String())

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -23,16 +24,22 @@ const maxBody = 64 << 10
 
 // Server holds the API's collaborators.
 type Server struct {
-	inv *inventory.Inventory
-	log *slog.Logger
+	inv       *inventory.Inventory
+	log       *slog.Logger
+	publicURL *url.URL
 }
 
-// New returns the API server.
-func New(inv *inventory.Inventory, log *slog.Logger) *Server { return &Server{inv: inv, log: log} }
+// New returns the API server; publicURL is how blades reach imaged (for the URLs in plans).
+func New(inv *inventory.Inventory, publicURL *url.URL, log *slog.Logger) *Server {
+	return &Server{inv: inv, log: log, publicURL: publicURL}
+}
 
 // Register adds the API's routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /agent/v1/hello", s.hello)
+	mux.HandleFunc("GET /agent/v1/plan", s.plan)
+	mux.HandleFunc("POST /agent/v1/progress", s.progress)
+	mux.HandleFunc("POST /agent/v1/result", s.result)
 	mux.HandleFunc("GET /api/v1/machines", s.machines)
 	mux.HandleFunc("GET /api/v1/machines/{id}", s.machine)
 	mux.HandleFunc("GET /api/v1/machines/{id}/events", s.events)

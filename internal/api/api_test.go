@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,7 +31,8 @@ func newServer(t testing.TB) (*http.ServeMux, *inventory.Inventory) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	New(inv, log).Register(mux)
+	u, _ := url.Parse("http://10.99.0.1:8080")
+	New(inv, u, log).Register(mux)
 	return mux, inv
 }
 

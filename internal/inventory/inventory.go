@@ -36,11 +36,12 @@ type Inventory struct {
 	tokenTTL time.Duration
 	now      func() time.Time
 
-	mu      sync.RWMutex
-	byID    map[string]store.Machine
-	byMAC   map[string]string // mac → id
-	byAddr  map[netip.Addr]string
-	unknown map[string]*store.Unknown // sightings not yet flushed
+	mu       sync.RWMutex
+	byID     map[string]store.Machine
+	byMAC    map[string]string // mac → id
+	byAddr   map[netip.Addr]string
+	unknown  map[string]*store.Unknown // sightings not yet flushed
+	progress map[string]Progress       // latest write progress by machine
 }
 
 // New loads the stored inventory.
@@ -157,12 +158,21 @@ type HelloRequest struct {
 	Uptime       float64
 }
 
+// Authorize checks an agent's token against the MAC it claims and returns the token's record.
+func (inv *Inventory) Authorize(mac net.HardwareAddr, token string) (store.BootToken, error) {
+	rec, err := inv.st.Token(hashToken(token))
+	if err != nil || inv.now().After(rec.Expires) ||
+		subtle.ConstantTimeCompare([]byte(rec.MAC), []byte(mac.String())) != 1 {
+		return store.BootToken{}, ErrBadToken
+	}
+	return rec, nil
+}
+
 // Hello checks an agent's token against the MAC it claims and records the hello on the machine.
 func (inv *Inventory) Hello(req HelloRequest) (store.Machine, error) {
-	rec, err := inv.st.Token(hashToken(req.Token))
-	if err != nil || inv.now().After(rec.Expires) ||
-		subtle.ConstantTimeCompare([]byte(rec.MAC), []byte(req.MAC.String())) != 1 {
-		return store.Machine{}, ErrBadToken
+	rec, err := inv.Authorize(req.MAC, req.Token)
+	if err != nil {
+		return store.Machine{}, err
 	}
 	h := store.Hello{Time: inv.now().UTC(), MAC: req.MAC.String(), IP: req.IP, AgentVersion: req.AgentVersion, Uptime: req.Uptime}
 	if rec.MachineID == "" { // a discovery boot of an unknown MAC

@@ -26,7 +26,8 @@ type Image struct {
 	Version      string    `json:"version"`
 	Digest       string    `json:"digest"` // sha256:<hex> of the raw image
 	Size         int64     `json:"size"`
-	DataBytes    int64     `json:"data_bytes"` // bytes in non-zero blocks
+	DataBytes    int64     `json:"data_bytes"`  // bytes in non-zero blocks
+	DataBlocks   int       `json:"data_blocks"` // non-zero blocks
 	ManifestHash string    `json:"manifest_hash"`
 	Source       string    `json:"source,omitempty"`
 	Format       string    `json:"format,omitempty"`
@@ -282,6 +283,18 @@ func (s *Store) AssignImage(id, digest string) error {
 			return fmt.Errorf("store: machine %q: %w", id, err)
 		}
 		m.AssignedImage = digest
+		return put(tx, bucketMachines, id, m)
+	})
+}
+
+// SetCurrentImage records the digest machine id was verified to run.
+func (s *Store) SetCurrentImage(id, digest string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var m Machine
+		if err := get(tx, bucketMachines, id, &m); err != nil {
+			return fmt.Errorf("store: machine %q: %w", id, err)
+		}
+		m.CurrentImage = digest
 		return put(tx, bucketMachines, id, m)
 	})
 }

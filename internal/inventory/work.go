@@ -1,0 +1,126 @@
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/imaged/imaged/internal/store"
+)
+
+// ErrNoPlan means the machine has no image assigned: the agent waits.
+var ErrNoPlan = errors.New("no image assigned")
+
+// Plan is what an agent is to write: the machine's assigned image.
+type Plan struct {
+	Machine store.Machine
+	Image   store.Image
+}
+
+// Plan returns the work of machine id: its assigned image, resolved in the catalog.
+func (inv *Inventory) Plan(id string) (Plan, error) {
+	m, err := inv.st.Machine(id)
+	if err != nil {
+		return Plan{}, err
+	}
+	if m.AssignedImage == "" {
+		return Plan{Machine: m}, ErrNoPlan
+	}
+	img, err := inv.st.ResolveImage(m.AssignedImage)
+	if err != nil {
+		return Plan{Machine: m}, fmt.Errorf("inventory: machine %s is assigned %s: %w", id, m.AssignedImage, err)
+	}
+	return Plan{Machine: m, Image: img}, nil
+}
+
+// Progress is an agent's latest report while it writes.
+type Progress struct {
+	Time         time.Time `json:"time"`
+	Digest       string    `json:"digest"`
+	BytesDone    int64     `json:"bytes_done"`
+	BytesTotal   int64     `json:"bytes_total"`
+	RateBytes    float64   `json:"rate_bytes_per_second"`
+	ETASeconds   float64   `json:"eta_seconds"`
+	BytesFetched int64     `json:"bytes_fetched"`
+	BytesWritten int64     `json:"bytes_written"`
+}
+
+// ReportProgress keeps the latest progress of machine id in memory (it changes every second;
+// the event log gets the start and the result, not every report).
+func (inv *Inventory) ReportProgress(id string, p Progress) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if inv.progress == nil {
+		inv.progress = map[string]Progress{}
+	}
+	_, started := inv.progress[id]
+	inv.progress[id] = p
+	if !started {
+		go inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent started writing %s (%d bytes)", p.Digest, p.BytesTotal)})
+	}
+}
+
+// ProgressOf returns the latest progress report of machine id.
+func (inv *Inventory) ProgressOf(id string) (Progress, bool) {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	p, ok := inv.progress[id]
+	return p, ok
+}
+
+// Result is what an agent reports when it has finished writing (or failed).
+type Result struct {
+	Digest         string  `json:"digest"`
+	ManifestHash   string  `json:"manifest_hash"`
+	Device         string  `json:"device"`
+	BytesFetched   int64   `json:"bytes_fetched"`
+	BytesWritten   int64   `json:"bytes_written"`
+	BytesSkipped   int64   `json:"bytes_skipped"`
+	BlocksVerified int     `json:"blocks_verified"`
+	Seconds        float64 `json:"seconds"`
+	Error          string  `json:"error,omitempty"`
+	FailedBlock    *int    `json:"failed_block,omitempty"`
+}
+
+// ErrResultMismatch means the agent's result does not match the catalog's record of the image.
+var ErrResultMismatch = errors.New("the agent's result does not match the assigned image")
+
+// RecordResult checks an agent's result against the catalog and records it. Only a result with
+// no error, the assigned digest and manifest hash, and every non-zero block verified makes the
+// image the machine's current image: the agent's word alone is not enough.
+func (inv *Inventory) RecordResult(id string, r Result) (store.Machine, error) {
+	inv.mu.Lock()
+	delete(inv.progress, id)
+	inv.mu.Unlock()
+	plan, err := inv.Plan(id)
+	if err != nil {
+		return plan.Machine, err
+	}
+	fields := map[string]string{"digest": r.Digest, "device": r.Device, "bytes_written": fmt.Sprint(r.BytesWritten),
+		"blocks_verified": fmt.Sprint(r.BlocksVerified), "seconds": fmt.Sprintf("%.1f", r.Seconds)}
+	if r.Error != "" {
+		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent failed to write " + plan.Image.Ref() + ": " + r.Error, Fields: fields})
+		return plan.Machine, nil
+	}
+	var problems []string
+	if r.Digest != plan.Image.Digest {
+		problems = append(problems, fmt.Sprintf("digest %s, assigned %s", r.Digest, plan.Image.Digest))
+	}
+	if r.ManifestHash != plan.Image.ManifestHash {
+		problems = append(problems, fmt.Sprintf("manifest %s, catalog %s", r.ManifestHash, plan.Image.ManifestHash))
+	}
+	if r.BlocksVerified < plan.Image.DataBlocks {
+		problems = append(problems, fmt.Sprintf("%d blocks verified of %d", r.BlocksVerified, plan.Image.DataBlocks))
+	}
+	if len(problems) > 0 {
+		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent result refused: " + fmt.Sprint(problems), Fields: fields})
+		return plan.Machine, fmt.Errorf("%w: %v", ErrResultMismatch, problems)
+	}
+	if err := inv.st.SetCurrentImage(id, r.Digest); err != nil {
+		return plan.Machine, err
+	}
+	inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent wrote and verified %s on %s: %d bytes written, %d blocks verified in %.1f s",
+		plan.Image.Ref(), r.Device, r.BytesWritten, r.BlocksVerified, r.Seconds), Fields: fields})
+	m, err := inv.st.Machine(id)
+	return m, err
+}
