@@ -17,13 +17,14 @@ type Plan struct {
 	Image   store.Image
 }
 
-// Plan returns the work of machine id: its assigned image, resolved in the catalog.
+// Plan returns the work of machine id: its assigned image, resolved in the catalog, unless the
+// machine already runs it.
 func (inv *Inventory) Plan(id string) (Plan, error) {
 	m, err := inv.st.Machine(id)
 	if err != nil {
 		return Plan{}, err
 	}
-	if m.AssignedImage == "" {
+	if m.AssignedImage == "" || m.AssignedImage == m.CurrentImage {
 		return Plan{Machine: m}, ErrNoPlan
 	}
 	img, err := inv.st.ResolveImage(m.AssignedImage)
