@@ -19,9 +19,12 @@ import (
 )
 
 func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, rest, err := subcommand(args, "machines", "list", "unknown", "events")
+	sub, rest, err := subcommand(args, "machines", "list", "unknown", "events", "assign")
 	if err != nil {
 		return err
+	}
+	if sub == "assign" {
+		return cmdAssign(rest, stdout, stderr)
 	}
 	fs := newFlags("machines "+sub, stderr)
 	path := configFlag(fs)
@@ -200,4 +203,35 @@ func (s *source) events(id string) ([]store.Event, error) {
 	}
 	var ev []store.Event
 	return ev, s.get("/api/v1/machines/"+url.PathEscape(id)+"/events", &ev)
+}
+
+// cmdAssign sets the image a machine is to run. The agent writes it the next time the machine
+// netboots into the agent profile.
+func cmdAssign(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("machines assign", stderr)
+	path := configFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return usageError{"usage: imaged machines assign [flags] MACHINE_ID NAME@VERSION|NAME@CHANNEL|sha256:DIGEST"}
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	c, err := openCatalog(cfg, false)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	img, err := c.st.ResolveImage(fs.Arg(1))
+	if err != nil {
+		return err
+	}
+	if err := c.st.AssignImage(fs.Arg(0), img.Digest); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s is assigned %s (%s)\n", fs.Arg(0), img.Ref(), img.Digest)
+	return nil
 }

@@ -34,6 +34,10 @@ Commands:
   machines list    list the inventory with each machine's last agent hello
   machines unknown list the clients seen on the network that are not in the inventory
   machines events  print one machine's boot timeline
+  machines assign  set the image a machine is to run (the agent writes it at its next netboot)
+  image import     import NAME@VERSION from a file, http(s) URL or s3://bucket/key (raw, gz, zst, xz, qcow2, VHD, VHDX)
+  image list|show|verify|delete|promote|rollback|prune
+                   the image catalog and blob store
   initrd build     build the netboot initramfs that runs imaged's agent
   agent            run the agent (done automatically when imaged is /init)
   lab demo         netboot a QEMU blade in network namespaces and show its timeline (root)
@@ -67,6 +71,8 @@ func dispatch(ctx context.Context, cmd string, rest []string, stdout, stderr io.
 		return cmdCheckConfig(rest, stdout, stderr)
 	case "machines":
 		return cmdMachines(ctx, rest, stdout, stderr)
+	case "image":
+		return cmdImage(ctx, rest, stdout, stderr)
 	case "initrd":
 		return cmdInitrd(ctx, rest, stdout, stderr)
 	case "agent":

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imaged/imaged/images/blobstore"
+	"github.com/imaged/imaged/images/imagehttp"
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/boot"
 	"github.com/imaged/imaged/internal/config"
@@ -130,8 +132,13 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 
+	blobs, err := blobstore.Open(imagesDir(cfg))
+	if err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
+	mux.Handle("/images/", imagehttp.Handler(blobs))
 	api.New(d.inv, cfg.HTTP.PublicURL.URL, log.With("component", "api")).Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)

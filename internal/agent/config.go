@@ -44,6 +44,9 @@ type Config struct {
 	HelloBackoff     time.Duration // first wait between hello attempts, doubling: 1 s
 	HelloBackoffMax  time.Duration // longest wait between hello attempts: 30 s
 	DHCPAttemptRetry int           // DISCOVER/REQUEST sends per DHCP attempt (timeouts 1, 2, 4 s…): 3
+	PlanPoll         time.Duration // between plan requests while no image is assigned: 5 s
+	SysBlock         string        // where whole disks are listed: /sys/block
+	DevDir           string        // where their device nodes are: /dev
 }
 
 func (c *Config) setDefaults() {
@@ -59,6 +62,13 @@ func (c *Config) setDefaults() {
 	def(&c.HelloAttempt, 10*time.Second)
 	def(&c.HelloBackoff, time.Second)
 	def(&c.HelloBackoffMax, 30*time.Second)
+	def(&c.PlanPoll, 5*time.Second)
+	if c.SysBlock == "" {
+		c.SysBlock = "/sys/block"
+	}
+	if c.DevDir == "" {
+		c.DevDir = "/dev"
+	}
 	if c.DHCPAttemptRetry <= 0 {
 		c.DHCPAttemptRetry = 3
 	}

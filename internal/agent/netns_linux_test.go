@@ -36,7 +36,7 @@ func TestRunInNamespace(t *testing.T) {
 		t.Fatalf("hello ip %q is not from the DHCP range", hello.IP)
 	}
 	env.waitFile(t, "console.log", 10*time.Second, func(b []byte) error {
-		if !bytes.Contains(b, []byte("imaged agent: hello accepted; waiting for work")) {
+		if !bytes.Contains(b, []byte("imaged agent: hello accepted")) {
 			return errors.New("not accepted yet")
 		}
 		return nil
@@ -145,7 +145,7 @@ func (e *agentLab) waitFile(t *testing.T, name string, timeout time.Duration, ch
 
 func (e *agentLab) helloCalls(t *testing.T) int {
 	b, _ := os.ReadFile(filepath.Join(e.dir, "calls"))
-	return bytes.Count(b, []byte("\n"))
+	return bytes.Count(b, []byte("POST /agent/v1/hello "))
 }
 
 func ipOut(t *testing.T, ns string, args ...string) string {

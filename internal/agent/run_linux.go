@@ -91,7 +91,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("hello accepted", "status", res.Status, "attempts", res.Attempts, "response", snippet(res.Body))
-	con.say("hello accepted; waiting for work")
-	<-ctx.Done()
-	return nil
+	con.say("hello accepted; asking for work")
+	return (&worker{cfg: &cfg, client: client, con: con, log: log}).loop(ctx)
 }

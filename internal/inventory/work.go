@@ -123,5 +123,10 @@ func (inv *Inventory) RecordResult(id string, r Result) (store.Machine, error) {
 	inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent wrote and verified %s on %s: %d bytes written, %d blocks verified in %.1f s",
 		plan.Image.Ref(), r.Device, r.BytesWritten, r.BlocksVerified, r.Seconds), Fields: fields})
 	m, err := inv.st.Machine(id)
+	if err == nil {
+		inv.mu.Lock()
+		inv.byID[id] = m
+		inv.mu.Unlock()
+	}
 	return m, err
 }

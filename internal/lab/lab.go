@@ -28,6 +28,7 @@ type Blade struct {
 	Firmware string // bios or uefi
 	NIC      string // virtio-net-pci or e1000
 	NoROM    bool   // see VM.NoROM
+	Disk     string // raw disk image file attached as virtio-blk, optional
 }
 
 // Lab is a virtual netboot lab: a Network, imaged serving in its server namespace, and blades.
@@ -248,7 +249,7 @@ func (l *Lab) Boot(ctx context.Context, b Blade) (*Running, error) {
 	if err != nil {
 		return nil, err
 	}
-	vm := &VM{Name: b.ID, Netns: l.Net.Cli(), Tap: tap, MAC: b.MAC, Firmware: b.Firmware, NIC: b.NIC, NoROM: b.NoROM, Dir: l.Dir}
+	vm := &VM{Name: b.ID, Netns: l.Net.Cli(), Tap: tap, MAC: b.MAC, Firmware: b.Firmware, NIC: b.NIC, NoROM: b.NoROM, Disk: b.Disk, Dir: l.Dir}
 	return vm.Start(ctx)
 }
 
@@ -290,3 +291,13 @@ func fileSHA256(p string) (string, error) {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// Run runs the lab's imaged binary with args (in the host namespace: for commands that only
+// touch the state directory, such as image import) and returns its output.
+func (l *Lab) Run(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, l.Imaged, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("lab: imaged %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imaged/imaged/images"
+)
+
+func TestImageCommands(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "imaged.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("version: 1\nstate_dir: %s/state\nhttp: {public_url: http://127.0.0.1:1}\nmachines:\n  - {id: ms1-c1n1, macs: [\"52:54:00:99:00:11\"]}\n", dir)), 0o644)
+
+	mk := func(name string, blocks, zeroEvery int) (string, string) {
+		b := make([]byte, blocks*images.BlockSize+123)
+		rand.Read(b)
+		for i := 0; i < blocks; i += zeroEvery {
+			clear(b[i*images.BlockSize : (i+1)*images.BlockSize])
+		}
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, b, 0o644)
+		sum := sha256.Sum256(b)
+		return p, "sha256:" + hex.EncodeToString(sum[:])
+	}
+	v1, d1 := mk("v1.raw", 8, 2)
+	v2, d2 := mk("v2.raw", 8, 3)
+	im := func(args ...string) (string, error) {
+		out, _, err := runCmd(t, append([]string{"image", args[0], "-config", cfg, "-by", "alice"}, args[1:]...)...)
+		return out, err
+	}
+	if out, err := im("import", "debian@1", v1); err != nil || !strings.Contains(out, d1) || !strings.Contains(out, "5 of 9 blocks hold data") {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	if _, err := im("import", "debian@1", v2); err == nil || !strings.Contains(err.Error(), "immutable") {
+		t.Errorf("re-import under the same version: %v", err)
+	}
+	if _, err := im("import", "debian@2", v2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im("import", "debian@3", filepath.Join(dir, "missing.raw")); err == nil {
+		t.Error("import of a missing file succeeded")
+	}
+	if _, err := im("promote", "debian@1", "production"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := im("promote", "debian@2", "production"); err != nil || !strings.Contains(out, "1 → 2 (by alice)") {
+		t.Errorf("promote: %v %s", err, out)
+	}
+	out, _ := im("list")
+	if !strings.Contains(out, "debian@2") || !strings.Contains(out, "production") || strings.Contains(out, "debian@3") {
+		t.Errorf("list:\n%s", out)
+	}
+	if out, err := im("show", "debian@production"); err != nil || !strings.Contains(out, d2) || !strings.Contains(out, `"by": "alice"`) {
+		t.Errorf("show: %v\n%s", err, out)
+	}
+	if out, err := im("verify", "debian@1"); err != nil || !strings.Contains(out, "ok") {
+		t.Errorf("verify: %v %s", err, out)
+	}
+	// One flipped byte in block 3 of the stored blob: verify names the block.
+	blob := filepath.Join(dir, "state/images/blobs/sha256", strings.TrimPrefix(d1, "sha256:"))
+	f, err := os.OpenFile(blob, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{0xff}, 3*images.BlockSize+10)
+	f.Close()
+	if _, err := im("verify", "debian@1"); err == nil || !strings.Contains(err.Error(), "CORRUPT: 1 of 9 blocks") || !strings.Contains(err.Error(), "3 (bytes 1572864-2097151)") {
+		t.Errorf("verify of a corrupt blob: %v", err)
+	}
+	if out, err := im("rollback", "debian@production"); err != nil || !strings.Contains(out, "2 → 1") {
+		t.Errorf("rollback: %v %s", err, out)
+	}
+	if out, _, err := runCmd(t, "machines", "assign", "-config", cfg, "ms1-c1n1", "debian@2"); err != nil || !strings.Contains(out, d2) {
+		t.Errorf("assign: %v %s", err, out)
+	}
+	if _, err := im("delete", "debian@2"); err == nil || !strings.Contains(err.Error(), "machine ms1-c1n1") {
+		t.Errorf("delete of an assigned image: %v", err)
+	}
+	if _, err := im("delete", "debian@1"); err == nil || !strings.Contains(err.Error(), "channel debian@production") {
+		t.Errorf("delete of a channel's image: %v", err)
+	}
+	if out, err := im("prune", "-keep", "1"); err != nil || !strings.Contains(out, "0 pruned") {
+		t.Errorf("prune: %v %s", err, out)
+	}
+	if _, err := os.Stat(blob); err != nil {
+		t.Error("a referenced blob is gone")
+	}
+}

@@ -1,0 +1,328 @@
+// Package blobstore keeps images on disk, addressed by their digest:
+//
+//	dir/blobs/sha256/<hex>      the raw image, sparse (zero blocks are holes)
+//	dir/manifests/sha256/<hex>  its manifest, in the canonical encoding
+//	dir/tmp/                    imports in progress
+//
+// An image is present when its manifest is: Import writes the blob, then the manifest, each
+// with temp file, fsync, link or rename, and fsync of the directory, so an interrupted import
+// leaves nothing but a temp file that Open's GC removes. The same bytes imported twice (or at
+// once) are stored once. The store knows nothing of names, versions or references: the
+// catalog does, and decides what Delete may remove.
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imaged/imaged/images"
+)
+
+// ErrNotFound is returned for a digest the store does not hold. It matches fs.ErrNotExist too.
+var ErrNotFound = fmt.Errorf("blobstore: image not found: %w", fs.ErrNotExist)
+
+// TmpMaxAge is how long a temp file may go unmodified before Open's GC removes it: an import in
+// progress (in this process or another) writes its temp file continually.
+const TmpMaxAge = time.Hour
+
+// Store is a content-addressed image store in one directory. It is safe for concurrent use, by
+// several goroutines and several processes.
+type Store struct {
+	dir, blobs, manifests, tmp string
+
+	mu    sync.Mutex
+	mhash map[images.Digest]images.Hash // manifest hashes, for ETags (manifests are immutable)
+}
+
+// Open opens (creating if need be) the store in dir and removes leftovers older than TmpMaxAge.
+func Open(dir string) (*Store, error) {
+	s := &Store{
+		dir:       dir,
+		blobs:     filepath.Join(dir, "blobs", "sha256"),
+		manifests: filepath.Join(dir, "manifests", "sha256"),
+		tmp:       filepath.Join(dir, "tmp"),
+		mhash:     map[images.Digest]images.Hash{},
+	}
+	for _, d := range []string{s.blobs, s.manifests, s.tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("blobstore: %w", err)
+		}
+	}
+	if _, err := s.GC(TmpMaxAge); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) blobPath(d images.Digest) string     { return filepath.Join(s.blobs, d.Hex()) }
+func (s *Store) manifestPath(d images.Digest) string { return filepath.Join(s.manifests, d.Hex()) }
+
+// Import reads a raw image from r to its end, in one pass: it writes the blob sparsely (zero
+// blocks are skipped, left as holes), computes its manifest, and commits both. progress, if not
+// nil, is called with the number of bytes read as they are. On any error, or when ctx is done,
+// nothing is left behind.
+func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64)) (images.Digest, *images.Manifest, error) {
+	f, err := os.CreateTemp(s.tmp, "import-*")
+	if err != nil {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	var blocks []images.Block
+	write := func(i int64, b []byte, h images.Hash, zero bool) error {
+		blocks = append(blocks, images.Block{SHA256: h, Zero: zero})
+		if zero {
+			return nil // a hole: the file is fresh, and Truncate below sets its length
+		}
+		if _, err := f.WriteAt(b, i*images.BlockSize); err != nil {
+			return fmt.Errorf("blobstore: write block %d: %w", i, err)
+		}
+		return nil
+	}
+	t0 := time.Now()
+	d, size, err := hashImage(ctx, readFull(r), write, progress)
+	fmt.Fprintln(os.Stderr, "hash", time.Since(t0))
+	if err != nil {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: import: %w", err)
+	}
+	if size == 0 {
+		return images.Digest{}, nil, errors.New("blobstore: import: the image is empty")
+	}
+	m := &images.Manifest{Size: size, Digest: d, Blocks: blocks}
+	enc, err := m.MarshalBinary()
+	if err != nil {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: import: %w", err)
+	}
+	if err := f.Truncate(size); err != nil {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
+	}
+	t1 := time.Now()
+	if err := f.Sync(); err != nil {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
+	}
+	fmt.Fprintln(os.Stderr, "sync", time.Since(t1))
+	if err := f.Close(); err != nil {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: import: %w", err)
+	}
+	// Link, not rename: it fails if the blob exists (the same bytes, imported before or at this
+	// moment by another import), which keeps that file and its readers undisturbed.
+	if err := os.Link(f.Name(), s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrExist) {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
+	}
+	committed = true
+	os.Remove(f.Name())
+	if err := syncDir(s.blobs); err != nil {
+		return images.Digest{}, nil, err
+	}
+	if err := s.writeManifest(d, enc); err != nil {
+		return images.Digest{}, nil, err
+	}
+	return d, m, nil
+}
+
+// writeManifest commits a manifest: temp file, fsync, rename, fsync of the directory. A
+// manifest already there with these bytes is left alone.
+func (s *Store) writeManifest(d images.Digest, enc []byte) error {
+	if old, err := os.ReadFile(s.manifestPath(d)); err == nil && bytes.Equal(old, enc) {
+		return nil
+	}
+	f, err := os.CreateTemp(s.tmp, "manifest-*")
+	if err != nil {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	defer os.Remove(f.Name()) // after a rename, a no-op
+	_, err = f.Write(enc)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), s.manifestPath(d))
+	}
+	if err != nil {
+		return fmt.Errorf("blobstore: write manifest of %s: %w", d, err)
+	}
+	return syncDir(s.manifests)
+}
+
+// Has reports whether the store holds the image.
+func (s *Store) Has(d images.Digest) bool {
+	_, err1 := os.Stat(s.manifestPath(d))
+	_, err2 := os.Stat(s.blobPath(d))
+	return err1 == nil && err2 == nil
+}
+
+// Manifest returns an image's manifest.
+func (s *Store) Manifest(d images.Digest) (*images.Manifest, error) {
+	b, err := os.ReadFile(s.manifestPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, d)
+	} else if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	var m images.Manifest
+	if err := m.UnmarshalBinary(b); err != nil {
+		return nil, fmt.Errorf("blobstore: manifest of %s: %w", d, err)
+	}
+	if m.Digest != d {
+		return nil, fmt.Errorf("blobstore: the manifest stored for %s describes %s", d, m.Digest)
+	}
+	return &m, nil
+}
+
+// Open opens an image's blob for reading.
+func (s *Store) Open(d images.Digest) (*os.File, error) {
+	if _, err := os.Stat(s.manifestPath(d)); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, d)
+	}
+	f, err := os.Open(s.blobPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, d)
+	} else if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	return f, nil
+}
+
+// OpenManifest opens an image's manifest file (its canonical encoding) and returns its hash.
+func (s *Store) OpenManifest(d images.Digest) (*os.File, images.Hash, error) {
+	f, err := os.Open(s.manifestPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, images.Hash{}, fmt.Errorf("%w: %s", ErrNotFound, d)
+	} else if err != nil {
+		return nil, images.Hash{}, fmt.Errorf("blobstore: %w", err)
+	}
+	s.mu.Lock()
+	h, ok := s.mhash[d]
+	s.mu.Unlock()
+	if !ok {
+		sum := sha256.New()
+		if _, err := io.Copy(sum, f); err != nil {
+			f.Close()
+			return nil, images.Hash{}, fmt.Errorf("blobstore: %w", err)
+		}
+		sum.Sum(h[:0])
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			f.Close()
+			return nil, images.Hash{}, fmt.Errorf("blobstore: %w", err)
+		}
+		s.mu.Lock()
+		s.mhash[d] = h
+		s.mu.Unlock()
+	}
+	return f, h, nil
+}
+
+// Delete removes an image: its manifest first (so that it is no longer present), then its
+// blob. The caller checks that nothing refers to it.
+func (s *Store) Delete(d images.Digest) error {
+	s.mu.Lock()
+	delete(s.mhash, d)
+	s.mu.Unlock()
+	err := os.Remove(s.manifestPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(s.blobPath(d)); serr != nil {
+			return fmt.Errorf("%w: %s", ErrNotFound, d)
+		}
+	} else if err != nil {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	if err := syncDir(s.manifests); err != nil {
+		return err
+	}
+	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	return syncDir(s.blobs)
+}
+
+// List returns the digests of the images present, sorted.
+func (s *Store) List() ([]images.Digest, error) {
+	ents, err := os.ReadDir(s.manifests)
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: %w", err)
+	}
+	var ds []images.Digest
+	for _, e := range ents {
+		d, err := images.ParseDigest(e.Name())
+		if err != nil || !e.Type().IsRegular() {
+			continue
+		}
+		ds = append(ds, d)
+	}
+	slices.SortFunc(ds, func(a, b images.Digest) int { return bytes.Compare(a[:], b[:]) })
+	return ds, nil
+}
+
+// GC removes what interrupted imports and deletes left behind, once unmodified for olderThan:
+// temp files, and blobs without a manifest. It returns how many files it removed.
+func (s *Store) GC(olderThan time.Duration) (int, error) {
+	cutoff := time.Now().Add(-olderThan)
+	removed := 0
+	sweep := func(dir string, stray func(name string) bool) error {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("blobstore: gc: %w", err)
+		}
+		for _, e := range ents {
+			if !stray(e.Name()) {
+				continue
+			}
+			info, err := e.Info()
+			if err != nil || info.ModTime().After(cutoff) {
+				continue
+			}
+			if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+				removed++
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("blobstore: gc: %w", err)
+			}
+		}
+		return nil
+	}
+	if err := sweep(s.tmp, func(string) bool { return true }); err != nil {
+		return removed, err
+	}
+	err := sweep(s.blobs, func(name string) bool {
+		if _, err := hex.DecodeString(name); err != nil || strings.ContainsAny(name, "ABCDEF") {
+			return false // not ours
+		}
+		_, err := os.Stat(filepath.Join(s.manifests, name))
+		return errors.Is(err, fs.ErrNotExist)
+	})
+	return removed, err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("blobstore: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("blobstore: fsync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imaged/imaged/images"
+)
+
+// fakeServer is imaged's agent API and image endpoints for one image.
+type fakeServer struct {
+	mu       sync.Mutex
+	blob     []byte
+	manifest []byte
+	digest   string
+	results  []WriteResult
+	progress int
+}
+
+func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hexd := strings.TrimPrefix(f.digest, "sha256:")
+	if strings.HasPrefix(r.URL.Path, "/agent/") && (r.Header.Get("Authorization") != "Bearer tok" || r.Header.Get("X-Imaged-MAC") != "52:54:00:99:00:11") {
+		http.Error(w, "bad token", http.StatusForbidden)
+		return
+	}
+	switch r.URL.Path {
+	case "/agent/v1/plan":
+		mh := sha256.Sum256(f.manifest)
+		fmt.Fprintf(w, `{"action":"write","image":{"ref":"debian@1","digest":%q,"size":%d,"manifest_hash":%q,"manifest_url":"http://%s/images/%s/manifest","blob_url":"http://%s/images/%s/blob"}}`,
+			f.digest, len(f.blob), hex.EncodeToString(mh[:]), r.Host, hexd, r.Host, hexd)
+	case "/images/" + hexd + "/manifest":
+		w.Write(f.manifest)
+	case "/images/" + hexd + "/blob":
+		w.Header().Set("ETag", `"`+f.digest+`"`)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.blob))
+	case "/agent/v1/progress":
+		f.mu.Lock()
+		f.progress++
+		f.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	case "/agent/v1/result":
+		var res WriteResult
+		json.NewDecoder(r.Body).Decode(&res)
+		f.mu.Lock()
+		f.results = append(f.results, res)
+		f.mu.Unlock()
+		fmt.Fprintf(w, `{"accepted": %v, "action": "wait"}`, res.Error == "")
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func runWorker(t *testing.T, srv *fakeServer, disk string) {
+	t.Helper()
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	u, _ := url.Parse(ts.URL)
+	mac, _ := net.ParseMAC("52:54:00:99:00:11")
+	dir := filepath.Dir(disk)
+	block := fakeSys(t, map[string][3]string{"vda": {fmt.Sprint(64 << 11), "SYS", "0000:00:04.0"}})
+	cfg := Config{Server: u, Token: "tok", MAC: mac, SysBlock: block, DevDir: dir}
+	cfg.setDefaults()
+	var console bytes.Buffer
+	w := &worker{cfg: &cfg, client: http.DefaultClient, con: newConsole(&console), log: nil}
+	w.log = discardLog()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.loop(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		srv.mu.Lock()
+		n := len(srv.results)
+		srv.mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	t.Logf("console:\n%s", console.String())
+}
+
+func newImage(t *testing.T) (*fakeServer, []byte) {
+	img := make([]byte, 20*images.BlockSize+4096)
+	rand.Read(img)
+	clear(img[5*images.BlockSize : 9*images.BlockSize])
+	b := images.NewBuilder()
+	b.Write(img)
+	m, err := b.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := m.MarshalBinary()
+	return &fakeServer{blob: append([]byte(nil), img...), manifest: enc, digest: m.Digest.String()}, img
+}
+
+func TestWorkerWritesAndReports(t *testing.T) {
+	srv, img := newImage(t)
+	disk := filepath.Join(t.TempDir(), "vda")
+	garbage := make([]byte, 64<<20)
+	rand.Read(garbage[:len(img)])
+	os.WriteFile(disk, garbage, 0o644)
+	runWorker(t, srv, disk)
+	if len(srv.results) != 1 || srv.results[0].Error != "" {
+		t.Fatalf("results: %+v", srv.results)
+	}
+	r := srv.results[0]
+	got, _ := os.ReadFile(disk)
+	if !bytes.Equal(got[:len(img)], img) {
+		t.Fatal("the disk does not hold the image")
+	}
+	if r.Digest != srv.digest || r.Device != disk || r.BlocksVerified != 17 || r.BytesWritten != int64(len(img))-4*images.BlockSize {
+		t.Errorf("result %+v", r)
+	}
+}
+
+func TestWorkerCorruptBlobLeavesBlockZero(t *testing.T) {
+	srv, img := newImage(t)
+	srv.blob[12*images.BlockSize+77] ^= 0xff
+	disk := filepath.Join(t.TempDir(), "vda")
+	before := make([]byte, 64<<20)
+	rand.Read(before[:images.BlockSize])
+	os.WriteFile(disk, before, 0o644)
+	runWorker(t, srv, disk)
+	if len(srv.results) != 1 {
+		t.Fatalf("results: %+v", srv.results)
+	}
+	r := srv.results[0]
+	if r.Error == "" || r.FailedBlock == nil || *r.FailedBlock != 12 || !strings.Contains(r.Error, "block 12") {
+		t.Errorf("result %+v", r)
+	}
+	got, _ := os.ReadFile(disk)
+	if !bytes.Equal(got[:images.BlockSize], before[:images.BlockSize]) {
+		t.Error("block 0 was written although the copy failed")
+	}
+	if bytes.Equal(got[:len(img)], img) {
+		t.Error("the disk holds the image despite the corrupt block")
+	}
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
