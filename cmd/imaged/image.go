@@ -234,6 +234,12 @@ func (c *catalog) importImage(ctx context.Context, ref, src, by string, opt conv
 	img := store.Image{Name: name, Version: version, Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks,
 		ManifestHash: mh.String(), Source: src, Format: string(s.Format), Imported: time.Now().UTC(), ImportedBy: by}
 	if _, err := c.st.PutImage(img); err != nil {
+		// Nothing registered: take the blob back out too, unless another version has the same bytes.
+		if _, rerr := c.st.ResolveImage(d.String()); rerr != nil {
+			if derr := c.blobs.Delete(d); derr != nil {
+				err = errors.Join(err, fmt.Errorf("and the unregistered blob could not be removed: %w", derr))
+			}
+		}
 		return err
 	}
 	secs := time.Since(start).Seconds()

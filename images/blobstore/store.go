@@ -96,9 +96,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64))
 		}
 		return nil
 	}
-	t0 := time.Now()
 	d, size, err := hashImage(ctx, readFull(r), write, progress)
-	fmt.Fprintln(os.Stderr, "hash", time.Since(t0))
 	if err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: import: %w", err)
 	}
@@ -113,11 +111,9 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64))
 	if err := f.Truncate(size); err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
 	}
-	t1 := time.Now()
 	if err := f.Sync(); err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
 	}
-	fmt.Fprintln(os.Stderr, "sync", time.Since(t1))
 	if err := f.Close(); err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
 	}
