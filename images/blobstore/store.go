@@ -5,7 +5,7 @@
 //	dir/tmp/                    imports in progress
 //
 // An image is present when its manifest is: Import writes the blob, then the manifest, each
-// with temp file, fsync, link or rename, and fsync of the directory, so an interrupted import
+// with temp file, fsync, rename, and fsync of the directory, so an interrupted import
 // leaves nothing but a temp file that Open's GC removes. The same bytes imported twice (or at
 // once) are stored once. The store knows nothing of names, versions or references: the
 // catalog does, and decides what Delete may remove.
@@ -85,18 +85,37 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64))
 			os.Remove(f.Name())
 		}
 	}()
+	// Readable by the daemon whoever imports (CreateTemp makes 0600); the store is the access
+	// control, and images are served to any agent anyway.
+	if err := f.Chmod(0o644); err != nil {
+		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
+	}
 	var blocks []images.Block
-	write := func(i int64, b []byte, h images.Hash, zero bool) error {
+	record := func(i int64, b []byte, h images.Hash, zero bool) error {
 		blocks = append(blocks, images.Block{SHA256: h, Zero: zero})
-		if zero {
-			return nil // a hole: the file is fresh, and Truncate below sets its length
-		}
-		if _, err := f.WriteAt(b, i*images.BlockSize); err != nil {
-			return fmt.Errorf("blobstore: write block %d: %w", i, err)
+		return nil
+	}
+	// Zero blocks are skipped: holes in a fresh file (Truncate below sets its length). Runs of
+	// data blocks go out in one write.
+	write := func(off int64, b []byte, zero []bool) error {
+		for i := 0; i < len(zero); {
+			if zero[i] {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < len(zero) && !zero[j] {
+				j++
+			}
+			lo, hi := i*images.BlockSize, min(j*images.BlockSize, len(b))
+			if _, err := f.WriteAt(b[lo:hi], off+int64(lo)); err != nil {
+				return fmt.Errorf("blobstore: write at %d: %w", off+int64(lo), err)
+			}
+			i = j
 		}
 		return nil
 	}
-	d, size, err := hashImage(ctx, readFull(r), write, progress)
+	d, size, err := hashImage(ctx, readFull(r), record, write, progress)
 	if err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: import: %w", err)
 	}
@@ -120,13 +139,13 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64))
 	if err := ctx.Err(); err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: import: %w", err)
 	}
-	// Link, not rename: it fails if the blob exists (the same bytes, imported before or at this
-	// moment by another import), which keeps that file and its readers undisturbed.
-	if err := os.Link(f.Name(), s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrExist) {
+	// Rename over a blob already there: the same bytes (imported before, or at this moment by
+	// another import), so readers that have it open are undisturbed, and a damaged copy is
+	// repaired.
+	if err := os.Rename(f.Name(), s.blobPath(d)); err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
 	}
 	committed = true
-	os.Remove(f.Name())
 	if err := syncDir(s.blobs); err != nil {
 		return images.Digest{}, nil, err
 	}

@@ -292,6 +292,13 @@ func TestVerify(t *testing.T) {
 	if rep.OK() || rep.Size != 8*bs+5 || len(rep.Corrupt) != 5 || rep.Corrupt[2] != 8 || rep.Corrupt[4] != 10 {
 		t.Fatalf("cut blob: %+v", rep)
 	}
+	// Importing the image again repairs the blob.
+	if _, _, err := s.Import(t.Context(), bytes.NewReader(img), nil); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err = s.Verify(t.Context(), d); err != nil || !rep.OK() {
+		t.Fatalf("after re-import: %+v, %v", rep, err)
+	}
 }
 
 func TestGCAndDelete(t *testing.T) {

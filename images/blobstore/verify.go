@@ -67,7 +67,7 @@ func (s *Store) Verify(ctx context.Context, d images.Digest) (*Report, error) {
 		}
 		return nil
 	}
-	got, size, err := hashImage(ctx, fill, check, nil)
+	got, size, err := hashImage(ctx, fill, check, nil, nil)
 	if err != nil {
 		return nil, err
 	}

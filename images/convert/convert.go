@@ -121,7 +121,7 @@ func Open(ctx context.Context, src string, opt Options) (*Source, error) {
 	s, err := open(be)
 	if err != nil {
 		be.Close()
-		return nil, fmt.Errorf("convert: %s: %w", be.name(), err)
+		return nil, fmt.Errorf("%s: %w", be.name(), err)
 	}
 	return s, nil
 }
@@ -152,11 +152,14 @@ func open(be backend) (*Source, error) {
 		if be.size() >= 2*vhdFooterLen {
 			tail = make([]byte, vhdFooterLen)
 			if _, err := ra.ReadAt(tail, be.size()-vhdFooterLen); err != nil {
-				return nil, fmt.Errorf("read the last %d bytes: %w", vhdFooterLen, err)
+				return nil, fmt.Errorf("convert: read the last %d bytes: %w", vhdFooterLen, err)
 			}
 		}
 	} else if head, err = be.peek(headLen); err != nil {
 		return nil, err
+	}
+	if what := refused(head); what != "" {
+		return nil, fmt.Errorf("%w: the source is %s", ErrUnsupported, what)
 	}
 	s.Format = detect(head, tail)
 	if claim := named(be.name()); s.Format == Raw && claim != "" {
@@ -227,7 +230,7 @@ func readHead(ra io.ReaderAt, size int64) ([]byte, error) {
 	}
 	head := make([]byte, min(size, headLen))
 	if _, err := ra.ReadAt(head, 0); err != nil {
-		return nil, fmt.Errorf("read the first %d bytes: %w", len(head), err)
+		return nil, fmt.Errorf("convert: read the first %d bytes: %w", len(head), err)
 	}
 	return head, nil
 }

@@ -3,6 +3,8 @@ package convert
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/crc32"
 	"errors"
 	"fmt"
 	"io"
@@ -104,6 +106,17 @@ func TestRefused(t *testing.T) {
 	// A flipped bit in a VHD footer breaks its checksum.
 	badSum := read("fixed.vhd")
 	badSum[len(badSum)-vhdFooterLen+50] ^= 1
+	// A differencing VHDX: HasParent in the file parameters of the dynamic fixture.
+	vhdxDiff := read("dynamic-1m.vhdx")
+	vhdxPatchParams(t, vhdxDiff, func(flags []byte) { flags[0] |= 2 })
+	// A VHDX with a log to replay: a LogGuid in both headers, their checksums fixed.
+	vhdxLog := read("dynamic-1m.vhdx")
+	for _, off := range []int{64 << 10, 128 << 10} {
+		h := vhdxLog[off : off+4096]
+		copy(h[48:64], "not a clean shut")
+		binary.LittleEndian.PutUint32(h[4:], 0)
+		binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(h, crc32c))
+	}
 	// A fixed VHD inside gzip.
 	vhdGz := gzipBytes(read("fixed.vhd"))
 
@@ -123,9 +136,13 @@ func TestRefused(t *testing.T) {
 		{"qcow2 backing file", path("child.qcow2"), ErrUnsupported, "backing file"},
 		{"qcow2 encrypted", write("luks.qcow2", luks), ErrUnsupported, "encrypted"},
 		{"vhd differencing", write("diff.vhd", diff), ErrUnsupported, "differencing"},
+		{"vhdx differencing", write("diff.vhdx", vhdxDiff), ErrUnsupported, "differencing"},
+		{"vhdx log", write("log.vhdx", vhdxLog), ErrUnsupported, "log to replay"},
 		{"vhd footer checksum", write("badsum.vhd", badSum), ErrCorrupt, "checksum"},
 		{"gzip of a qcow2", write("q.qcow2.gz", gzipBytes(read("v3.qcow2"))), ErrUnsupported, "qcow2 image, not raw"},
 		{"gzip of a fixed vhd", write("f.vhd.gz", vhdGz), ErrUnsupported, "fixed VHD"},
+		{"bzip2", write("disk.bz2", []byte("BZh91AY&SY\x00\x00")), ErrUnsupported, "bzip2"},
+		{"xz of a vmdk", write("d.vmdk.xz", xzBytes([]byte("KDMV\x01\x00\x00\x00"))), ErrUnsupported, "VMDK"},
 		{"missing file", path("nope"), ErrNotFound, "nope"},
 		{"empty file", write("empty", nil), ErrCorrupt, "empty"},
 	}
@@ -145,6 +162,29 @@ func TestRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// vhdxPatchParams finds the File Parameters metadata item of a VHDX (region table at 192 KiB,
+// metadata table, item) and lets patch change its flags word.
+func vhdxPatchParams(t *testing.T, b []byte, patch func(flags []byte)) {
+	t.Helper()
+	le := binary.LittleEndian
+	rt := b[192<<10:]
+	for i := range int(le.Uint32(rt[8:])) {
+		e := rt[16+32*i:]
+		if [16]byte(e[:16]) != regionMetadata {
+			continue
+		}
+		meta := b[le.Uint64(e[16:]):]
+		for j := range int(le.Uint16(meta[10:])) {
+			me := meta[32+32*j:]
+			if [16]byte(me[:16]) == metaFileParameters {
+				patch(meta[le.Uint32(me[16:])+4:])
+				return
+			}
+		}
+	}
+	t.Fatal("no file parameters item")
 }
 
 // TestTruncated: a cut input is an error that names an offset, never a short image. (A cut
@@ -266,5 +306,24 @@ func TestVHDXChunkInterleave(t *testing.T) {
 	}
 	if voff != 4608<<20 || len(found) != len(writes) {
 		t.Fatalf("extents cover %d bytes (want 4.5 GiB) and hold %d of the %d patterns", voff, len(found), len(writes))
+	}
+}
+
+// TestZstdSkippableFrame: pzstd starts its output with a skippable frame (RFC 8878 §3.1.2).
+func TestZstdSkippableFrame(t *testing.T) {
+	raw := testImage(1<<20+512, 5)
+	b := []byte{0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4}
+	p := filepath.Join(t.TempDir(), "disk.zst")
+	if err := os.WriteFile(p, append(b, zstdBytes(raw)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.Context(), p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := readAll(t, s)
+	if err != nil || s.Format != Zstd || !bytes.Equal(got, raw) {
+		t.Fatalf("format %s, err %v, equal %v", s.Format, err, bytes.Equal(got, raw))
 	}
 }

@@ -19,13 +19,43 @@ var (
 	magicVHD = []byte{'c', 'o', 'n', 'e', 'c', 't', 'i', 'x'}
 )
 
+// Formats recognised only to be refused with a useful message: a raw disk never starts with
+// these, and importing one as "raw" would store an image that boots nothing.
+var refusedMagic = []struct {
+	magic []byte
+	what  string
+}{
+	{[]byte("BZh"), "bzip2 (use gzip, zstd or xz)"},
+	{[]byte{0x04, 0x22, 0x4d, 0x18}, "lz4 (use gzip, zstd or xz)"},
+	{[]byte("PK\x03\x04"), "a zip archive"},
+	{[]byte{'7', 'z', 0xbc, 0xaf, 0x27, 0x1c}, "a 7-zip archive"},
+	{[]byte("KDMV"), "VMDK (convert it with qemu-img convert -O qcow2)"},
+	{[]byte("<<< Oracle VM VirtualBox Disk Image >>>"), "VDI (convert it with qemu-img convert -O qcow2)"},
+}
+
+// refused names what head is when it is a format imaged refuses, or "".
+func refused(head []byte) string {
+	for _, r := range refusedMagic {
+		if bytes.HasPrefix(head, r.magic) {
+			return r.what
+		}
+	}
+	return ""
+}
+
+// isZstdSkippable: RFC 8878 §3.1.2 "Magic_Number: 0x184D2A5?" (little-endian; pzstd starts its
+// output with one).
+func isZstdSkippable(head []byte) bool {
+	return len(head) >= 4 && head[0]&0xf0 == 0x50 && head[1] == 0x2a && head[2] == 0x4d && head[3] == 0x18
+}
+
 // detect names the format of a source from its first bytes (head) and, when the source is
 // seekable, its last 512 bytes (tail; nil otherwise). Anything unrecognised is raw.
 func detect(head, tail []byte) Format {
 	switch {
 	case bytes.HasPrefix(head, magicGzip):
 		return Gzip
-	case bytes.HasPrefix(head, magicZstd):
+	case bytes.HasPrefix(head, magicZstd), isZstdSkippable(head):
 		return Zstd
 	case bytes.HasPrefix(head, magicXZ):
 		return XZ

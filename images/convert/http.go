@@ -49,6 +49,12 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 			b.etag = et
 		}
 		b.ra = &rangeReaderAt{ctx: ctx, r: b, size: total}
+		// Keep the probe's bytes: format detection reads them next.
+		head, err := io.ReadAll(io.LimitReader(resp.Body, probeLen))
+		if err != nil {
+			return nil, fmt.Errorf("convert: GET %s: %w", url, err)
+		}
+		b.ra.wins[0] = window{off: 0, b: head}
 		return b, nil
 	case http.StatusOK:
 		// The server ignored Range (RFC 9110 §14.2: "A server MAY ignore the Range header

@@ -8,7 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,4 +152,76 @@ func TestImportCancelled(t *testing.T) {
 	if n, names := storeFiles(t, dir); n != 0 {
 		t.Fatalf("store holds %v after a cancelled import", names)
 	}
+}
+
+// BenchmarkImport: `imaged image import` of a half-zero image (every other 4 MiB is zeros),
+// from a raw file and from the qcow2 qemu-img makes of it, fsync included. The size is
+// IMAGED_BENCH_MIB (default 256):
+//
+//	IMAGED_BENCH_MIB=1024 go test -run X -bench Import -benchtime 3x ./images/convert
+func BenchmarkImport(b *testing.B) {
+	size := int64(256 << 20)
+	if s := os.Getenv("IMAGED_BENCH_MIB"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = n << 20
+	}
+	dir := b.TempDir()
+	rawPath := filepath.Join(dir, "disk.raw")
+	f, err := os.Create(rawPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := testImage(4<<20, 3)
+	for i := range data { // no zero runs inside the data half
+		data[i] |= 1
+	}
+	for off := int64(0); off < size; off += 8 << 20 {
+		f.WriteAt(data[:min(int64(len(data)), size-off)], off)
+	}
+	f.Truncate(size)
+	f.Close()
+	paths := map[string]string{"raw": rawPath}
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		paths["qcow2"] = filepath.Join(dir, "disk.qcow2")
+		if err := run(dir, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", rawPath, paths["qcow2"]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, name := range []string{"raw", "qcow2"} {
+		p, ok := paths[name]
+		if !ok {
+			continue
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(size)
+			cpu0, t0 := cpuTime(), time.Now()
+			defer func() {
+				// cores: CPU time (user+system, this process) over wall time.
+				b.ReportMetric((cpuTime()-cpu0).Seconds()/time.Since(t0).Seconds(), "cores")
+			}()
+			for b.Loop() {
+				store, err := blobstore.Open(b.TempDir())
+				if err != nil {
+					b.Fatal(err)
+				}
+				src, err := Open(b.Context(), p, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := store.Import(b.Context(), src.Raw(), nil); err != nil {
+					b.Fatal(err)
+				}
+				src.Close()
+			}
+		})
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -147,6 +147,15 @@ func openQcow2(ra io.ReaderAt, fileSize int64) (*qcow2, error) {
 		return nil, fmt.Errorf("%w: qcow2 L1 table at input offset %d (%d entries) is misaligned or past the end of the %d-byte input", ErrCorrupt, l1Off, need, fileSize)
 	}
 	q.l1 = newTable(ra, "qcow2 L1 table", int64(l1Off), need, 8)
+	// 48 - 55:   refcount_table_offset "Offset into the image file at which the refcount table
+	//            starts. Must be aligned to a cluster boundary."
+	// 56 - 59:   refcount_table_clusters "Number of clusters that the refcount table occupies"
+	// The refcount table is not needed to read the disk, but it lies in the file: if it does
+	// not, the file was cut.
+	rtOff, rtClusters := be.Uint64(h[48:]), int64(be.Uint32(h[56:]))
+	if rtOff%uint64(q.clusterSize) != 0 || rtOff > uint64(fileSize) || rtClusters*q.clusterSize > fileSize-int64(rtOff) {
+		return nil, fmt.Errorf("%w: qcow2 refcount table at input offset %d (%d clusters) is misaligned or past the end of the %d-byte input (truncated?)", ErrCorrupt, rtOff, rtClusters, fileSize)
+	}
 	return q, nil
 }
 

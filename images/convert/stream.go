@@ -58,6 +58,9 @@ func (s *streamReader) Read(p []byte) (int, error) {
 		if len(head) == 0 {
 			return 0, fmt.Errorf("%w: the %s stream holds no bytes", ErrCorrupt, s.format)
 		}
+		if what := refused(head); what != "" {
+			return 0, fmt.Errorf("%w: the %s stream holds %s, not raw bytes", ErrUnsupported, s.format, what)
+		}
 		if f := wrapped(head); f != "" {
 			return 0, fmt.Errorf("%w: the %s stream holds a %s image, not raw bytes: decompress it and import that", ErrUnsupported, s.format, f)
 		}

@@ -53,7 +53,6 @@ type vhdx struct {
 	size        int64
 	blockSize   int64
 	chunkRatio  int64
-	leaveAlloc  bool
 	bat         *table
 	block       int64
 	sectorSize  int64
@@ -243,7 +242,6 @@ func (v *vhdx) metadata(meta region) error {
 			}
 			v.blockSize = int64(le.Uint32(b))
 			flags := le.Uint32(b[4:])
-			v.leaveAlloc = flags&1 != 0
 			// "HasParent: Specifies whether this file has a parent VHDX file. If set, the file
 			// is a differencing file".
 			if flags&2 != 0 {
