@@ -28,7 +28,7 @@ func loopDevice(t *testing.T, size int) *os.File {
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	f, err := os.OpenFile(dev, os.O_RDWR|os.O_EXCL, 0) // as the agent opens its disk
 	if err != nil {
 		t.Fatal(err)
 	}

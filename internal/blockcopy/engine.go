@@ -409,34 +409,3 @@ func (c *copier) zero(ctx context.Context, j *job) error {
 	}
 	return nil
 }
-
-// pool is the copy's memory: at most max aligned buffers, made on first use.
-type pool struct {
-	size, max int
-	mu        sync.Mutex
-	made      int
-	ch        chan []byte
-}
-
-func (p *pool) get(ctx context.Context) ([]byte, error) {
-	select {
-	case b := <-p.ch:
-		return b, nil
-	default:
-	}
-	p.mu.Lock()
-	if p.made < p.max {
-		p.made++
-		p.mu.Unlock()
-		return alignedBuf(p.size), nil
-	}
-	p.mu.Unlock()
-	select {
-	case b := <-p.ch:
-		return b, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (p *pool) put(b []byte) { p.ch <- b }

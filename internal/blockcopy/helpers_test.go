@@ -58,9 +58,10 @@ type blobServer struct {
 	blob []byte
 	etag string
 
-	mu   sync.Mutex
-	reqs []reqRec
-	hook func(w http.ResponseWriter, r *http.Request, i int, rr reqRec) bool
+	mu    sync.Mutex
+	reqs  []reqRec
+	conns map[string]bool // client addresses seen
+	hook  func(w http.ResponseWriter, r *http.Request, i int, rr reqRec) bool
 }
 
 func newBlobServer(t testing.TB, blob []byte) *blobServer {
@@ -79,6 +80,10 @@ func (s *blobServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	i := len(s.reqs)
 	s.reqs = append(s.reqs, rr)
+	if s.conns == nil {
+		s.conns = map[string]bool{}
+	}
+	s.conns[r.RemoteAddr] = true
 	hook := s.hook
 	s.mu.Unlock()
 	if hook != nil && hook(w, r, i, rr) {
@@ -94,12 +99,18 @@ func (s *blobServer) requests() []reqRec {
 	return append([]reqRec(nil), s.reqs...)
 }
 
+func (s *blobServer) connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 func (s *blobServer) source(t testing.TB) *HTTPSource {
 	u, err := url.Parse(s.URL + "/images/x/blob")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &HTTPSource{URL: u, ETag: s.etag, Client: s.Client(), Stall: 5 * time.Second}
+	return &HTTPSource{URL: u, ETag: s.etag, Client: NewClient(), Stall: 5 * time.Second}
 }
 
 // fileTarget is a file in the test's temp dir holding init (nil: a new, empty file).

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 )
 
 // Target is where the image goes: an *os.File of a block device or of a regular file, or
@@ -37,17 +36,6 @@ type Sizer interface {
 // directAlign is the alignment of O_DIRECT offsets, lengths and buffers: 4096 covers the
 // logical block size of every disk and the block size of the usual filesystems.
 const directAlign = 4096
-
-// alignedBuf returns n bytes starting on a directAlign boundary.
-func alignedBuf(n int) []byte {
-	b := make([]byte, n+directAlign)
-	skip := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%directAlign)) % directAlign
-	return b[skip : skip+n : skip+n]
-}
-
-func isAligned(p []byte) bool {
-	return len(p) > 0 && uintptr(unsafe.Pointer(&p[0]))%directAlign == 0
-}
 
 // dev is the target as Copy drives it.
 type dev struct {
