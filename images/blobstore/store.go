@@ -113,6 +113,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64))
 			}
 			i = j
 		}
+		startWriteback(f, off, int64(len(b)))
 		return nil
 	}
 	d, size, err := hashImage(ctx, readFull(r), record, write, progress)
