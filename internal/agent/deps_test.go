@@ -21,7 +21,8 @@ func TestAgentDeps(t *testing.T) {
 		"github.com/prometheus",
 	}
 	allowedImaged := map[string]bool{"github.com/imaged/imaged/internal/agent": true, "github.com/imaged/imaged/internal/version": true,
-		"github.com/imaged/imaged/images": true, "github.com/imaged/imaged/internal/blockcopy": true}
+		"github.com/imaged/imaged/images": true, "github.com/imaged/imaged/internal/blockcopy": true,
+		"github.com/imaged/imaged/internal/agentapi": true}
 	deps := strings.Fields(string(out))
 	if len(deps) < 10 {
 		t.Fatalf("go list printed too little to trust: %q", out)

@@ -12,19 +12,15 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/imaged/imaged/internal/agentapi"
 )
 
 // HelloPath is the agent API endpoint, relative to Config.Server.
-const HelloPath = "agent/v1/hello"
+const HelloPath = agentapi.HelloPath
 
 // HelloRequest is the JSON body of POST /agent/v1/hello.
-type HelloRequest struct {
-	MAC           string  `json:"mac"`   // 52:54:00:12:34:56
-	Token         string  `json:"token"` // from imaged.token
-	IP            string  `json:"ip"`    // the DHCP address, without prefix length
-	AgentVersion  string  `json:"agent_version"`
-	UptimeSeconds float64 `json:"uptime_seconds"` // since the kernel booted
-}
+type HelloRequest = agentapi.HelloRequest
 
 // ErrRefused is returned (wrapped) when the server answers hello with a 4xx status other than
 // 408 or 429: it refused the token or does not know the machine, and asking again will not help.

@@ -18,51 +18,9 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/blockcopy"
 )
-
-// The agent's side of /agent/v1/plan, /progress and /result (internal/api defines the server's;
-// the agent does not import server packages, so the wire types are declared again here).
-
-type planReply struct {
-	Action string `json:"action"`
-	Image  *struct {
-		Ref          string `json:"ref"`
-		Digest       string `json:"digest"`
-		Size         int64  `json:"size"`
-		ManifestHash string `json:"manifest_hash"`
-		ManifestURL  string `json:"manifest_url"`
-		BlobURL      string `json:"blob_url"`
-	} `json:"image"`
-	Target struct {
-		Serial string `json:"serial"`
-		ByPath string `json:"by_path"`
-	} `json:"target"`
-}
-
-type progressReport struct {
-	Digest       string  `json:"digest"`
-	BytesDone    int64   `json:"bytes_done"`
-	BytesTotal   int64   `json:"bytes_total"`
-	RateBytes    float64 `json:"rate_bytes_per_second"`
-	ETASeconds   float64 `json:"eta_seconds"`
-	BytesFetched int64   `json:"bytes_fetched"`
-	BytesWritten int64   `json:"bytes_written"`
-}
-
-// WriteResult is what the agent reports to /agent/v1/result.
-type WriteResult struct {
-	Digest         string  `json:"digest"`
-	ManifestHash   string  `json:"manifest_hash,omitempty"`
-	Device         string  `json:"device,omitempty"`
-	BytesFetched   int64   `json:"bytes_fetched"`
-	BytesWritten   int64   `json:"bytes_written"`
-	BytesSkipped   int64   `json:"bytes_skipped"`
-	BlocksVerified int     `json:"blocks_verified"`
-	Seconds        float64 `json:"seconds"`
-	Error          string  `json:"error,omitempty"`
-	FailedBlock    *int    `json:"failed_block,omitempty"`
-}
 
 // worker carries out plans for one booted machine.
 type worker struct {
@@ -86,7 +44,7 @@ func (w *worker) request(ctx context.Context, method, u string, body any) (*http
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+w.cfg.Token)
-	req.Header.Set("X-Imaged-MAC", w.cfg.MAC.String())
+	req.Header.Set(agentapi.HeaderMAC, w.cfg.MAC.String())
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -129,14 +87,14 @@ func (e *statusError) Error() string { return fmt.Sprintf("server answered %d: %
 func (w *worker) loop(ctx context.Context) error {
 	waiting := false
 	for {
-		var p planReply
-		err := w.call(ctx, "GET", "agent/v1/plan", nil, &p)
+		var p agentapi.Plan
+		err := w.call(ctx, "GET", agentapi.PlanPath, nil, &p)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
 			w.log.Warn("cannot get a plan; asking again", "err", err)
-		case p.Action == "write" && p.Image != nil:
+		case p.Action == agentapi.ActionWrite && p.Image != nil:
 			res := w.write(ctx, &p)
 			w.report(ctx, res)
 			<-ctx.Done()
@@ -154,12 +112,12 @@ func (w *worker) loop(ctx context.Context) error {
 }
 
 // write carries out a plan and describes the outcome; it never panics and never reboots.
-func (w *worker) write(ctx context.Context, p *planReply) (res WriteResult) {
+func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Result) {
 	img := p.Image
 	res.Digest = img.Digest
 	start := time.Now()
 	defer func() { res.Seconds = time.Since(start).Seconds() }()
-	fail := func(err error) WriteResult {
+	fail := func(err error) agentapi.Result {
 		res.Error = err.Error()
 		var ce *blockcopy.ChecksumError
 		if errors.As(err, &ce) {
@@ -274,12 +232,12 @@ func (w *worker) startProgress(ctx context.Context, digest string, total int64) 
 			p.mu.Unlock()
 			done := r.BytesWritten + r.BytesZeroed + r.BytesSkippedZero + r.BytesSkippedSame
 			el := time.Since(start).Seconds()
-			rep := progressReport{Digest: digest, BytesDone: min(done, total), BytesTotal: total, RateBytes: float64(done) / el,
+			rep := agentapi.Progress{Digest: digest, BytesDone: min(done, total), BytesTotal: total, RateBytes: float64(done) / el,
 				BytesFetched: r.BytesFetched, BytesWritten: r.BytesWritten}
 			if rep.RateBytes > 0 {
 				rep.ETASeconds = float64(total-rep.BytesDone) / rep.RateBytes
 			}
-			if err := w.call(ctx, "POST", "agent/v1/progress", rep, nil); err != nil {
+			if err := w.call(ctx, "POST", agentapi.ProgressPath, rep, nil); err != nil {
 				w.log.Debug("progress not sent", "err", err)
 			}
 		}
@@ -299,14 +257,11 @@ func (p *progress) stop() {
 }
 
 // report sends the result until the server takes it (or refuses it for good).
-func (w *worker) report(ctx context.Context, res WriteResult) {
+func (w *worker) report(ctx context.Context, res agentapi.Result) {
 	delay := w.cfg.HelloBackoff
 	for {
-		var reply struct {
-			Accepted bool   `json:"accepted"`
-			Action   string `json:"action"`
-		}
-		err := w.call(ctx, "POST", "agent/v1/result", res, &reply)
+		var reply agentapi.ResultReply
+		err := w.call(ctx, "POST", agentapi.ResultPath, res, &reply)
 		var se *statusError
 		switch {
 		case err == nil:

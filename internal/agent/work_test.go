@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/agentapi"
 )
 
 // fakeServer is imaged's agent API and image endpoints for one image.
@@ -29,7 +30,7 @@ type fakeServer struct {
 	blob     []byte
 	manifest []byte
 	digest   string
-	results  []WriteResult
+	results  []agentapi.Result
 	progress int
 }
 
@@ -55,7 +56,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	case "/agent/v1/result":
-		var res WriteResult
+		var res agentapi.Result
 		json.NewDecoder(r.Body).Decode(&res)
 		f.mu.Lock()
 		f.results = append(f.results, res)

@@ -6,36 +6,13 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
 )
 
 // The agent's work loop: GET /agent/v1/plan says what to write, POST /agent/v1/progress reports
 // every second while it writes, POST /agent/v1/result reports the outcome. Each request carries
 // the per-boot token (Authorization: Bearer) and the MAC it was issued for (X-Imaged-MAC).
-
-// PlanReply is the body of GET /agent/v1/plan.
-type PlanReply struct {
-	Action string     `json:"action"` // "write" or "wait"
-	Image  *PlanImage `json:"image,omitempty"`
-	Target PlanTarget `json:"target"`
-}
-
-// PlanImage names the image to write and where to fetch it.
-type PlanImage struct {
-	Ref          string `json:"ref"`
-	Digest       string `json:"digest"`
-	Size         int64  `json:"size"`
-	ManifestHash string `json:"manifest_hash"`
-	ManifestURL  string `json:"manifest_url"`
-	BlobURL      string `json:"blob_url"`
-}
-
-// PlanTarget says which disk to write; empty fields mean "the only non-removable disk at least
-// as large as the image".
-type PlanTarget struct {
-	Serial string `json:"serial,omitempty"`
-	ByPath string `json:"by_path,omitempty"`
-}
 
 // agentAuth checks the token and MAC of an agent request and returns its machine id.
 func (s *Server) agentAuth(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -44,9 +21,9 @@ func (s *Server) agentAuth(w http.ResponseWriter, r *http.Request) (string, bool
 		fail(w, http.StatusUnauthorized, "Authorization", "the boot token is required: Authorization: Bearer <imaged.token>")
 		return "", false
 	}
-	mac, err := net.ParseMAC(r.Header.Get("X-Imaged-MAC"))
+	mac, err := net.ParseMAC(r.Header.Get(agentapi.HeaderMAC))
 	if err != nil || len(mac) != 6 {
-		fail(w, http.StatusBadRequest, "X-Imaged-MAC", "header X-Imaged-MAC must be the netbooted NIC's MAC address")
+		fail(w, http.StatusBadRequest, agentapi.HeaderMAC, "header "+agentapi.HeaderMAC+" must be the netbooted NIC's MAC address")
 		return "", false
 	}
 	rec, err := s.inv.Authorize(mac, tok)
@@ -65,7 +42,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 	p, err := s.inv.Plan(id)
 	switch {
 	case errors.Is(err, inventory.ErrNoPlan):
-		writeJSON(w, http.StatusOK, PlanReply{Action: "wait"})
+		writeJSON(w, http.StatusOK, agentapi.Plan{Action: agentapi.ActionWait})
 		return
 	case err != nil:
 		s.log.Error("agent plan", "machine", id, "err", err)
@@ -73,7 +50,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hexd := strings.TrimPrefix(p.Image.Digest, "sha256:")
-	writeJSON(w, http.StatusOK, PlanReply{Action: "write", Image: &PlanImage{
+	writeJSON(w, http.StatusOK, agentapi.Plan{Action: agentapi.ActionWrite, Image: &agentapi.PlanImage{
 		Ref: p.Image.Ref(), Digest: p.Image.Digest, Size: p.Image.Size, ManifestHash: p.Image.ManifestHash,
 		ManifestURL: s.publicURL.JoinPath("images", hexd, "manifest").String(),
 		BlobURL:     s.publicURL.JoinPath("images", hexd, "blob").String(),
@@ -85,7 +62,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var p inventory.Progress
+	var p agentapi.Progress
 	if !decode(w, r, &p) {
 		return
 	}
@@ -97,18 +74,12 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// ResultReply tells the agent what to do after its result: "wait" keeps it up and reachable.
-type ResultReply struct {
-	Accepted bool   `json:"accepted"`
-	Action   string `json:"action"`
-}
-
 func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.agentAuth(w, r)
 	if !ok {
 		return
 	}
-	var res inventory.Result
+	var res agentapi.Result
 	if !decode(w, r, &res) {
 		return
 	}
@@ -124,5 +95,5 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	}
 	accepted := res.Error == "" && m.CurrentImage == res.Digest
 	s.log.Info("agent result", "machine", id, "accepted", accepted, "digest", res.Digest, "error", res.Error)
-	writeJSON(w, http.StatusOK, ResultReply{Accepted: accepted, Action: "wait"})
+	writeJSON(w, http.StatusOK, agentapi.ResultReply{Accepted: accepted, Action: agentapi.ActionWait})
 }

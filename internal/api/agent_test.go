@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -47,7 +48,7 @@ func TestAgentWorkLoop(t *testing.T) {
 	}
 	st.AssignImage("ms1-c1n1", digest)
 	w = agentReq(mux, "GET", "/agent/v1/plan", tok, mac, "")
-	var plan PlanReply
+	var plan agentapi.Plan
 	json.Unmarshal(w.Body.Bytes(), &plan)
 	if plan.Action != "write" || plan.Image.BlobURL != "http://10.99.0.1:8080/images/"+strings.Repeat("ab", 32)+"/blob" || plan.Image.ManifestHash != "mh" {
 		t.Fatalf("plan: %s", w.Body)

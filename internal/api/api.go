@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/store"
 )
@@ -36,10 +37,10 @@ func New(inv *inventory.Inventory, publicURL *url.URL, log *slog.Logger) *Server
 
 // Register adds the API's routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /agent/v1/hello", s.hello)
-	mux.HandleFunc("GET /agent/v1/plan", s.plan)
-	mux.HandleFunc("POST /agent/v1/progress", s.progress)
-	mux.HandleFunc("POST /agent/v1/result", s.result)
+	mux.HandleFunc("POST /"+agentapi.HelloPath, s.hello)
+	mux.HandleFunc("GET /"+agentapi.PlanPath, s.plan)
+	mux.HandleFunc("POST /"+agentapi.ProgressPath, s.progress)
+	mux.HandleFunc("POST /"+agentapi.ResultPath, s.result)
 	mux.HandleFunc("GET /api/v1/machines", s.machines)
 	mux.HandleFunc("GET /api/v1/machines/{id}", s.machine)
 	mux.HandleFunc("GET /api/v1/machines/{id}/events", s.events)
@@ -100,23 +101,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return false
 }
 
-// HelloRequest is the body of POST /agent/v1/hello.
-type HelloRequest struct {
-	MAC          string  `json:"mac"`
-	Token        string  `json:"token"`
-	IP           string  `json:"ip,omitempty"`
-	AgentVersion string  `json:"agent_version,omitempty"`
-	Uptime       float64 `json:"uptime_seconds,omitempty"`
-}
-
-// HelloReply tells the agent who it is and what to do next.
-type HelloReply struct {
-	MachineID string `json:"machine_id,omitempty"`
-	Action    string `json:"action"` // "wait": stay up and reachable
-}
-
 func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
-	var req HelloRequest
+	var req agentapi.HelloRequest
 	if !decode(w, r, &req) {
 		return
 	}
@@ -133,7 +119,7 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "ip", "%q is not an IP address", req.IP)
 		return
 	}
-	m, err := s.inv.Hello(inventory.HelloRequest{MAC: mac, Token: req.Token, IP: req.IP, AgentVersion: req.AgentVersion, Uptime: req.Uptime})
+	m, err := s.inv.Hello(inventory.HelloRequest{MAC: mac, Token: req.Token, IP: req.IP, AgentVersion: req.AgentVersion, Uptime: req.UptimeSeconds})
 	switch {
 	case errors.Is(err, inventory.ErrBadToken):
 		s.log.Warn("agent hello refused", "mac", mac, "remote", r.RemoteAddr, "err", err)
@@ -148,7 +134,7 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("agent hello", "machine", m.ID, "mac", mac, "ip", req.IP, "agent_version", req.AgentVersion)
-	writeJSON(w, http.StatusOK, HelloReply{MachineID: m.ID, Action: "wait"})
+	writeJSON(w, http.StatusOK, agentapi.HelloReply{MachineID: m.ID, Action: agentapi.ActionWait})
 }
 
 func (s *Server) machines(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -34,21 +35,16 @@ func (inv *Inventory) Plan(id string) (Plan, error) {
 	return Plan{Machine: m, Image: img}, nil
 }
 
-// Progress is an agent's latest report while it writes.
+// Progress is an agent's latest report while it writes, and when it came.
 type Progress struct {
-	Time         time.Time `json:"time"`
-	Digest       string    `json:"digest"`
-	BytesDone    int64     `json:"bytes_done"`
-	BytesTotal   int64     `json:"bytes_total"`
-	RateBytes    float64   `json:"rate_bytes_per_second"`
-	ETASeconds   float64   `json:"eta_seconds"`
-	BytesFetched int64     `json:"bytes_fetched"`
-	BytesWritten int64     `json:"bytes_written"`
+	agentapi.Progress
+	Time time.Time `json:"time"`
 }
 
 // ReportProgress keeps the latest progress of machine id in memory (it changes every second;
 // the event log gets the start and the result, not every report).
-func (inv *Inventory) ReportProgress(id string, p Progress) {
+func (inv *Inventory) ReportProgress(id string, rep agentapi.Progress) {
+	p := Progress{Progress: rep, Time: inv.now().UTC()}
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	if inv.progress == nil {
@@ -69,27 +65,13 @@ func (inv *Inventory) ProgressOf(id string) (Progress, bool) {
 	return p, ok
 }
 
-// Result is what an agent reports when it has finished writing (or failed).
-type Result struct {
-	Digest         string  `json:"digest"`
-	ManifestHash   string  `json:"manifest_hash"`
-	Device         string  `json:"device"`
-	BytesFetched   int64   `json:"bytes_fetched"`
-	BytesWritten   int64   `json:"bytes_written"`
-	BytesSkipped   int64   `json:"bytes_skipped"`
-	BlocksVerified int     `json:"blocks_verified"`
-	Seconds        float64 `json:"seconds"`
-	Error          string  `json:"error,omitempty"`
-	FailedBlock    *int    `json:"failed_block,omitempty"`
-}
-
 // ErrResultMismatch means the agent's result does not match the catalog's record of the image.
 var ErrResultMismatch = errors.New("the agent's result does not match the assigned image")
 
 // RecordResult checks an agent's result against the catalog and records it. Only a result with
 // no error, the assigned digest and manifest hash, and every non-zero block verified makes the
 // image the machine's current image: the agent's word alone is not enough.
-func (inv *Inventory) RecordResult(id string, r Result) (store.Machine, error) {
+func (inv *Inventory) RecordResult(id string, r agentapi.Result) (store.Machine, error) {
 	inv.mu.Lock()
 	delete(inv.progress, id)
 	inv.mu.Unlock()
