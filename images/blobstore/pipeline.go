@@ -15,9 +15,10 @@ import (
 // The hashing pipeline: the caller's fill reads the image in chunks of whole blocks on one
 // goroutine; the image digest (one SHA-256 over every byte, inherently sequential) runs on a
 // second; the block hashes and zero flags on a third; and, for an import, writing the non-zero
-// blocks on a fourth, after the third. On two cores an import runs about 1.6 times as fast as
-// with a single images.Builder (BenchmarkImport), and computes exactly the same manifest
-// (TestPipelineMatchesBuilder).
+// blocks on a fourth, after the third. On two cores, with a disk that keeps up (tmpfs), an
+// import runs 1.5 to 2 times as fast as with a single images.Builder (BenchmarkImport: about
+// 750-930 MB/s against 390-510 for a 1 GiB half-zero image), and it computes exactly the same
+// manifest (TestPipelineMatchesBuilder).
 
 const (
 	chunkBlocks = 8 // 4 MiB chunks

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"testing"
@@ -16,7 +17,7 @@ const maxFuzzAlloc = 64 << 20
 
 // fuzzSeeds adds small real images (qemu-img, when present) and hand-made hostile headers.
 func fuzzSeeds(f *testing.F, names ...string) {
-	if _, err := os.Stat("/usr/bin/qemu-img"); err == nil {
+	if _, err := exec.LookPath("qemu-img"); err == nil {
 		_, list := fixtures(f)
 		for _, fx := range list {
 			for _, n := range names {
