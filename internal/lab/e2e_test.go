@@ -312,3 +312,12 @@ log-facility=%s/dnsmasq.log
 		t.Errorf("dnsmasq's log does not show it leased %s:\n%s", m.LastHello.IP, tail(log, 30))
 	}
 }
+
+// TestMain removes the imaged binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtBin != "" {
+		os.RemoveAll(filepath.Dir(builtBin))
+	}
+	os.Exit(code)
+}
