@@ -13,8 +13,10 @@
 #
 # Needs root, iproute2, perfdhcp (kea-admin), kea-dhcp4, dnsmasq, python3 and Go.
 # Knobs: RATES="4000 8000 12000", PERIOD=10 (seconds per run), SERVERS="imaged kea dnsmasq",
-# PROFILE=1 KEEP=dir (CPU profile of imaged at the last rate). Everything it starts is stopped by
-# PID and the namespaces are deleted on exit.
+# WORKERS is unused (kept for old invocations). imaged runs as the product does: `imaged serve` with
+# a generated config (server mode, unknown_clients: lease, leases in its bbolt state file), and its
+# packet counters are read from its /metrics. Everything it starts is stopped by PID and the
+# namespaces are deleted on exit.
 set -eu
 RATES=${RATES:-4000 8000 12000}
 PERIOD=${PERIOD:-10}
@@ -22,7 +24,7 @@ SERVERS=${SERVERS:-imaged kea dnsmasq}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (network namespaces)" >&2; exit 1; }
-for c in ip perfdhcp kea-dhcp4 dnsmasq go python3; do
+for c in ip perfdhcp kea-dhcp4 dnsmasq go curl; do
 	command -v "$c" >/dev/null || { echo "run.sh: $c not found" >&2; exit 1; }
 done
 
@@ -42,13 +44,12 @@ cleanup() {
 	stop
 	ip netns del "$NS_S" 2>/dev/null || true
 	ip netns del "$NS_C" 2>/dev/null || true
-	if [ -n "${KEEP:-}" ] && [ -f "$W/cpu.pprof" ]; then mkdir -p "$KEEP" && cp "$W/cpu.pprof" "$KEEP/"; fi
 	rm -rf "$W"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-(cd "$REPO" && CGO_ENABLED=0 go build -o "$W/dhcp-bench-server" ./bench/dhcp)
+(cd "$REPO" && CGO_ENABLED=0 go build -o "$W/imaged" ./cmd/imaged)
 
 ip netns add "$NS_S"
 ip netns add "$NS_C"
@@ -83,17 +84,30 @@ cat >"$W/kea.json" <<CONF
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "$W/kea.log"}], "severity": "WARN"}]
 }}
 CONF
+cat >"$W/imaged.yaml" <<CONF
+version: 1
+state_dir: $W/state
+log: {level: warn}
+http: {listen: 10.98.0.1:8080}
+dhcp:
+  mode: server
+  interface: veth-s
+  server_ip: 10.98.0.1
+  subnet: 10.98.0.0/16
+  pool: {start: 10.98.1.0, end: 10.98.255.254}
+  lease_time: 1h
+  unknown_clients: lease
+  router_advertisements: {enabled: false}
+tftp: {enabled: false}
+boot: {assets_dir: $W/boot}
+CONF
 export KEA_PIDFILE_DIR="$W" KEA_LOCKFILE_DIR="$W" # kea otherwise wants /run/kea (lab pitfall P9)
 
 start() { # SERVER RATE: start SERVER with an empty lease database
-	rm -f "$W"/dnsmasq.leases "$W"/kea-leases4.csv* "$W"/imaged.db
+	rm -rf "$W"/dnsmasq.leases "$W"/kea-leases4.csv* "$W"/state
 	case $1 in
 	imaged)
-		prof=""
-		[ "${PROFILE:-0}" = 1 ] && [ "$2" = "$LAST" ] && prof="-cpuprofile $W/cpu.pprof"
-		# shellcheck disable=SC2086
-		ip netns exec "$NS_S" "$W/dhcp-bench-server" -iface veth-s -ip 10.98.0.1 -subnet 10.98.0.0/16 \
-			-pool 10.98.1.0-10.98.255.254 -state "$W/imaged.db" -workers "${WORKERS:-0}" $prof 2>"$W/imaged-$2.log" &
+		ip netns exec "$NS_S" "$W/imaged" serve -config "$W/imaged.yaml" 2>"$W/imaged-$2.log" &
 		PID=$!
 		;;
 	kea)
@@ -125,20 +139,22 @@ label() {
 	esac
 }
 
-LAST=$(echo "$RATES" | awk '{print $NF}')
 T0=$(date +%s)
 printf '%-26s %8s %10s %14s   %s\n' server "offered/s" "leases/s" "avg delay ms" "detail"
 for r in $RATES; do # servers alternate at each rate, so that the shared machine's drift hits all alike
 	for s in $SERVERS; do
 		start "$s" "$r"
 		perf "$(label "$s")" "$r"
+		if [ "$s" = imaged ]; then # its packet counters, type/disposition=count
+			ip netns exec "$NS_S" curl -s http://10.98.0.1:8080/metrics |
+				awk -F'[{}]' '/^imaged_dhcp_packets_total/ { split($2, l, /[=",]+/); v=$3+0; if (v > 0) printf "%s/%s=%d ", l[4], l[2], v }' >"$W/imaged-$r.counts"
+		fi
 		stop
 	done
 done
 echo "(perfdhcp -4 -r RATE -R 60000 -p $PERIOD -l 10.98.0.2 10.98.0.1, relay mode; server restarted empty per row; $(($(date +%s) - T0)) s)"
 for r in $RATES; do # imaged's own packet counters (type/disposition) and any warnings, per run
-	f="$W/imaged-$r.log"
-	[ -f "$f" ] || continue
-	printf 'imaged @%s/s %s\n' "$r" "$(grep '^packets:' "$f")"
-	grep -v '^packets:' "$f" | head -5
+	[ -f "$W/imaged-$r.counts" ] || continue
+	printf 'imaged @%s/s packets: %s\n' "$r" "$(cat "$W/imaged-$r.counts")"
+	head -5 "$W/imaged-$r.log"
 done

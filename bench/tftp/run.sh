@@ -10,7 +10,7 @@
 # ignores), and the tftp-hpa client (512, no options). Prints one table of median MiB/s.
 #
 # Needs root, iproute2, atftp, tftp-hpa, tftpd-hpa and Go. Knobs: RUNS=3, SIZE_MIB=30,
-# PROFILE=1 (writes a CPU profile of imaged's server to $KEEP/cpu.pprof, with KEEP=dir).
+# imaged runs as the product does: `imaged serve` with a generated config (DHCP off).
 # Everything it starts is stopped by PID and the namespaces are deleted on exit.
 set -eu
 RUNS=${RUNS:-3}
@@ -35,13 +35,12 @@ cleanup() {
 	done
 	ip netns del "$NS_S" 2>/dev/null || true
 	ip netns del "$NS_C" 2>/dev/null || true
-	if [ -n "${KEEP:-}" ] && [ -f "$W/cpu.pprof" ]; then mkdir -p "$KEEP" && cp "$W/cpu.pprof" "$KEEP/"; fi
 	rm -rf "$W"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-(cd "$REPO" && CGO_ENABLED=0 go build -o "$W/tftp-bench-server" ./bench/tftp)
+(cd "$REPO" && CGO_ENABLED=0 go build -o "$W/imaged" ./cmd/imaged)
 mkdir -p "$W/root"
 head -c "${SIZE_MIB}M" /dev/urandom >"$W/root/f.bin"
 chmod -R a+rX "$W"
@@ -56,10 +55,16 @@ for ns in "$NS_S" "$NS_C"; do ip -n "$ns" link set lo up; done
 ip -n "$NS_S" link set veth-s up
 ip -n "$NS_C" link set veth-c up
 
-prof=""
-[ "${PROFILE:-0}" = 1 ] && prof="-cpuprofile $W/cpu.pprof"
-# shellcheck disable=SC2086
-ip netns exec "$NS_S" "$W/tftp-bench-server" -listen 10.98.0.1:69 -root "$W/root" $prof 2>"$W/imaged.log" &
+# imaged as the product runs: `imaged serve`, DHCP off, TFTP over its boot-assets directory.
+cat >"$W/imaged.yaml" <<CONF
+version: 1
+state_dir: $W/state
+log: {level: warn}
+http: {listen: 10.98.0.1:8080, public_url: http://10.98.0.1:8080}
+tftp: {listen: 10.98.0.1:69}
+boot: {assets_dir: $W/root}
+CONF
+ip netns exec "$NS_S" "$W/imaged" serve -config "$W/imaged.yaml" 2>"$W/imaged.log" &
 IM_PID=$!
 PIDS="$PIDS $IM_PID"
 # The flags of shared/lab/lab-bench.sh: -L foreground, -s chroot to DIR, -B the largest blksize.
