@@ -138,7 +138,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
-	mux.Handle("/images/", imagehttp.Handler(blobs))
+	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
 	api.New(d.inv, cfg.HTTP.PublicURL.URL, log.With("component", "api")).Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"time"
@@ -31,8 +32,20 @@ type Store interface {
 	OpenManifest(images.Digest) (*os.File, images.Hash, error)
 }
 
-// Handler serves the images of s.
-func Handler(s Store) http.Handler {
+// Handler serves the images of s. Failures other than a missing image are logged to log (which
+// may be nil) and answered with a generic 500, without the internal error text.
+func Handler(s Store, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	fail := func(w http.ResponseWriter, r *http.Request, d images.Digest, err error) {
+		if errors.Is(err, fs.ErrNotExist) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "image not found", "digest": d.String()})
+			return
+		}
+		log.Error("cannot open image", "digest", d.String(), "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "cannot read the image; see the server log", "digest": d.String()})
+	}
 	mux := http.NewServeMux()
 	// A GET pattern matches HEAD too; ServeContent answers HEAD without a body.
 	mux.HandleFunc("GET /images/{digest}/manifest", func(w http.ResponseWriter, r *http.Request) {
@@ -42,7 +55,7 @@ func Handler(s Store) http.Handler {
 		}
 		f, h, err := s.OpenManifest(d)
 		if err != nil {
-			fail(w, d, err)
+			fail(w, r, d, err)
 			return
 		}
 		defer f.Close()
@@ -55,7 +68,7 @@ func Handler(s Store) http.Handler {
 		}
 		f, err := s.Open(d)
 		if err != nil {
-			fail(w, d, err)
+			fail(w, r, d, err)
 			return
 		}
 		defer f.Close()
@@ -81,14 +94,6 @@ func digest(w http.ResponseWriter, r *http.Request) (images.Digest, bool) {
 		return d, false
 	}
 	return d, true
-}
-
-func fail(w http.ResponseWriter, d images.Digest, err error) {
-	if errors.Is(err, fs.ErrNotExist) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "image not found", "digest": d.String()})
-		return
-	}
-	writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

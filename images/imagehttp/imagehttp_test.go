@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/imaged/imaged/images"
@@ -33,7 +35,7 @@ func setup(t *testing.T) (*httptest.Server, images.Digest, []byte, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(s))
+	srv := httptest.NewServer(Handler(s, nil))
 	t.Cleanup(srv.Close)
 	return srv, d, img, enc
 }
@@ -194,13 +196,33 @@ func TestSendfilePath(t *testing.T) {
 		if rng != "" {
 			req.Header.Set("Range", rng)
 		}
-		Handler(s).ServeHTTP(w, req)
+		Handler(s, nil).ServeHTTP(w, req)
 		lr, ok := w.src.(*io.LimitedReader)
 		if !ok {
 			t.Fatalf("Range %q: ReadFrom got %T, want *io.LimitedReader", rng, w.src)
 		}
 		if _, ok := lr.R.(*os.File); !ok {
 			t.Fatalf("Range %q: ReadFrom got a LimitedReader of %T, want *os.File", rng, lr.R)
+		}
+	}
+}
+
+type brokenStore struct{}
+
+func (brokenStore) Open(images.Digest) (*os.File, error) {
+	return nil, errors.New("open /var/lib/imaged/images/blobs/x: input/output error")
+}
+func (brokenStore) OpenManifest(images.Digest) (*os.File, images.Hash, error) {
+	return nil, images.Hash{}, errors.New("open /var/lib/imaged/images/manifests/x: input/output error")
+}
+
+func TestInternalErrorsNotEchoed(t *testing.T) {
+	h := Handler(brokenStore{}, nil)
+	for _, kind := range []string{"blob", "manifest"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/images/"+strings.Repeat("ab", 32)+"/"+kind, nil))
+		if w.Code != 500 || strings.Contains(w.Body.String(), "/var/lib") || !strings.Contains(w.Body.String(), "server log") {
+			t.Errorf("%s: %d %s", kind, w.Code, w.Body)
 		}
 	}
 }

@@ -46,14 +46,14 @@ type Progress struct {
 func (inv *Inventory) ReportProgress(id string, rep agentapi.Progress) {
 	p := Progress{Progress: rep, Time: inv.now().UTC()}
 	inv.mu.Lock()
-	defer inv.mu.Unlock()
 	if inv.progress == nil {
 		inv.progress = map[string]Progress{}
 	}
 	_, started := inv.progress[id]
 	inv.progress[id] = p
+	inv.mu.Unlock()
 	if !started {
-		go inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent started writing %s (%d bytes)", p.Digest, p.BytesTotal)})
+		inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent started writing %s (%d bytes)", p.Digest, p.BytesTotal)})
 	}
 }
 
