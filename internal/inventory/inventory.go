@@ -40,7 +40,8 @@ type Inventory struct {
 	byID     map[string]store.Machine
 	byMAC    map[string]string // mac → id
 	byAddr   map[netip.Addr]string
-	unknown  map[string]*store.Unknown // sightings not yet flushed
+	unknown  map[string]*store.Unknown // sightings not yet flushed, at most MaxPendingUnknown
+	dropped  int64                     // sightings of new MACs not kept because unknown was full
 	progress map[string]Progress       // latest write progress by machine
 }
 
@@ -213,6 +214,11 @@ func (inv *Inventory) Events(id string, after uint64) ([]store.Event, error) {
 	return inv.st.Events(id, after)
 }
 
+// MaxPendingUnknown bounds the distinct unknown MACs kept between flushes, so that a flood of
+// random MACs (a misconfigured network, a load generator, an attack) costs bounded memory and a
+// bounded write. Sightings of further new MACs are counted, not kept.
+const MaxPendingUnknown = 1024
+
 // SawUnknown notes a client that is not in the inventory; FlushUnknown stores the sightings.
 func (inv *Inventory) SawUnknown(mac net.HardwareAddr, client string, arch int) {
 	now := inv.now().UTC()
@@ -220,6 +226,10 @@ func (inv *Inventory) SawUnknown(mac net.HardwareAddr, client string, arch int) 
 	defer inv.mu.Unlock()
 	u := inv.unknown[mac.String()]
 	if u == nil {
+		if len(inv.unknown) >= MaxPendingUnknown {
+			inv.dropped++
+			return
+		}
 		u = &store.Unknown{MAC: mac.String(), FirstSeen: now}
 		inv.unknown[mac.String()] = u
 	}
@@ -238,7 +248,13 @@ func (inv *Inventory) FlushUnknown() error {
 		batch = append(batch, *u)
 	}
 	inv.unknown = map[string]*store.Unknown{}
+	dropped := inv.dropped
+	inv.dropped = 0
 	inv.mu.Unlock()
+	if dropped > 0 {
+		inv.log.Warn("more unknown clients than can be tracked; their sightings were counted, not listed",
+			"not_listed", dropped, "listed_per_flush", MaxPendingUnknown)
+	}
 	if len(batch) == 0 {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -128,7 +129,11 @@ type Unknown struct {
 	Arch      int       `json:"arch,omitempty"`
 }
 
-// RecordUnknown merges sightings (MAC → count and latest details) into the stored list.
+// MaxUnknown bounds the stored list of unknown clients; the least recently seen go first.
+const MaxUnknown = 4096
+
+// RecordUnknown merges sightings (MAC → count and latest details) into the stored list, and
+// keeps the MaxUnknown most recently seen.
 func (s *Store) RecordUnknown(seen []Unknown) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, u := range seen {
@@ -139,6 +144,28 @@ func (s *Store) RecordUnknown(seen []Unknown) error {
 			}
 			if err := put(tx, bucketUnknown, u.MAC, u); err != nil {
 				return err
+			}
+		}
+		// The list holds at most MaxUnknown plus one flush, so walking it is cheap. (Stats does not
+		// count this transaction's own writes.)
+		type entry struct {
+			key  []byte
+			seen time.Time
+		}
+		var all []entry
+		b := tx.Bucket(bucketUnknown)
+		_ = b.ForEach(func(k, v []byte) error {
+			var u Unknown
+			_ = json.Unmarshal(v, &u)
+			all = append(all, entry{append([]byte(nil), k...), u.LastSeen})
+			return nil
+		})
+		if len(all) > MaxUnknown {
+			sort.Slice(all, func(i, j int) bool { return all[i].seen.Before(all[j].seen) })
+			for _, e := range all[:len(all)-MaxUnknown] {
+				if err := b.Delete(e.key); err != nil {
+					return err
+				}
 			}
 		}
 		return nil

@@ -191,3 +191,25 @@ func TestMigrationFromVersion1(t *testing.T) {
 		t.Errorf("catalog after migration: %v", err)
 	}
 }
+
+func TestUnknownListBounded(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	t0 := time.Unix(1700000000, 0).UTC()
+	var batch []Unknown
+	for i := range MaxUnknown + 10 {
+		batch = append(batch, Unknown{MAC: fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256), LastSeen: t0.Add(time.Duration(i) * time.Second), Count: 1})
+	}
+	if err := s.RecordUnknown(batch); err != nil {
+		t.Fatal(err)
+	}
+	us, _ := s.Unknowns()
+	if len(us) != MaxUnknown {
+		t.Fatalf("%d unknown clients stored, want %d", len(us), MaxUnknown)
+	}
+	for _, u := range us {
+		if u.MAC == "02:00:00:00:00:00" || u.MAC == "02:00:00:00:00:09" {
+			t.Errorf("the least recently seen %s was kept", u.MAC)
+		}
+	}
+}
