@@ -2,7 +2,6 @@
 // bench/blockcopy/run.sh. Subcommands:
 //
 //	gen   -out DIR [-size BYTES] [-seed N]      a sparse image, half its blocks zero, and its manifest
-//	serve -file IMG -etag E                      imaged's blob handler stand-in (http.ServeContent) on 127.0.0.1:0
 //	copy  -url U -etag E -manifest M -out F ...  one agent: blockcopy.Copy onto F, Result as JSON
 //	bench -dir DIR                               everything above side by side, one table
 package main
@@ -15,14 +14,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/blockcopy"
@@ -40,7 +36,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: blockcopy-bench gen|serve|copy|bench [flags]")
+		return errors.New("usage: blockcopy-bench gen|copy|bench [flags]")
 	}
 	fs := flag.NewFlagSet("blockcopy-bench "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -59,13 +55,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		nz, nzb := m.NonZero()
 		fmt.Fprintf(stdout, "image %s: %d bytes, %d blocks, %d non-zero (%d bytes)\n", m.Digest, m.Size, len(m.Blocks), nz, nzb)
 		return nil
-	case "serve":
-		file := fs.String("file", "", "image to serve")
-		etag := fs.String("etag", "", "strong ETag")
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		return serve(ctx, *file, *etag, stdout)
 	case "copy":
 		return copyCmd(ctx, fs, args[1:], stdout)
 	case "bench":
@@ -124,43 +113,6 @@ func readManifest(path string) (*images.Manifest, error) {
 	}
 	m := new(images.Manifest)
 	return m, m.UnmarshalBinary(b)
-}
-
-// serve stands in for imaged's GET /images/{digest}/blob: http.ServeContent of the blob file
-// (an *os.File, so net/http sends it with sendfile) with a strong ETag.
-func serve(ctx context.Context, file, etag string, stdout io.Writer) error {
-	fi, err := os.Stat(file)
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /images/{digest}/blob", func(w http.ResponseWriter, r *http.Request) {
-		f, err := os.Open(file)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		defer f.Close()
-		w.Header().Set("ETag", etag)
-		w.Header().Set("Content-Type", "application/octet-stream")
-		http.ServeContent(w, r, "", fi.ModTime(), f)
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintln(stdout, ln.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
 }
 
 // copyResult is what `copy` prints.

@@ -1,7 +1,7 @@
 #!/bin/sh
 # bench/blockcopy/run.sh — internal/blockcopy against bmaptool copy, curl | tee >(sha256sum),
-# sha256sum, dd and nginx, on a 2 GiB image with half its blocks zero, over 127.0.0.1 only,
-# writing to files under /var/tmp (and a loop device). One run, one table (see main.go/bench.go).
+# sha256sum, dd and nginx, on a 2 GiB image with half its blocks zero, served by `imaged serve`
+# over 127.0.0.1 only, writing to files under /var/tmp (and a loop device). One run, one table (see main.go/bench.go).
 #
 #   sudo sh bench/blockcopy/run.sh
 #
@@ -37,10 +37,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-(cd "$REPO" && CGO_ENABLED=0 go build -o "$W/blockcopy-bench" ./bench/blockcopy)
+(cd "$REPO" && CGO_ENABLED=0 go build -o "$W/blockcopy-bench" ./bench/blockcopy && CGO_ENABLED=0 go build -o "$W/imaged" ./cmd/imaged)
 loop=true
 [ "$LOOP" = 1 ] || loop=false
-"$W/blockcopy-bench" bench -dir "$W" -size "$SIZE" -runs "$RUNS" -clients "$CLIENTS" -loop=$loop &
+"$W/blockcopy-bench" bench -imaged "$W/imaged" -dir "$W" -size "$SIZE" -runs "$RUNS" -clients "$CLIENTS" -loop=$loop &
 BPID=$!
 wait "$BPID"
 BPID=""

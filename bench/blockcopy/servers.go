@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -55,32 +54,46 @@ func (e *env) loopCopy(ctx context.Context, direct string, verify bool) (time.Du
 }
 
 func (e *env) startServers(ctx context.Context, img string) error {
-	// imaged's stand-in.
-	cmd := command(ctx, e.self, "serve", "-file", img, "-etag", e.etag)
-	cmd.Stderr = e.stderr
-	stdout, err := cmd.StdoutPipe()
+	// imaged as the product runs: the image imported into its blob store with `imaged image
+	// import`, then `imaged serve` (DHCP and TFTP off) answering GET /images/{digest}/blob.
+	port, err := freePort()
 	if err != nil {
 		return err
 	}
+	conf := filepath.Join(e.dir, "imaged.yaml")
+	err = os.WriteFile(conf, []byte(fmt.Sprintf(`version: 1
+state_dir: %[1]s/imaged-state
+log: {level: warn}
+http: {listen: 127.0.0.1:%[2]d, public_url: http://127.0.0.1:%[2]d}
+dhcp: {mode: "off"}
+tftp: {enabled: false}
+boot: {assets_dir: %[1]s/imaged-boot}
+`, e.dir, port)), 0o644)
+	if err != nil {
+		return err
+	}
+	os.MkdirAll(filepath.Join(e.dir, "imaged-boot"), 0o755)
+	imp := command(ctx, e.imaged, "image", "import", "-config", conf, "bench@1", img)
+	if out, err := imp.CombinedOutput(); err != nil {
+		return fmt.Errorf("imaged image import: %v: %s", err, out)
+	}
+	cmd := command(ctx, e.imaged, "serve", "-config", conf)
+	cmd.Stderr = e.stderr
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	e.stops = append(e.stops, func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-	addr, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
+	e.goURL = fmt.Sprintf("http://127.0.0.1:%d/images/%s/blob", port, e.m.Digest.Hex())
+	if err := waitURL(ctx, e.goURL); err != nil {
+		return fmt.Errorf("imaged serve: %w", err)
 	}
-	e.goURL = fmt.Sprintf("http://%s/images/%s/blob", strings.TrimSpace(addr), e.m.Digest.Hex())
 
-	// nginx, its own config, in the foreground, on 127.0.0.1 only. nginx cannot report a port it
-	// chose, so the kernel picks one here first.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// nginx, its own config, in the foreground, on 127.0.0.1 only.
+	port, err = freePort()
 	if err != nil {
 		return err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	conf := filepath.Join(e.dir, "nginx.conf")
+	conf = filepath.Join(e.dir, "nginx.conf")
 	os.MkdirAll(filepath.Join(e.dir, "nginx-tmp"), 0o755)
 	err = os.WriteFile(conf, []byte(fmt.Sprintf(`daemon off;
 worker_processes 2;
@@ -112,17 +125,34 @@ http {
 	}
 	e.stops = append(e.stops, func() { ngx.Process.Signal(syscall.SIGTERM); ngx.Wait() })
 	e.ngxURL = fmt.Sprintf("http://127.0.0.1:%d/img", port)
+	if err := waitURL(ctx, e.ngxURL); err != nil {
+		return fmt.Errorf("nginx: %w", err)
+	}
+	return nil
+}
+
+// freePort has the kernel pick a free port on 127.0.0.1 (nginx cannot report one it chose).
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitURL waits up to 10 s for u to answer a one-byte range request.
+func waitURL(ctx context.Context, u string) error {
 	for i := 0; ; i++ {
-		err := exec.CommandContext(ctx, "curl", "-sf", "-r", "0-0", "-o", "/dev/null", e.ngxURL).Run()
+		err := exec.CommandContext(ctx, "curl", "-sf", "-r", "0-0", "-o", "/dev/null", u).Run()
 		if err == nil {
-			break
+			return nil
 		}
-		if i == 50 {
-			return fmt.Errorf("nginx does not answer on %s: %w", e.ngxURL, err)
+		if i == 100 {
+			return fmt.Errorf("%s does not answer: %w", u, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return exec.CommandContext(ctx, "curl", "-sf", "-r", "0-0", "-o", "/dev/null", e.goURL).Run()
 }
 
 func versionOf(name string, args ...string) string {

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,27 +19,39 @@ import (
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/images/convert"
 	"github.com/imaged/imaged/images/progress"
+	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/store"
 )
 
 // imagesDir is where the blob store lives under the state directory.
 func imagesDir(cfg *config.File) string { return filepath.Join(cfg.StateDir, "images") }
 
-// catalog is the state file and the blob store, opened for a command that changes them.
+// catalog is the image catalog and the blob store, for one command. When no daemon runs, the
+// command opens the state file itself; when the daemon holds it, the command goes through the
+// daemon's control socket (as root or imaged's user) and gets the same checks and records.
 type catalog struct {
-	st    *store.Store
-	blobs *blobstore.Store
+	st     *store.Store         // nil when remote
+	inv    *inventory.Inventory // over st
+	remote *controlClient
+	blobs  *blobstore.Store // always local: imports write here, verify reads here
+	by     string
 }
 
-func openCatalog(cfg *config.File, readOnly bool) (*catalog, error) {
-	st, err := store.Open(filepath.Join(cfg.StateDir, "imaged.db"), store.Options{ReadOnly: readOnly, Timeout: 500 * time.Millisecond})
+func openCatalog(cfg *config.File, readOnly bool, by string) (*catalog, error) {
+	blobs, err := blobstore.Open(imagesDir(cfg))
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(filepath.Join(cfg.StateDir, "imaged.db"), store.Options{ReadOnly: readOnly, Timeout: 250 * time.Millisecond})
 	if errors.Is(err, store.ErrLocked) {
-		return nil, fmt.Errorf("%w: stop imaged (systemctl stop imaged) to change the catalog from the command line", err)
+		return &catalog{remote: newControlClient(cfg.HTTP.ControlSocket, by), blobs: blobs, by: by}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	c := &catalog{st: st, blobs: blobs, by: by}
 	if !readOnly {
 		// The config is the inventory's source of truth; bring the stored one up to date so that
 		// a machine added to the config can be assigned before the daemon has run.
@@ -44,16 +59,144 @@ func openCatalog(cfg *config.File, readOnly bool) (*catalog, error) {
 			st.Close()
 			return nil, err
 		}
+		if c.inv, err = inventory.New(st, slog.New(slog.DiscardHandler), cfg.Boot.TokenTTL.Duration); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
-	blobs, err := blobstore.Open(imagesDir(cfg))
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	return &catalog{st: st, blobs: blobs}, nil
+	return c, nil
 }
 
-func (c *catalog) close() { c.st.Close() }
+func (c *catalog) close() {
+	if c.st != nil {
+		c.st.Close()
+	}
+}
+
+func (c *catalog) images(ctx context.Context) (api.Catalog, error) {
+	var cat api.Catalog
+	if c.remote != nil {
+		return cat, c.remote.do(ctx, "GET", "/api/v1/images", nil, &cat)
+	}
+	var err error
+	if cat.Images, err = c.st.Images(); err != nil {
+		return cat, err
+	}
+	cat.Channels, err = c.st.Channels()
+	return cat, err
+}
+
+func (c *catalog) info(ctx context.Context, ref string) (api.ImageInfo, error) {
+	var info api.ImageInfo
+	if c.remote != nil {
+		return info, c.remote.do(ctx, "GET", "/api/v1/images/"+url.PathEscape(ref), nil, &info)
+	}
+	var err error
+	if info.Image, err = c.st.ResolveImage(ref); err != nil {
+		return info, err
+	}
+	chs, err := c.st.Channels()
+	for _, ch := range chs {
+		if ch.Name == info.Image.Name {
+			info.Channels = append(info.Channels, ch)
+		}
+	}
+	return info, err
+}
+
+// register records a committed blob as img.Ref() (again with the same digest: a no-op).
+func (c *catalog) register(ctx context.Context, img store.Image) error {
+	if c.remote != nil {
+		req := api.RegisterRequest{Name: img.Name, Version: img.Version, Digest: img.Digest, Source: img.Source, Format: img.Format}
+		var got store.Image
+		if err := c.remote.do(ctx, "POST", "/api/v1/images", req, &got); err != nil {
+			return err
+		}
+		if got.Digest != img.Digest || got.ManifestHash != img.ManifestHash {
+			return fmt.Errorf("imaged registered %s as %s with manifest %s, but this import made %s with %s",
+				img.Ref(), got.Digest, got.ManifestHash, img.Digest, img.ManifestHash)
+		}
+		return nil
+	}
+	_, err := c.st.PutImage(img)
+	return err
+}
+
+func (c *catalog) promote(ctx context.Context, name, version, channel string) (store.Channel, error) {
+	var ch store.Channel
+	if c.remote != nil {
+		return ch, c.remote.do(ctx, "POST", "/api/v1/images/"+url.PathEscape(name+"@"+version)+"/promote", api.PromoteRequest{Channel: channel}, &ch)
+	}
+	return c.st.Promote(name, version, channel, c.by)
+}
+
+func (c *catalog) rollback(ctx context.Context, name, channel string) (store.Channel, error) {
+	var ch store.Channel
+	if c.remote != nil {
+		return ch, c.remote.do(ctx, "POST", "/api/v1/images/"+url.PathEscape(name+"@"+channel)+"/rollback", nil, &ch)
+	}
+	return c.st.Rollback(name, channel, c.by)
+}
+
+func (c *catalog) deleteImage(ctx context.Context, name, version string) (api.DeleteReply, error) {
+	var rep api.DeleteReply
+	if c.remote != nil {
+		return rep, c.remote.do(ctx, "DELETE", "/api/v1/images/"+url.PathEscape(name+"@"+version), nil, &rep)
+	}
+	img, free, err := c.st.DeleteImage(name, version)
+	if err != nil {
+		return rep, err
+	}
+	rep = api.DeleteReply{Image: img, BlobRemoved: free}
+	if free {
+		if err := c.removeBlob(img); err != nil {
+			return rep, fmt.Errorf("%s removed from the catalog, but its blob was not: %w", img.Ref(), err)
+		}
+	}
+	return rep, nil
+}
+
+func (c *catalog) removeBlob(img store.Image) error {
+	d, err := images.ParseDigest(img.Digest)
+	if err != nil {
+		return err
+	}
+	return c.blobs.Delete(d)
+}
+
+func (c *catalog) prune(ctx context.Context, keep int) (api.PruneReply, error) {
+	var rep api.PruneReply
+	if c.remote != nil {
+		return rep, c.remote.do(ctx, "POST", "/api/v1/images/prune", api.PruneRequest{Keep: keep}, &rep)
+	}
+	removed, kept, err := c.st.Prune(keep)
+	if err != nil {
+		return rep, err
+	}
+	rep.Kept = kept
+	for _, p := range removed {
+		if p.BlobFree {
+			if err := c.removeBlob(p.Image); err != nil {
+				return rep, fmt.Errorf("%s removed from the catalog, but its blob was not: %w", p.Image.Ref(), err)
+			}
+		}
+		rep.Pruned = append(rep.Pruned, p.Image)
+	}
+	return rep, nil
+}
+
+func (c *catalog) assign(ctx context.Context, id, ref string) (api.AssignReply, error) {
+	var rep api.AssignReply
+	if c.remote != nil {
+		return rep, c.remote.do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/assign", api.AssignRequest{Image: ref}, &rep)
+	}
+	img, err := c.st.ResolveImage(ref)
+	if err != nil {
+		return rep, err
+	}
+	m, err := c.inv.Assign(id, img, c.by)
+	return api.AssignReply{Machine: m, Image: img}, err
+}
 
 // operator names who made a change, for channel histories.
 func operator() string {
@@ -93,7 +236,7 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	c, err := openCatalog(cfg, sub == "list" || sub == "show" || sub == "verify")
+	c, err := openCatalog(cfg, sub == "list" || sub == "show" || sub == "verify", *by)
 	if err != nil {
 		return err
 	}
@@ -101,11 +244,15 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	a := fs.Args()
 	switch sub {
 	case "import":
-		return c.importImage(ctx, a[0], a[1], *by, convert.Options{S3Endpoint: *s3Endpoint, S3Region: *s3Region}, stdout, stderr)
+		return c.importImage(ctx, a[0], a[1], convert.Options{S3Endpoint: *s3Endpoint, S3Region: *s3Region}, stdout, stderr)
 	case "list":
-		return c.list(stdout)
+		return c.list(ctx, stdout)
 	case "show":
-		return c.show(a[0], stdout)
+		info, err := c.info(ctx, a[0])
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, info)
 	case "verify":
 		return c.verify(ctx, a[0], stdout)
 	case "delete":
@@ -113,60 +260,53 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		img, free, err := c.st.DeleteImage(name, version)
+		rep, err := c.deleteImage(ctx, name, version)
 		if err != nil {
 			return err
 		}
-		if free {
-			d, _ := images.ParseDigest(img.Digest)
-			if err := c.blobs.Delete(d); err != nil {
-				return fmt.Errorf("%s removed from the catalog, but its blob was not: %w", img.Ref(), err)
-			}
-		}
-		fmt.Fprintf(stdout, "deleted %s (%s)%s\n", img.Ref(), img.Digest, map[bool]string{true: ", blob removed", false: ", blob kept: another version has the same bytes"}[free])
+		fmt.Fprintf(stdout, "deleted %s (%s)%s\n", rep.Image.Ref(), rep.Image.Digest, map[bool]string{true: ", blob removed", false: ", blob kept: another version has the same bytes"}[rep.BlobRemoved])
 		return nil
 	case "promote":
 		name, version, err := splitRef(a[0])
 		if err != nil {
 			return err
 		}
-		ch, err := c.st.Promote(name, version, a[1], *by)
+		ch, err := c.promote(ctx, name, version, a[1])
 		if err != nil {
 			return err
 		}
 		mv := ch.History[len(ch.History)-1]
-		fmt.Fprintf(stdout, "%s@%s: %s → %s (by %s)\n", name, a[1], dash(mv.From), mv.To, *by)
+		fmt.Fprintf(stdout, "%s@%s: %s → %s (by %s)\n", name, a[1], dash(mv.From), mv.To, mv.By)
 		return nil
 	case "rollback":
 		name, channel, err := splitRef(a[0])
 		if err != nil {
 			return err
 		}
-		ch, err := c.st.Rollback(name, channel, *by)
+		ch, err := c.rollback(ctx, name, channel)
 		if err != nil {
 			return err
 		}
 		mv := ch.History[len(ch.History)-1]
-		fmt.Fprintf(stdout, "%s@%s rolled back: %s → %s (by %s)\n", name, channel, mv.From, mv.To, *by)
+		fmt.Fprintf(stdout, "%s@%s rolled back: %s → %s (by %s)\n", name, channel, mv.From, mv.To, mv.By)
 		return nil
 	default: // prune
-		removed, kept, err := c.st.Prune(*keep)
+		rep, err := c.prune(ctx, *keep)
 		if err != nil {
 			return err
 		}
-		for _, p := range removed {
-			if p.BlobFree {
-				d, _ := images.ParseDigest(p.Image.Digest)
-				if err := c.blobs.Delete(d); err != nil {
-					return fmt.Errorf("%s removed from the catalog, but its blob was not: %w", p.Image.Ref(), err)
-				}
-			}
-			fmt.Fprintf(stdout, "pruned %s (%s)\n", p.Image.Ref(), p.Image.Digest)
+		for _, img := range rep.Pruned {
+			fmt.Fprintf(stdout, "pruned %s (%s)\n", img.Ref(), img.Digest)
 		}
-		for ref, why := range kept {
-			fmt.Fprintf(stdout, "kept %s: in use by %s\n", ref, strings.Join(why, ", "))
+		refs := make([]string, 0, len(rep.Kept))
+		for ref := range rep.Kept {
+			refs = append(refs, ref)
 		}
-		fmt.Fprintf(stdout, "%d pruned\n", len(removed))
+		sort.Strings(refs)
+		for _, ref := range refs {
+			fmt.Fprintf(stdout, "kept %s: in use by %s\n", ref, strings.Join(rep.Kept[ref], ", "))
+		}
+		fmt.Fprintf(stdout, "%d pruned\n", len(rep.Pruned))
 		return nil
 	}
 }
@@ -182,22 +322,10 @@ var imageUsage = map[string]string{
 	"prune":    "usage: imaged image prune [-keep N]",
 }
 
-var refPart = func(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-+", r)) {
-			return false
-		}
-	}
-	return true
-}
-
 func splitRef(ref string) (string, string, error) {
-	name, tag, ok := strings.Cut(ref, "@")
-	if !ok || !refPart(name) || !refPart(tag) {
-		return "", "", usageError{fmt.Sprintf("%q is not NAME@VERSION (letters, digits, . _ - +)", ref)}
+	name, tag, err := store.SplitRef(ref)
+	if err != nil {
+		return "", "", usageError{err.Error()}
 	}
 	return name, tag, nil
 }
@@ -205,13 +333,13 @@ func splitRef(ref string) (string, string, error) {
 // importImage converts and stores source in one streaming pass, then registers it. The blob is
 // committed only when the whole image has been read and hashed; the catalog entry only once the
 // blob is committed. An error or an interrupt before that leaves neither.
-func (c *catalog) importImage(ctx context.Context, ref, src, by string, opt convert.Options, stdout, stderr io.Writer) error {
+func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.Options, stdout, stderr io.Writer) error {
 	name, version, err := splitRef(ref)
 	if err != nil {
 		return err
 	}
-	if old, err := c.st.ResolveImage(ref); err == nil && old.Name == name && old.Version == version {
-		return fmt.Errorf("%s already exists (%s); versions are immutable: import under a new version", ref, old.Digest)
+	if old, err := c.info(ctx, ref); err == nil && old.Image.Name == name && old.Image.Version == version {
+		return fmt.Errorf("%s already exists (%s); versions are immutable: import under a new version", ref, old.Image.Digest)
 	}
 	start := time.Now()
 	s, err := convert.Open(ctx, src, opt)
@@ -232,10 +360,10 @@ func (c *catalog) importImage(ctx context.Context, ref, src, by string, opt conv
 	}
 	blocks, data := m.NonZero()
 	img := store.Image{Name: name, Version: version, Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks,
-		ManifestHash: mh.String(), Source: src, Format: string(s.Format), Imported: time.Now().UTC(), ImportedBy: by}
-	if _, err := c.st.PutImage(img); err != nil {
+		ManifestHash: mh.String(), Source: src, Format: string(s.Format), Imported: time.Now().UTC(), ImportedBy: c.by}
+	if err := c.register(ctx, img); err != nil {
 		// Nothing registered: take the blob back out too, unless another version has the same bytes.
-		if _, rerr := c.st.ResolveImage(d.String()); rerr != nil {
+		if _, rerr := c.info(ctx, d.String()); rerr != nil {
 			if derr := c.blobs.Delete(d); derr != nil {
 				err = errors.Join(err, fmt.Errorf("and the unregistered blob could not be removed: %w", derr))
 			}
@@ -248,17 +376,14 @@ func (c *catalog) importImage(ctx context.Context, ref, src, by string, opt conv
 	return nil
 }
 
-func (c *catalog) list(stdout io.Writer) error {
-	imgs, err := c.st.Images()
+func (c *catalog) list(ctx context.Context, stdout io.Writer) error {
+	cat, err := c.images(ctx)
 	if err != nil {
 		return err
 	}
-	chs, err := c.st.Channels()
-	if err != nil {
-		return err
-	}
+	imgs := cat.Images
 	channels := map[string][]string{}
-	for _, ch := range chs {
+	for _, ch := range cat.Channels {
 		k := ch.Name + "@" + ch.Version
 		channels[k] = append(channels[k], ch.Channel)
 	}
@@ -274,29 +399,12 @@ func (c *catalog) list(stdout io.Writer) error {
 	return tw.Flush()
 }
 
-func (c *catalog) show(ref string, stdout io.Writer) error {
-	img, err := c.st.ResolveImage(ref)
-	if err != nil {
-		return err
-	}
-	chs, err := c.st.Channels()
-	if err != nil {
-		return err
-	}
-	var mine []store.Channel
-	for _, ch := range chs {
-		if ch.Name == img.Name {
-			mine = append(mine, ch)
-		}
-	}
-	return printJSON(stdout, map[string]any{"image": img, "channels": mine})
-}
-
 func (c *catalog) verify(ctx context.Context, ref string, stdout io.Writer) error {
-	img, err := c.st.ResolveImage(ref)
+	info, err := c.info(ctx, ref)
 	if err != nil {
 		return err
 	}
+	img := info.Image
 	d, err := images.ParseDigest(img.Digest)
 	if err != nil {
 		return err

@@ -1,22 +1,86 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/config"
 )
 
+// The catalog commands work the same with the state file closed (they open it) and while the
+// daemon holds it (they go through its control socket).
 func TestImageCommands(t *testing.T) {
-	dir := t.TempDir()
+	t.Run("state file", func(t *testing.T) {
+		dir := t.TempDir()
+		testImageCommands(t, dir, imageConfig(t, dir), "alice")
+	})
+	t.Run("running daemon", func(t *testing.T) {
+		dir := t.TempDir()
+		path := imageConfig(t, dir)
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := newDaemon(cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.run(ctx) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+			d.close()
+		}()
+		// Changes through the socket name the operator and the socket peer.
+		testImageCommands(t, dir, path, fmt.Sprintf("alice (uid %d via the control socket)", os.Getuid()))
+		// The daemon's own view changed at once: no restart, no reload.
+		m, _ := d.inv.Machine("ms1-c1n1")
+		if img, err := d.st.ResolveImage("debian@2"); err != nil || m.AssignedImage != img.Digest {
+			t.Errorf("daemon's inventory: assigned %q, debian@2 is %v %v", m.AssignedImage, img.Digest, err)
+		}
+		ev, _ := d.inv.Events("ms1-c1n1", 0)
+		if len(ev) == 0 || !strings.Contains(ev[len(ev)-1].Message, "assigned debian@2") || !strings.Contains(ev[len(ev)-1].Message, "by alice (uid") {
+			t.Errorf("events: %+v", ev)
+		}
+	})
+}
+
+func imageConfig(t *testing.T, dir string) string {
 	cfg := filepath.Join(dir, "imaged.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("version: 1\nstate_dir: %s/state\nhttp: {public_url: http://127.0.0.1:1}\nmachines:\n  - {id: ms1-c1n1, macs: [\"52:54:00:99:00:11\"]}\n", dir)), 0o644)
+	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
+state_dir: %s/state
+http: {listen: "127.0.0.1:0", public_url: "http://127.0.0.1:1"}
+dhcp: {mode: "off"}
+tftp: {enabled: false}
+boot: {assets_dir: %s/boot, ipxe_dir: %s/ipxe}
+machines:
+  - {id: ms1-c1n1, macs: ["52:54:00:99:00:11"]}
+`, dir, dir, dir)), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "boot"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "ipxe"), 0o755)
+	for _, f := range []string{"undionly.kpxe", "ipxe.efi"} {
+		os.WriteFile(filepath.Join(dir, "ipxe", f), []byte(f), 0o644)
+	}
+	return cfg
+}
+
+func testImageCommands(t *testing.T, dir, cfg, by string) {
 
 	mk := func(name string, blocks, zeroEvery int) (string, string) {
 		b := make([]byte, blocks*images.BlockSize+123)
@@ -50,14 +114,14 @@ func TestImageCommands(t *testing.T) {
 	if _, err := im("promote", "debian@1", "production"); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := im("promote", "debian@2", "production"); err != nil || !strings.Contains(out, "1 → 2 (by alice)") {
+	if out, err := im("promote", "debian@2", "production"); err != nil || !strings.Contains(out, "1 → 2 (by "+by+")") {
 		t.Errorf("promote: %v %s", err, out)
 	}
 	out, _ := im("list")
 	if !strings.Contains(out, "debian@2") || !strings.Contains(out, "production") || strings.Contains(out, "debian@3") {
 		t.Errorf("list:\n%s", out)
 	}
-	if out, err := im("show", "debian@production"); err != nil || !strings.Contains(out, d2) || !strings.Contains(out, `"by": "alice"`) {
+	if out, err := im("show", "debian@production"); err != nil || !strings.Contains(out, d2) || !strings.Contains(out, `"by": "`+by+`"`) {
 		t.Errorf("show: %v\n%s", err, out)
 	}
 	if out, err := im("verify", "debian@1"); err != nil || !strings.Contains(out, "ok") {
@@ -77,7 +141,7 @@ func TestImageCommands(t *testing.T) {
 	if out, err := im("rollback", "debian@production"); err != nil || !strings.Contains(out, "2 → 1") {
 		t.Errorf("rollback: %v %s", err, out)
 	}
-	if out, _, err := runCmd(t, "machines", "assign", "-config", cfg, "ms1-c1n1", "debian@2"); err != nil || !strings.Contains(out, d2) {
+	if out, _, err := runCmd(t, "machines", "assign", "-config", cfg, "-by", "alice", "ms1-c1n1", "debian@2"); err != nil || !strings.Contains(out, d2) {
 		t.Errorf("assign: %v %s", err, out)
 	}
 	if _, err := im("delete", "debian@2"); err == nil || !strings.Contains(err.Error(), "machine ms1-c1n1") {

@@ -24,7 +24,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if sub == "assign" {
-		return cmdAssign(rest, stdout, stderr)
+		return cmdAssign(ctx, rest, stdout, stderr)
 	}
 	fs := newFlags("machines "+sub, stderr)
 	path := configFlag(fs)
@@ -207,9 +207,10 @@ func (s *source) events(id string) ([]store.Event, error) {
 
 // cmdAssign sets the image a machine is to run. The agent writes it the next time the machine
 // netboots into the agent profile.
-func cmdAssign(args []string, stdout, stderr io.Writer) error {
+func cmdAssign(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("machines assign", stderr)
 	path := configFlag(fs)
+	by := fs.String("by", operator(), "who is making the change (recorded in the machine's events)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -220,18 +221,15 @@ func cmdAssign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := openCatalog(cfg, false)
+	c, err := openCatalog(cfg, false, *by)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	img, err := c.st.ResolveImage(fs.Arg(1))
+	rep, err := c.assign(ctx, fs.Arg(0), fs.Arg(1))
 	if err != nil {
 		return err
 	}
-	if err := c.st.AssignImage(fs.Arg(0), img.Digest); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s is assigned %s (%s)\n", fs.Arg(0), img.Ref(), img.Digest)
+	fmt.Fprintf(stdout, "%s is assigned %s (%s)\n", fs.Arg(0), rep.Image.Ref(), rep.Image.Digest)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -86,6 +87,8 @@ type daemon struct {
 	components map[string]component
 	httpLn     net.Listener
 	httpSrv    *http.Server
+	ctlLn      net.Listener // the control socket
+	ctlSrv     *http.Server
 	closers    []func()
 }
 
@@ -139,7 +142,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	api.New(d.inv, cfg.HTTP.PublicURL.URL, log.With("component", "api")).Register(mux)
+	api.New(d.inv, blobs, cfg.HTTP.PublicURL.URL, log.With("component", "api")).Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)
 	d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen.String())
@@ -148,7 +151,38 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	}
 	d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
+	d.closers = append(d.closers, func() { d.httpLn.Close() })
+	if d.ctlLn, err = listenControl(cfg.HTTP.ControlSocket); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, func() { d.ctlLn.Close() })
+	d.ctlSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnContext: api.ControlConnContext,
+		ErrorLog: slog.NewLogLogger(log.With("component", "control").Handler(), slog.LevelWarn)}
 	return d, nil
+}
+
+// listenControl binds the control socket, mode 0600. A socket file left by a daemon that died is
+// replaced; one that answers belongs to a running imaged, which is an error.
+func listenControl(path string) (net.Listener, error) {
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another imaged answers on it; stop it first", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("control socket %s: cannot remove the stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	// The peer's uid decides its scope (api.ControlConnContext); the mode keeps others out first.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ln, nil
 }
 
 func unknownProfile(cfg *config.File) string {
@@ -193,10 +227,16 @@ func (d *daemon) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
+		if err := d.ctlSrv.Serve(d.ctlLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("control socket: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		return d.httpSrv.Shutdown(sctx)
+		return errors.Join(d.httpSrv.Shutdown(sctx), d.ctlSrv.Shutdown(sctx))
 	})
 	g.Go(func() error {
 		t := time.NewTicker(5 * time.Second)
@@ -212,7 +252,7 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		}
 	})
-	d.log.Info("imaged serving", "version", version.Version, "http", d.httpLn.Addr().String(), "public_url", d.cfg.HTTP.PublicURL.String(),
+	d.log.Info("imaged serving", "version", version.Version, "http", d.httpLn.Addr().String(), "control", d.cfg.HTTP.ControlSocket, "public_url", d.cfg.HTTP.PublicURL.String(),
 		"dhcp", d.cfg.DHCP.Mode, "machines", len(d.cfg.Machines))
 	if _, err := sdnotify.SdNotify(false, sdnotify.SdNotifyReady); err != nil {
 		d.log.Warn("sd_notify", "err", err)

@@ -1,5 +1,6 @@
 // Package api serves imaged's versioned HTTP interfaces: the agent API under /agent/v1 and the
-// read side of the operator API under /api/v1. HTTP status codes are chosen here and nowhere
+// operator API under /api/v1 (reads are open; changes need a Principal with a Scope, which today
+// only the control socket grants). HTTP status codes are chosen here and nowhere
 // else. Every error is JSON: {"error": "...", "field": "..."}.
 package api
 
@@ -26,13 +27,14 @@ const maxBody = 64 << 10
 // Server holds the API's collaborators.
 type Server struct {
 	inv       *inventory.Inventory
+	blobs     Blobs
 	log       *slog.Logger
 	publicURL *url.URL
 }
 
 // New returns the API server; publicURL is how blades reach imaged (for the URLs in plans).
-func New(inv *inventory.Inventory, publicURL *url.URL, log *slog.Logger) *Server {
-	return &Server{inv: inv, log: log, publicURL: publicURL}
+func New(inv *inventory.Inventory, blobs Blobs, publicURL *url.URL, log *slog.Logger) *Server {
+	return &Server{inv: inv, blobs: blobs, log: log, publicURL: publicURL}
 }
 
 // Register adds the API's routes to mux.
@@ -45,6 +47,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/machines/{id}", s.machine)
 	mux.HandleFunc("GET /api/v1/machines/{id}/events", s.events)
 	mux.HandleFunc("GET /api/v1/unknown-clients", s.unknownClients)
+	s.registerCatalog(mux)
 }
 
 // Error is the body of every error response.

@@ -35,6 +35,10 @@ type Log struct {
 type HTTP struct {
 	Listen    AddrPort `yaml:"listen"`
 	PublicURL URL      `yaml:"public_url"` // how blades reach this server; default http://<dhcp.server_ip>:<port>
+	// ControlSocket is a Unix socket (mode 0600) serving the same API to root and imaged's own
+	// user with the admin scope: how the CLI changes the catalog while the daemon runs.
+	// Default <state_dir>/control.sock.
+	ControlSocket string `yaml:"control_socket"`
 }
 
 // DHCP configures the DHCP server, proxyDHCP or neither.
@@ -146,6 +150,9 @@ func (f *File) applyDefaults() {
 	}
 	if f.Boot.AssetsDir == "" {
 		f.Boot.AssetsDir = f.StateDir + "/boot"
+	}
+	if f.HTTP.ControlSocket == "" {
+		f.HTTP.ControlSocket = f.StateDir + "/control.sock"
 	}
 	if f.Boot.IPXEDir == "" {
 		f.Boot.IPXEDir = "/usr/lib/ipxe"

@@ -230,6 +230,7 @@ log:
 http:
   listen: 10.99.0.1:8080
   public_url: http://10.99.0.1:8080
+  control_socket: /var/lib/imaged/control.sock   # the CLI's way in while imaged runs (root only)
 dhcp:
   mode: server           # server, proxy or off
   interface: veth-srv

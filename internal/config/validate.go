@@ -84,6 +84,10 @@ func (v *validator) validate(f *File) {
 			f.HTTP.PublicURL.URL = &url.URL{Scheme: "http", Host: f.ServerAddr().String() + ":" + strconv.Itoa(int(f.HTTP.Listen.Port))}
 		}
 	}
+	// sockaddr_un holds 108 bytes with the terminating NUL (unix(7)).
+	if len(f.HTTP.ControlSocket) > 107 {
+		v.fail("http.control_socket", "%q is %d bytes; a Unix socket path can have at most 107: choose a shorter path", f.HTTP.ControlSocket, len(f.HTTP.ControlSocket))
+	}
 	if f.TFTPEnabled() && f.TFTP.Listen.IsZero() {
 		if f.ServerAddr().IsValid() {
 			f.TFTP.Listen = AddrPort{Host: f.ServerAddr().String(), Port: 69}

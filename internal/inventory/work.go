@@ -112,3 +112,21 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result) (store.Machine,
 	}
 	return m, err
 }
+
+// Assign makes img the image machine id is to run, records who asked in its timeline, and
+// returns the machine as stored.
+func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machine, error) {
+	if err := inv.st.AssignImage(id, img.Digest); err != nil {
+		return store.Machine{}, err
+	}
+	m, err := inv.st.Machine(id)
+	if err != nil {
+		return store.Machine{}, err
+	}
+	inv.mu.Lock()
+	inv.byID[id] = m
+	inv.mu.Unlock()
+	inv.Event(store.Event{Machine: id, Kind: "assign", Message: fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by),
+		Fields: map[string]string{"image": img.Ref(), "digest": img.Digest, "by": by}})
+	return m, nil
+}

@@ -18,6 +18,7 @@ var (
 	ErrImmutable = errors.New("name@version is immutable and already names other bytes")
 	ErrInUse     = errors.New("the image is in use")
 	ErrNoHistory = errors.New("the channel has no earlier version to roll back to")
+	ErrConflict  = errors.New("conflicts with the catalog")
 )
 
 // Image is one name@version of the catalog.
@@ -137,7 +138,7 @@ func (s *Store) Promote(name, version, channel, by string) (Channel, error) {
 			return fmt.Errorf("store: image %s@%s: %w", name, version, err)
 		}
 		if err := get(tx, bucketImages, imageKey(name, channel), &img); err == nil {
-			return fmt.Errorf("store: %q is a version of %s, so it cannot also be a channel", channel, name)
+			return fmt.Errorf("store: %q is a version of %s, so it cannot also be a channel: %w", channel, name, ErrConflict)
 		}
 		if err := get(tx, bucketChannels, imageKey(name, channel), &ch); err != nil && !errors.Is(err, ErrNotFound) {
 			return err

@@ -1,0 +1,333 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/store"
+)
+
+// The image catalog over HTTP: what `imaged image …` and `imaged machines assign` use while the
+// daemon holds the state file. Reading is open; changes need a scope (see require).
+
+// Blobs is the part of the blob store the catalog endpoints use.
+type Blobs interface {
+	Manifest(d images.Digest) (*images.Manifest, error)
+	Delete(d images.Digest) error
+}
+
+// Catalog is the body of GET /api/v1/images.
+type Catalog struct {
+	Images   []store.Image   `json:"images"`
+	Channels []store.Channel `json:"channels"`
+}
+
+// ImageInfo is one image and the channels of its name.
+type ImageInfo struct {
+	Image    store.Image     `json:"image"`
+	Channels []store.Channel `json:"channels"`
+}
+
+// RegisterRequest registers a blob already in the blob store as NAME@VERSION. The server reads
+// the blob's manifest itself; sizes and hashes are never taken from the request.
+type RegisterRequest struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Digest  string `json:"digest"`
+	Source  string `json:"source,omitempty"`
+	Format  string `json:"format,omitempty"`
+}
+
+// PromoteRequest moves a channel to the image of the URL.
+type PromoteRequest struct {
+	Channel string `json:"channel"`
+}
+
+// DeleteReply says what DELETE /api/v1/images/{ref} removed.
+type DeleteReply struct {
+	Image       store.Image `json:"image"`
+	BlobRemoved bool        `json:"blob_removed"`
+}
+
+// PruneRequest keeps the newest Keep versions of every name (and whatever is in use).
+type PruneRequest struct {
+	Keep int `json:"keep"`
+}
+
+// PruneReply lists what prune removed and what it kept because something points at it.
+type PruneReply struct {
+	Pruned []store.Image       `json:"pruned"`
+	Kept   map[string][]string `json:"kept"`
+}
+
+// AssignRequest names the image a machine is to run.
+type AssignRequest struct {
+	Image string `json:"image"` // name@version, name@channel or sha256:<hex>
+}
+
+// AssignReply is the machine after the assignment and the image it now points at.
+type AssignReply struct {
+	Machine store.Machine `json:"machine"`
+	Image   store.Image   `json:"image"`
+}
+
+func (s *Server) registerCatalog(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/images", s.listImages)
+	mux.HandleFunc("GET /api/v1/images/{ref}", s.getImage)
+	mux.HandleFunc("POST /api/v1/images", require(ScopeAdmin, s.registerImage))
+	mux.HandleFunc("POST /api/v1/images/{ref}/promote", require(ScopeOperate, s.promote))
+	mux.HandleFunc("POST /api/v1/images/{ref}/rollback", require(ScopeOperate, s.rollback))
+	mux.HandleFunc("DELETE /api/v1/images/{ref}", require(ScopeAdmin, s.deleteImage))
+	mux.HandleFunc("POST /api/v1/images/prune", require(ScopeAdmin, s.prune))
+	mux.HandleFunc("POST /api/v1/machines/{id}/assign", require(ScopeOperate, s.assign))
+}
+
+// storeError answers a store error with its status: 404 for what does not exist, 409 for a
+// change the catalog's rules refuse, 400 for a malformed reference, else 500.
+func (s *Server) storeError(w http.ResponseWriter, field string, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		fail(w, http.StatusNotFound, field, "%v", err)
+	case errors.Is(err, store.ErrImmutable), errors.Is(err, store.ErrInUse), errors.Is(err, store.ErrNoHistory), errors.Is(err, store.ErrConflict):
+		fail(w, http.StatusConflict, field, "%v", err)
+	case errors.Is(err, store.ErrBadRef):
+		fail(w, http.StatusBadRequest, field, "%v", err)
+	default:
+		s.log.Error("catalog", "err", err)
+		fail(w, http.StatusInternalServerError, "", "the catalog could not be changed or read; see imaged's log")
+	}
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
+	imgs, err := s.inv.Store().Images()
+	if err != nil {
+		s.storeError(w, "", err)
+		return
+	}
+	chs, err := s.inv.Store().Channels()
+	if err != nil {
+		s.storeError(w, "", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Catalog{Images: nonNil(imgs), Channels: nonNil(chs)})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// resolve finds the image ref names (name@version, name@channel or sha256:<hex>); field names
+// where ref came from in the request, for the error.
+func (s *Server) resolve(w http.ResponseWriter, field, ref string) (store.Image, bool) {
+	if _, err := images.ParseDigest(ref); err != nil {
+		if _, _, err := store.SplitRef(ref); err != nil {
+			fail(w, http.StatusBadRequest, field, "%v; or sha256:<64 hex digits>", err)
+			return store.Image{}, false
+		}
+	}
+	img, err := s.inv.Store().ResolveImage(ref)
+	if err != nil {
+		s.storeError(w, field, err)
+		return store.Image{}, false
+	}
+	return img, true
+}
+
+func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
+	img, ok := s.resolve(w, "ref", r.PathValue("ref"))
+	if !ok {
+		return
+	}
+	chs, err := s.inv.Store().Channels()
+	if err != nil {
+		s.storeError(w, "", err)
+		return
+	}
+	mine := []store.Channel{}
+	for _, ch := range chs {
+		if ch.Name == img.Name {
+			mine = append(mine, ch)
+		}
+	}
+	writeJSON(w, http.StatusOK, ImageInfo{Image: img, Channels: mine})
+}
+
+func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
+	var req RegisterRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if _, _, err := store.SplitRef(req.Name + "@" + req.Version); err != nil {
+		fail(w, http.StatusBadRequest, "name", "name and version: %v", err)
+		return
+	}
+	d, err := images.ParseDigest(req.Digest)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "digest", "%v", err)
+		return
+	}
+	m, err := s.blobs.Manifest(d)
+	if err != nil {
+		fail(w, http.StatusNotFound, "digest", "blob %s is not in the blob store (%v): import the image with `imaged image import`", d, err)
+		return
+	}
+	mh, err := m.Hash()
+	if err != nil {
+		s.storeError(w, "", err)
+		return
+	}
+	blocks, data := m.NonZero()
+	img := store.Image{Name: req.Name, Version: req.Version, Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks,
+		ManifestHash: mh.String(), Source: req.Source, Format: req.Format, Imported: time.Now().UTC(), ImportedBy: by(r)}
+	created, err := s.inv.Store().PutImage(img)
+	if err != nil {
+		s.storeError(w, "version", err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		s.log.Info("image registered", "image", img.Ref(), "digest", img.Digest, "by", img.ImportedBy)
+	} else if img, err = s.inv.Store().ResolveImage(img.Ref()); err != nil {
+		s.storeError(w, "", err)
+		return
+	}
+	writeJSON(w, status, img)
+}
+
+func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
+	name, version, err := store.SplitRef(r.PathValue("ref"))
+	if err != nil {
+		fail(w, http.StatusBadRequest, "ref", "%v", err)
+		return
+	}
+	var req PromoteRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if _, _, err := store.SplitRef(name + "@" + req.Channel); err != nil {
+		fail(w, http.StatusBadRequest, "channel", "%q is not a channel name (letters, digits, . _ - +)", req.Channel)
+		return
+	}
+	ch, err := s.inv.Store().Promote(name, version, req.Channel, by(r))
+	if err != nil {
+		s.storeError(w, "ref", err)
+		return
+	}
+	s.log.Info("channel promoted", "channel", name+"@"+req.Channel, "version", version, "by", by(r))
+	writeJSON(w, http.StatusOK, ch)
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
+	name, channel, err := store.SplitRef(r.PathValue("ref"))
+	if err != nil {
+		fail(w, http.StatusBadRequest, "ref", "%v (NAME@CHANNEL)", err)
+		return
+	}
+	ch, err := s.inv.Store().Rollback(name, channel, by(r))
+	if err != nil {
+		s.storeError(w, "ref", err)
+		return
+	}
+	s.log.Info("channel rolled back", "channel", name+"@"+channel, "version", ch.Version, "by", by(r))
+	writeJSON(w, http.StatusOK, ch)
+}
+
+func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
+	name, version, err := store.SplitRef(r.PathValue("ref"))
+	if err != nil {
+		fail(w, http.StatusBadRequest, "ref", "%v", err)
+		return
+	}
+	img, free, err := s.inv.Store().DeleteImage(name, version)
+	if err != nil {
+		s.storeError(w, "ref", err)
+		return
+	}
+	s.log.Info("image deleted", "image", img.Ref(), "digest", img.Digest, "by", by(r))
+	if free {
+		if err := s.removeBlob(img); err != nil {
+			fail(w, http.StatusInternalServerError, "", "%s was removed from the catalog, but its blob was not: %v", img.Ref(), err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, DeleteReply{Image: img, BlobRemoved: free})
+}
+
+func (s *Server) removeBlob(img store.Image) error {
+	d, err := images.ParseDigest(img.Digest)
+	if err == nil {
+		err = s.blobs.Delete(d)
+	}
+	if err != nil {
+		s.log.Error("blob of a removed image not deleted", "image", img.Ref(), "digest", img.Digest, "err", err)
+	}
+	return err
+}
+
+func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
+	var req PruneRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Keep < 1 {
+		fail(w, http.StatusBadRequest, "keep", "keep must be at least 1, not %d", req.Keep)
+		return
+	}
+	removed, kept, err := s.inv.Store().Prune(req.Keep)
+	if err != nil {
+		s.storeError(w, "", err)
+		return
+	}
+	reply := PruneReply{Pruned: []store.Image{}, Kept: kept}
+	if reply.Kept == nil {
+		reply.Kept = map[string][]string{}
+	}
+	var blobErrs []error
+	for _, p := range removed {
+		reply.Pruned = append(reply.Pruned, p.Image)
+		if p.BlobFree {
+			if err := s.removeBlob(p.Image); err != nil {
+				blobErrs = append(blobErrs, fmt.Errorf("%s: %w", p.Image.Ref(), err))
+			}
+		}
+	}
+	s.log.Info("images pruned", "removed", len(removed), "keep", req.Keep, "by", by(r))
+	if len(blobErrs) > 0 {
+		fail(w, http.StatusInternalServerError, "", "pruned from the catalog, but some blobs were not removed: %v", errors.Join(blobErrs...))
+		return
+	}
+	writeJSON(w, http.StatusOK, reply)
+}
+
+func (s *Server) assign(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, ok := s.inv.Machine(id); !ok {
+		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+		return
+	}
+	var req AssignRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Image == "" {
+		fail(w, http.StatusBadRequest, "image", "the image to assign is required: name@version, name@channel or sha256:<hex>")
+		return
+	}
+	img, ok := s.resolve(w, "image", req.Image)
+	if !ok {
+		return
+	}
+	m, err := s.inv.Assign(id, img, by(r))
+	if err != nil {
+		s.storeError(w, "id", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, AssignReply{Machine: m, Image: img})
+}
