@@ -22,7 +22,23 @@ type File struct {
 	DHCP     DHCP      `yaml:"dhcp"`
 	TFTP     TFTP      `yaml:"tftp"`
 	Boot     Boot      `yaml:"boot"`
+	BMCs     []BMC     `yaml:"bmcs"`
 	Machines []Machine `yaml:"machines"`
+}
+
+// BMC is one Redfish service: a blade's own BMC, or a chassis manager fronting many systems
+// (a Moonshot chassis manager fronts 45 cartridges).
+type BMC struct {
+	Name string `yaml:"name"` // what machines[].bmc refers to
+	URL  URL    `yaml:"url"`  // the service root's host, https://10.0.0.5 (plain http only with insecure)
+	// Credentials is a file holding "username: …" and "password: …" lines (mode 0600, never
+	// logged). Without it, $IMAGED_BMC_USERNAME and $IMAGED_BMC_PASSWORD are used.
+	Credentials   string   `yaml:"credentials"`
+	CAFile        string   `yaml:"ca_file"`     // PEM CA(s) the BMC's certificate must chain to; default the system's
+	Fingerprint   string   `yaml:"fingerprint"` // or pin the certificate: SHA-256 of its DER, hex
+	Insecure      bool     `yaml:"insecure"`    // skip TLS verification (and allow http://): only for labs
+	Timeout       Duration `yaml:"timeout"`     // per call; default 10s
+	MaxConcurrent int      `yaml:"max_concurrent"`
 }
 
 // Log selects the level and format of the daemon's log on standard error.
@@ -106,8 +122,9 @@ type Machine struct {
 	Slot        int    `yaml:"slot"`
 	WorkerGroup string `yaml:"worker_group"`
 	WorkerType  string `yaml:"worker_type"`
-	BMC         string `yaml:"bmc"`
-	Boot        string `yaml:"boot"` // profile; default boot.default_profile
+	BMC         string `yaml:"bmc"`        // a bmcs[].name
+	BMCSystem   string `yaml:"bmc_system"` // its Redfish System Id there; default: the system with one of macs
+	Boot        string `yaml:"boot"`       // profile; default boot.default_profile
 }
 
 // Profiles every installation has; more are defined under boot.profiles.

@@ -21,6 +21,9 @@ func TestExampleParses(t *testing.T) {
 	if got := f.HTTP.PublicURL.String(); got != "http://10.99.0.1:8080" {
 		t.Errorf("public_url = %s", got)
 	}
+	if b := f.BMCs[0]; b.Name != "ms1" || b.URL.Host != "10.99.0.1:8443" || f.Machines[0].BMC != "ms1" || f.Machines[0].BMCSystem != "ms1-c1n1" {
+		t.Errorf("bmcs: %+v, machine %+v", f.BMCs, f.Machines[0])
+	}
 	if !f.RAEnabled() || f.DHCP.LeaseTime.Hours() != 1 || f.Boot.Agent.Cmdline != "console=ttyS0" {
 		t.Errorf("unexpected values: %+v", f.DHCP)
 	}
@@ -68,6 +71,12 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 		{"number as text", "    slot: 1", "    slot: one", "slot: one", []string{"cannot unmarshal"}},
 		{"version", "version: 1", "version: 2", "version: 2", []string{"this imaged reads version 1"}},
 		{"bad machine id", "  - id: ms1-c1n1", "  - id: MS1_C1", "MS1_C1", []string{"not a machine id"}},
+		{"unknown bmc", "    bmc: ms1", "    bmc: ms2", "bmc: ms2", []string{`"ms2" is not one of bmcs[].name (ms1)`}},
+		{"bmc over http", "    url: https://10.99.0.1:8443", "    url: http://10.99.0.1:8443", "url: http://10.99.0.1:8443", []string{"plain http", "use https"}},
+		{"bmc url with a path", "    url: https://10.99.0.1:8443", "    url: https://10.99.0.1:8443/redfish/v1", "8443/redfish", []string{"only scheme and host"}},
+		{"bad fingerprint", "    ca_file: /etc/imaged/bmc/ms1-ca.pem", "    fingerprint: abc", "fingerprint: abc", []string{"not a SHA-256"}},
+		{"insecure with a CA", "    timeout: 10s", "    timeout: 10s\n    insecure: true", "insecure: true", []string{"contradicts ca_file"}},
+		{"bmc timeout", "    timeout: 10s", "    timeout: 1h", "timeout: 1h", []string{"out of range"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -248,6 +248,12 @@ boot:
   uefi_file: ipxe.efi     # or snponly.efi
   agent: {kernel: vmlinuz, initrd: initrd.img, cmdline: console=ttyS0}
   default_profile: local
+bmcs:
+  - name: ms1               # the chassis manager in front of the cartridges
+    url: https://10.99.0.1:8443
+    credentials: /etc/imaged/bmc/ms1   # "username: …" and "password: …" lines, mode 0600
+    ca_file: /etc/imaged/bmc/ms1-ca.pem
+    timeout: 10s
 machines:
   - id: ms1-c1n1
     macs: [52:54:00:99:00:11]
@@ -256,5 +262,7 @@ machines:
     slot: 1
     worker_group: linux-build
     worker_type: b-linux-large
+    bmc: ms1
+    bmc_system: ms1-c1n1    # its Redfish System Id; default: the system with one of macs
     boot: agent
 `), "\n")

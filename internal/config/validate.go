@@ -5,7 +5,9 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"text/template"
+	"time"
 )
 
 type validator struct {
@@ -96,7 +98,64 @@ func (v *validator) validate(f *File) {
 		}
 	}
 	v.validateBoot(f)
+	v.validateBMCs(f)
 	v.validateMachines(f)
+}
+
+var fingerprint = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+func (v *validator) validateBMCs(f *File) {
+	names := map[string]int{}
+	for i, b := range f.BMCs {
+		key := fmt.Sprintf("bmcs[%d]", i)
+		if !machineID.MatchString(b.Name) {
+			v.fail(key+".name", "%q is not a BMC name (lower-case letters, digits and dashes, like ms1)", b.Name)
+		} else if j, dup := names[b.Name]; dup {
+			v.fail(key+".name", "%q is already the name of bmcs[%d]", b.Name, j)
+		}
+		names[b.Name] = i
+		switch {
+		case b.URL.URL == nil:
+			v.fail(key+".url", "is required: the Redfish service's address, like https://10.0.0.5")
+		case b.URL.Scheme == "http" && !b.Insecure:
+			v.fail(key+".url", "%s is plain http: credentials would cross the network in clear; use https (or insecure: true in a lab)", b.URL)
+		case b.URL.Scheme != "https" && b.URL.Scheme != "http":
+			v.fail(key+".url", "%s: the scheme must be https", b.URL)
+		case b.URL.Path != "" && b.URL.Path != "/":
+			v.fail(key+".url", "%s: give only scheme and host; imaged finds /redfish/v1 itself", b.URL)
+		}
+		if b.Fingerprint != "" && !fingerprint.MatchString(strings.ReplaceAll(b.Fingerprint, ":", "")) {
+			v.fail(key+".fingerprint", "is not a SHA-256 (64 hex digits, colons allowed)")
+		}
+		if b.Insecure && (b.CAFile != "" || b.Fingerprint != "") {
+			v.fail(key+".insecure", "contradicts ca_file/fingerprint: choose verification or none")
+		}
+		if b.Timeout.Duration < 0 || b.Timeout.Duration > 10*time.Minute {
+			v.fail(key+".timeout", "%s is out of range (0 for the default 10s, at most 10m)", b.Timeout)
+		}
+		if b.MaxConcurrent < 0 || b.MaxConcurrent > 64 {
+			v.fail(key+".max_concurrent", "%d is out of range (0 for the default, at most 64)", b.MaxConcurrent)
+		}
+	}
+	for i, m := range f.Machines {
+		if m.BMC == "" {
+			if m.BMCSystem != "" {
+				v.fail(fmt.Sprintf("machines[%d].bmc_system", i), "needs machines[%d].bmc: which BMC the system is behind", i)
+			}
+			continue
+		}
+		if _, ok := names[m.BMC]; !ok {
+			known := make([]string, 0, len(f.BMCs))
+			for _, b := range f.BMCs {
+				known = append(known, b.Name)
+			}
+			if len(known) == 0 {
+				v.fail(fmt.Sprintf("machines[%d].bmc", i), "%q names a BMC, but no bmcs are configured: add it under bmcs", m.BMC)
+			} else {
+				v.fail(fmt.Sprintf("machines[%d].bmc", i), "%q is not one of bmcs[].name (%s)", m.BMC, strings.Join(known, ", "))
+			}
+		}
+	}
 }
 
 func (v *validator) validateSubnet(f *File) {
