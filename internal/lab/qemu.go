@@ -30,6 +30,19 @@ type VM struct {
 	Disk   string // raw disk image attached as virtio-blk, optional
 	Memory int    // MiB, default 512
 	Dir    string // where the serial log and the UEFI variable store go
+
+	// The fields below serve BMC-managed blades (PowerVM); the netboot tests leave them zero.
+
+	// Boot is QEMU's -boot argument; empty means "n", network only.
+	Boot string
+	// Reboot lets a reset the guest asks for restart the machine. Without it QEMU runs with
+	// -no-reboot and exits on any reset, which is how the netboot tests see a run end.
+	Reboot bool
+	// QMP, if set, is the path of a QMP control socket (-qmp unix:QMP,server=on,wait=off).
+	QMP string
+	// AppendLog appends the console to Dir/Name.log instead of truncating it, so that a blade's
+	// console survives its power cycles.
+	AppendLog bool
 }
 
 // Line is one line of a serial console, stamped with the time since QEMU started.
@@ -66,12 +79,22 @@ func (vm *VM) Start(ctx context.Context) (*Running, error) {
 	if vm.NoROM {
 		dev += ",romfile="
 	}
+	boot := vm.Boot
+	if boot == "" {
+		boot = "n"
+	}
 	args := []string{"netns", "exec", vm.Netns, "qemu-system-x86_64",
-		"-accel", "tcg", "-m", fmt.Sprint(vm.Memory), "-smp", "1", "-nographic", "-no-reboot", "-boot", "n",
+		"-accel", "tcg", "-m", fmt.Sprint(vm.Memory), "-smp", "1", "-nographic", "-boot", boot,
 		"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", vm.Tap), "-device", dev,
 		// An entropy source: without RDRAND under TCG the guest kernel's random pool may never be
 		// ready, and anything that asks for randomness early blocks.
 		"-device", "virtio-rng-pci"}
+	if !vm.Reboot {
+		args = append(args, "-no-reboot")
+	}
+	if vm.QMP != "" {
+		args = append(args, "-qmp", "unix:"+vm.QMP+",server=on,wait=off")
+	}
 	if vm.Firmware == "uefi" {
 		vars := filepath.Join(vm.Dir, vm.Name+".OVMF_VARS.fd")
 		if err := copyFile("/usr/share/OVMF/OVMF_VARS_4M.fd", vars); err != nil {
@@ -84,7 +107,11 @@ func (vm *VM) Start(ctx context.Context) (*Running, error) {
 	if vm.Disk != "" {
 		args = append(args, "-drive", "file="+vm.Disk+",if=virtio,format=raw,cache=writeback")
 	}
-	logf, err := os.Create(filepath.Join(vm.Dir, vm.Name+".log"))
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if vm.AppendLog {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	}
+	logf, err := os.OpenFile(filepath.Join(vm.Dir, vm.Name+".log"), flags, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -100,10 +127,12 @@ func (vm *VM) Start(ctx context.Context) (*Running, error) {
 		logf.Close()
 		return nil, fmt.Errorf("lab: start qemu (apt-get install qemu-system-x86): %w", err)
 	}
-	go r.read(pr)
+	readDone := make(chan struct{})
+	go func() { r.read(pr); close(readDone) }()
 	go func() {
 		err := cmd.Wait()
 		pw.Close()
+		<-readDone // every console line is in Lines and in the log before Done closes
 		r.mu.Lock()
 		r.err = err
 		r.mu.Unlock()
