@@ -28,7 +28,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fs := newFlags("machines "+sub, stderr)
 	path := configFlag(fs)
-	server := fs.String("server", "", "query this running daemon's URL instead of the state file (default: the config's http.listen when the state file is in use)")
+	server := fs.String("server", "", "query this running daemon's URL instead of the state file (default: its control socket when it holds the state file)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, rest); err != nil {
 		return err
@@ -51,14 +51,18 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return printJSON(stdout, ms)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tMACS\tIP\tCHASSIS\tSLOT\tGROUP\tTYPE\tBOOT\tLAST HELLO")
+		fmt.Fprintln(tw, "ID\tMACS\tIP\tCHASSIS\tSLOT\tGROUP\tTYPE\tBOOT\tBMC\tLAST HELLO")
 		for _, m := range ms {
 			hello := "-"
 			if m.LastHello != nil {
 				hello = fmt.Sprintf("%s from %s", m.LastHello.Time.Local().Format(time.DateTime), m.LastHello.IP)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", m.ID, strings.Join(m.MACs, ","), dash(m.IP), dash(m.Chassis), m.Slot,
-				dash(m.WorkerGroup), dash(m.WorkerType), m.Boot, hello)
+			bmc := dash(m.BMC)
+			if m.BMCHealth != nil {
+				bmc += " " + healthWord(m.BMCHealth)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, strings.Join(m.MACs, ","), dash(m.IP), dash(m.Chassis), m.Slot,
+				dash(m.WorkerGroup), dash(m.WorkerType), m.Boot, bmc, hello)
 		}
 		return tw.Flush()
 	case "unknown":
@@ -141,11 +145,9 @@ func openSource(ctx context.Context, cfgPath, server string) (*source, error) {
 		if !errors.Is(err, store.ErrLocked) {
 			return nil, err
 		}
-		host := cfg.HTTP.Listen.Host
-		if host == "" {
-			host = "127.0.0.1"
-		}
-		server = "http://" + (config.AddrPort{Host: host, Port: cfg.HTTP.Listen.Port}).String()
+		// The daemon holds the state file: ask it over its control socket.
+		cc := newControlClient(cfg.HTTP.ControlSocket, "")
+		return &source{server: &url.URL{Scheme: "http", Host: "imaged"}, client: cc.client, ctx: ctx}, nil
 	}
 	u, err := url.Parse(server)
 	if err != nil || u.Host == "" {
@@ -178,11 +180,16 @@ func (s *source) get(path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-func (s *source) machines() ([]store.Machine, error) {
+func (s *source) machines() ([]api.MachineView, error) {
 	if s.st != nil {
-		return s.st.Machines()
+		ms, err := s.st.Machines()
+		out := make([]api.MachineView, 0, len(ms))
+		for _, m := range ms {
+			out = append(out, api.MachineView{Machine: m})
+		}
+		return out, err
 	}
-	var ms []store.Machine
+	var ms []api.MachineView
 	return ms, s.get("/api/v1/machines", &ms)
 }
 

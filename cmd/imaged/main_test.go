@@ -208,7 +208,7 @@ func TestMachinesCommandsReadTheStateFile(t *testing.T) {
 	stop()
 	// Once it is stopped, from the state file itself.
 	out, _, err = runCmd(t, "machines", "list", "-config", cfgPath)
-	if err != nil || !regexp.MustCompile(`ms1-c1n1\s+52:54:00:99:00:11.*agent\s+\d{4}-\d\d-\d\d .* from 10\.99\.0\.11`).MatchString(out) {
+	if err != nil || !regexp.MustCompile(`ms1-c1n1\s+52:54:00:99:00:11.*agent\s+-\s+\d{4}-\d\d-\d\d .* from 10\.99\.0\.11`).MatchString(out) {
 		t.Errorf("machines list: %v\n%s", err, out)
 	}
 	out, _, err = runCmd(t, "machines", "events", "-config", cfgPath, "ms1-c1n1")

@@ -38,9 +38,14 @@ Commands:
   image import     import NAME@VERSION from a file, http(s) URL or s3://bucket/key (raw, gz, zst, xz, qcow2, VHD, VHDX)
   image list|show|verify|delete|promote|rollback|prune
                    the image catalog and blob store
+  bmc power        show or change a machine's power through its BMC (on, off, shutdown, restart, graceful-restart, cycle)
+  bmc boot         set a machine's next boot, once: pxe, disk, none or uefi-http
+  bmc inventory    a machine's system as its BMC reports it, or every system behind a BMC
   initrd build     build the netboot initramfs that runs imaged's agent
   agent            run the agent (done automatically when imaged is /init)
   lab demo         netboot a QEMU blade in network namespaces and show its timeline (root)
+  lab up|down|status
+                   a virtual chassis: QEMU blades behind a Redfish BMC emulator, and imaged (root)
   version          print the version
 
 Run 'imaged COMMAND -h' for a command's flags.
@@ -77,6 +82,8 @@ func dispatch(ctx context.Context, cmd string, rest []string, stdout, stderr io.
 		return cmdInitrd(ctx, rest, stdout, stderr)
 	case "agent":
 		return cmdAgent(ctx, rest, stderr)
+	case "bmc":
+		return cmdBMC(ctx, rest, stdout, stderr)
 	case "lab":
 		return cmdLab(ctx, rest, stdout, stderr)
 	case "version", "--version":

@@ -83,6 +83,7 @@ type daemon struct {
 	log        *slog.Logger
 	st         *store.Store
 	inv        *inventory.Inventory
+	bmcs       *bmcs
 	reg        *prometheus.Registry
 	components map[string]component
 	httpLn     net.Listener
@@ -142,7 +143,12 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	api.New(d.inv, blobs, cfg.HTTP.PublicURL.URL, log.With("component", "api")).Register(mux)
+	d.bmcs, err = newBMCs(cfg, log, d.reg, d.inv.Event)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.bmcs.close)
+	api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api")}).Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)
 	d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen.String())

@@ -28,13 +28,24 @@ const maxBody = 64 << 10
 type Server struct {
 	inv       *inventory.Inventory
 	blobs     Blobs
+	bmcs      BMCs
 	log       *slog.Logger
 	publicURL *url.URL
 }
 
-// New returns the API server; publicURL is how blades reach imaged (for the URLs in plans).
-func New(inv *inventory.Inventory, blobs Blobs, publicURL *url.URL, log *slog.Logger) *Server {
-	return &Server{inv: inv, blobs: blobs, log: log, publicURL: publicURL}
+// Deps are the API's collaborators. Blobs and BMCs may be nil (then those endpoints answer that
+// nothing is there).
+type Deps struct {
+	Inventory *inventory.Inventory
+	Blobs     Blobs
+	BMCs      BMCs
+	PublicURL *url.URL // how blades reach imaged (for the URLs in plans)
+	Log       *slog.Logger
+}
+
+// New returns the API server.
+func New(d Deps) *Server {
+	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, log: d.Log, publicURL: d.PublicURL}
 }
 
 // Register adds the API's routes to mux.
@@ -48,6 +59,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/machines/{id}/events", s.events)
 	mux.HandleFunc("GET /api/v1/unknown-clients", s.unknownClients)
 	s.registerCatalog(mux)
+	s.registerBMC(mux)
 }
 
 // Error is the body of every error response.
@@ -141,7 +153,16 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.inv.Machines())
+	ms := s.inv.Machines()
+	out := make([]MachineView, 0, len(ms))
+	for _, m := range ms {
+		v := MachineView{Machine: m}
+		if s.bmcs != nil {
+			v.BMCHealth = s.health(s.bmcs.BMCName(m.ID))
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) machine(w http.ResponseWriter, r *http.Request) {

@@ -32,7 +32,7 @@ func newServer(t testing.TB) (*http.ServeMux, *inventory.Inventory) {
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(inv, nil, u, log).Register(mux)
+	New(Deps{Inventory: inv, PublicURL: u, Log: log}).Register(mux)
 	return mux, inv
 }
 

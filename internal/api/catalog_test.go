@@ -45,7 +45,7 @@ func catalogServer(t *testing.T) (http.Handler, *inventory.Inventory, images.Dig
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(inv, blobs, u, slog.New(slog.DiscardHandler)).Register(mux)
+	New(Deps{Inventory: inv, Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return mux, inv, d
 }
 

@@ -127,6 +127,9 @@ func (v *validator) validateBMCs(f *File) {
 		if b.Fingerprint != "" && !fingerprint.MatchString(strings.ReplaceAll(b.Fingerprint, ":", "")) {
 			v.fail(key+".fingerprint", "is not a SHA-256 (64 hex digits, colons allowed)")
 		}
+		if b.Fingerprint != "" && b.CAFile != "" {
+			v.fail(key+".fingerprint", "a pinned fingerprint replaces ca_file: set one of them")
+		}
 		if b.Insecure && (b.CAFile != "" || b.Fingerprint != "") {
 			v.fail(key+".insecure", "contradicts ca_file/fingerprint: choose verification or none")
 		}

@@ -87,6 +87,18 @@ func (l *Lab) PrepareAssets(ctx context.Context, cacheDir string) error {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return err
 	}
+	// The last build is kept in the cache too, by binary: a new chassis for the same binary
+	// copies it instead of building again.
+	built := filepath.Join(cacheDir, "built", sum)
+	if exists(filepath.Join(built, "initrd.img")) && exists(filepath.Join(built, "vmlinuz")) {
+		for _, f := range []string{"initrd.img", "vmlinuz"} {
+			if err := copyFile(filepath.Join(built, f), filepath.Join(l.BootDir(), f)); err != nil {
+				return err
+			}
+		}
+		l.printf("lab: agent initramfs for this imaged binary taken from %s", built)
+		return os.WriteFile(stamp, []byte(sum), 0o644)
+	}
 	l.printf("lab: building the agent's initramfs from Debian's kernel package (kept in %s)", cacheDir)
 	deb, err := initrd.DownloadKernel(ctx, cacheDir)
 	if err != nil {
@@ -105,6 +117,15 @@ func (l *Lab) PrepareAssets(ctx context.Context, cacheDir string) error {
 		return err
 	}
 	l.printf("lab: built initrd.img (%d modules, %.1f MiB, kernel %s) in %s", len(res.Modules), float64(res.Size)/(1<<20), res.KernelVersion, time.Since(start).Round(time.Millisecond))
+	// Keep only this binary's build in the cache.
+	os.RemoveAll(filepath.Join(cacheDir, "built"))
+	if err := os.MkdirAll(built, 0o755); err == nil {
+		for _, f := range []string{"initrd.img", "vmlinuz"} {
+			if err := copyFile(filepath.Join(l.BootDir(), f), filepath.Join(built, f)); err != nil {
+				l.printf("lab: cannot keep %s in the cache: %v", f, err)
+			}
+		}
+	}
 	return os.WriteFile(stamp, []byte(sum), 0o644)
 }
 
@@ -113,9 +134,15 @@ type Config struct {
 	Mode      string // server or proxy
 	Blades    []Blade
 	LogLevel  string
-	UEFIFile  string // ipxe.efi (default) or snponly.efi
-	NoTFTP    bool   // turn TFTP off (UEFI firmware then falls back to UEFI HTTP boot)
-	ExtraYAML string // appended as is
+	UEFIFile  string  // ipxe.efi (default) or snponly.efi
+	NoTFTP    bool    // turn TFTP off (UEFI firmware then falls back to UEFI HTTP boot)
+	BMC       *BMCRef // the chassis BMC every blade is behind, if any
+	ExtraYAML string  // appended as is
+}
+
+// BMCRef is how imaged reaches the lab's Redfish emulator.
+type BMCRef struct {
+	Name, URL, CAFile, Credentials string
 }
 
 // WriteConfig writes the daemon's config file and returns its path.
@@ -143,9 +170,15 @@ func (l *Lab) WriteConfig(c Config) (string, error) {
 		fmt.Fprintf(&b, "tftp: {listen: %s:69}\n", ServerIP)
 	}
 	fmt.Fprintf(&b, "boot:\n  assets_dir: %s\n  uefi_file: %s\n  agent: {kernel: vmlinuz, initrd: initrd.img, cmdline: console=ttyS0}\n", l.BootDir(), c.UEFIFile)
+	if c.BMC != nil {
+		fmt.Fprintf(&b, "bmcs:\n  - name: %s\n    url: %s\n    ca_file: %s\n    credentials: %s\n", c.BMC.Name, c.BMC.URL, c.BMC.CAFile, c.BMC.Credentials)
+	}
 	b.WriteString("machines:\n")
 	for i, bl := range c.Blades {
 		fmt.Fprintf(&b, "  - id: %s\n    macs: [%s]\n    chassis: lab\n    slot: %d\n    worker_group: lab\n    worker_type: qemu-%s\n    boot: agent\n", bl.ID, bl.MAC, i+1, bl.Firmware)
+		if c.BMC != nil {
+			fmt.Fprintf(&b, "    bmc: %s\n", c.BMC.Name)
+		}
 		if bl.IP != "" && c.Mode != "proxy" {
 			fmt.Fprintf(&b, "    ip: %s\n", bl.IP)
 		}

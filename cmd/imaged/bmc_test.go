@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/vbmc"
+)
+
+// testBlade is a machine behind the emulator: it only remembers its power and how it booted.
+type testBlade struct {
+	id  string
+	mac net.HardwareAddr
+
+	mu    sync.Mutex
+	on    bool
+	boots []vbmc.BootSource
+}
+
+func (b *testBlade) ID() string            { return b.id }
+func (b *testBlade) MAC() net.HardwareAddr { return b.mac }
+func (b *testBlade) ConsolePath() string   { return "" }
+func (b *testBlade) PowerState() vbmc.PowerState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.on {
+		return vbmc.StateOn
+	}
+	return vbmc.StateOff
+}
+func (b *testBlade) PowerOn(ctx context.Context, boot vbmc.Boot) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.on = true
+	b.boots = append(b.boots, boot.Source)
+	return nil
+}
+func (b *testBlade) ForceOff(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.on = false
+	return nil
+}
+func (b *testBlade) GracefulShutdown(ctx context.Context) error { return b.ForceOff(ctx) }
+
+// bmcLab is a Redfish emulator on 127.0.0.1 with two blades (HTTPS, its own CA) and a config
+// whose machines are behind it: ms1-c1n1 found by its MAC, ms1-c1n2 by bmc_system.
+func bmcLab(t *testing.T) (cfgPath string, blades []*testBlade) {
+	t.Helper()
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "bmc"), 0o700)
+	ca, cert, key, err := vbmc.GenerateCA(filepath.Join(dir, "bmc"), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bs []vbmc.Blade
+	for i := range 2 {
+		mac, _ := net.ParseMAC(fmt.Sprintf("52:54:00:99:00:%02x", 0x11+i))
+		b := &testBlade{id: fmt.Sprintf("blade-%d", i+1), mac: mac}
+		blades = append(blades, b)
+		bs = append(bs, b)
+	}
+	srv, err := vbmc.New(vbmc.Config{Addr: "127.0.0.1:0", CertFile: cert, KeyFile: key, Username: "admin", Password: "s3cret-pw"}, bs, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	cred := filepath.Join(dir, "bmc", "cred")
+	os.WriteFile(cred, []byte("username: admin\npassword: s3cret-pw\n"), 0o600)
+	cfgPath = imageConfig(t, dir)
+	b, _ := os.ReadFile(cfgPath)
+	text := strings.Replace(string(b), "machines:\n  - {id: ms1-c1n1, macs: [\"52:54:00:99:00:11\"]}\n", fmt.Sprintf(`bmcs:
+  - {name: ms1, url: %q, ca_file: %q, credentials: %q}
+machines:
+  - {id: ms1-c1n1, macs: ["52:54:00:99:00:11"], bmc: ms1}
+  - {id: ms1-c1n2, macs: ["52:54:00:99:00:99"], bmc: ms1, bmc_system: blade-2}
+  - {id: ms1-c1n3, macs: ["52:54:00:99:00:13"]}
+`, srv.URL(), ca, cred), 1)
+	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, blades
+}
+
+// The bmc commands against an independent Redfish implementation: by themselves, then through
+// a running daemon's control socket.
+func TestBMCCommands(t *testing.T) {
+	cfgPath, blades := bmcLab(t)
+	steps := func(t *testing.T) {
+		out, stderr, err := runCmd(t, "bmc", "inventory", "-config", cfgPath, "ms1")
+		if err != nil || !strings.Contains(out, "BMC ms1: 2 systems") || !strings.Contains(out, "blade-2") {
+			t.Fatalf("inventory ms1: %v\n%s%s", err, out, stderr)
+		}
+		if out, _, err := runCmd(t, "bmc", "boot", "-config", cfgPath, "-by", "alice", "ms1-c1n1", "pxe"); err != nil || !strings.Contains(out, "system blade-1") || !strings.Contains(out, "Once: pxe") {
+			t.Errorf("boot (system found by MAC): %v\n%s", err, out)
+		}
+		if out, _, err := runCmd(t, "bmc", "power", "-config", cfgPath, "ms1-c1n1", "on"); err != nil || !strings.Contains(out, "power          On") {
+			t.Errorf("power on: %v\n%s", err, out)
+		}
+		if out, _, err := runCmd(t, "bmc", "power", "-config", cfgPath, "ms1-c1n2", "cycle"); err != nil || !strings.Contains(out, "system blade-2") {
+			t.Errorf("power cycle (system from bmc_system): %v\n%s", err, out)
+		}
+		if out, _, err := runCmd(t, "bmc", "power", "-config", cfgPath, "ms1-c1n1", "off"); err != nil || !strings.Contains(out, "power          Off") {
+			t.Errorf("power off: %v\n%s", err, out)
+		}
+		if _, _, err := runCmd(t, "bmc", "power", "-config", cfgPath, "ms1-c1n3", "on"); err == nil || !strings.Contains(err.Error(), "no BMC configured") {
+			t.Errorf("a machine without a BMC: %v", err)
+		}
+		if _, _, err := runCmd(t, "bmc", "power", "-config", cfgPath, "ms1-c1n1", "explode"); err == nil || exitCode(err) != 2 {
+			t.Errorf("an unknown action: %v", err)
+		}
+	}
+	t.Run("by itself", func(t *testing.T) {
+		steps(t)
+		if got := fmt.Sprint(blades[0].boots); got != "[Pxe]" {
+			t.Errorf("blade-1 booted %s, want one PXE boot", got)
+		}
+	})
+	t.Run("through the daemon", func(t *testing.T) {
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := newDaemon(cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.run(ctx) }()
+		defer func() { stop(); <-done; d.close() }()
+		steps(t)
+		if got := fmt.Sprint(blades[0].boots); got != "[Pxe Pxe]" {
+			t.Errorf("blade-1 booted %s, want a second PXE boot", got)
+		}
+		ev, _ := d.inv.Events("ms1-c1n1", 0)
+		var msgs []string
+		for _, e := range ev {
+			msgs = append(msgs, e.Message)
+		}
+		if s := strings.Join(msgs, "\n"); !strings.Contains(s, "next boot once from pxe (read back) by alice (uid") || !strings.Contains(s, "power off (read back) by") {
+			t.Errorf("the daemon's events for ms1-c1n1:\n%s", s)
+		}
+	})
+}

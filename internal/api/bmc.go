@@ -1,0 +1,259 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/imaged/imaged/internal/power"
+	"github.com/imaged/imaged/internal/store"
+)
+
+// BMCs is what the API asks of the daemon's BMC drivers, by machine id or BMC name.
+type BMCs interface {
+	BMCName(machine string) string
+	System(ctx context.Context, machine string) (power.System, error)
+	Power(ctx context.Context, machine string, a power.Action) error
+	BootOnce(ctx context.Context, machine string, t power.BootTarget, uri string) error
+	Systems(ctx context.Context, bmc string) ([]power.System, error)
+	Health(bmc string) (power.Health, bool)
+	Names() []string
+}
+
+// BMCSystem is one system as its BMC describes it.
+type BMCSystem struct {
+	ID           string       `json:"id"`
+	Name         string       `json:"name,omitempty"`
+	Manufacturer string       `json:"manufacturer,omitempty"`
+	Model        string       `json:"model,omitempty"`
+	SerialNumber string       `json:"serial_number,omitempty"`
+	Health       string       `json:"health,omitempty"`
+	Power        string       `json:"power"`
+	MACs         []string     `json:"macs"`
+	ResetTypes   []string     `json:"reset_types,omitempty"`
+	Boot         BootOverride `json:"boot"`
+}
+
+// BootOverride is a system's boot source override.
+type BootOverride struct {
+	Target  string   `json:"target"`
+	Enabled string   `json:"enabled"`
+	Mode    string   `json:"mode,omitempty"`
+	URI     string   `json:"uri,omitempty"`
+	Targets []string `json:"targets,omitempty"`
+}
+
+// BMCHealth is a BMC's circuit breaker: degraded while calls to it fail fast.
+type BMCHealth struct {
+	Degraded  bool       `json:"degraded"`
+	Failures  int        `json:"failures"`
+	LastError string     `json:"last_error,omitempty"`
+	Since     *time.Time `json:"since,omitempty"`
+}
+
+// MachinePower is GET /api/v1/machines/{id}/bmc and the reply to power and boot changes.
+type MachinePower struct {
+	Machine string     `json:"machine"`
+	BMC     string     `json:"bmc"`
+	System  BMCSystem  `json:"system"`
+	Health  *BMCHealth `json:"health,omitempty"`
+}
+
+// BMCInfo is one BMC and, for GET /api/v1/bmcs/{name}, the systems behind it.
+type BMCInfo struct {
+	Name    string      `json:"name"`
+	Health  *BMCHealth  `json:"health,omitempty"`
+	Systems []BMCSystem `json:"systems,omitempty"`
+}
+
+// PowerRequest asks for a power action: on, off, shutdown, restart, graceful-restart, cycle.
+type PowerRequest struct {
+	Action string `json:"action"`
+}
+
+// BootRequest sets a one-time boot: pxe, disk, uefi-http (with uri) or none.
+type BootRequest struct {
+	Target string `json:"target"`
+	URI    string `json:"uri,omitempty"`
+}
+
+// MachineView is a machine with its BMC's health, for the machine list.
+type MachineView struct {
+	store.Machine
+	BMCHealth *BMCHealth `json:"bmc_health,omitempty"`
+}
+
+// SystemView is the API's view of a system.
+func SystemView(s power.System) BMCSystem {
+	out := BMCSystem{ID: s.ID, Name: s.Name, Manufacturer: s.Manufacturer, Model: s.Model, SerialNumber: s.SerialNumber,
+		Health: s.Health, Power: string(s.Power), MACs: []string{}, ResetTypes: s.ResetTypes,
+		Boot: BootOverride{Target: string(s.Boot.Target), Enabled: s.Boot.Enabled, Mode: s.Boot.Mode, URI: s.Boot.URI, Targets: s.Boot.Targets}}
+	for _, m := range s.MACs {
+		out.MACs = append(out.MACs, m.String())
+	}
+	return out
+}
+
+func (s *Server) health(bmc string) *BMCHealth {
+	if s.bmcs == nil || bmc == "" {
+		return nil
+	}
+	h, ok := s.bmcs.Health(bmc)
+	if !ok {
+		return nil
+	}
+	out := &BMCHealth{Degraded: h.Degraded, Failures: h.Failures, LastError: h.LastError}
+	if !h.Since.IsZero() {
+		out.Since = &h.Since
+	}
+	return out
+}
+
+func (s *Server) registerBMC(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/bmcs", s.listBMCs)
+	mux.HandleFunc("GET /api/v1/bmcs/{name}", s.getBMC)
+	mux.HandleFunc("GET /api/v1/machines/{id}/bmc", s.machineBMC)
+	mux.HandleFunc("POST /api/v1/machines/{id}/power", require(ScopeOperate, s.power))
+	mux.HandleFunc("POST /api/v1/machines/{id}/boot", require(ScopeOperate, s.boot))
+}
+
+// powerError answers a BMC failure: the caller's mistake is 4xx, the BMC's trouble is 5xx (502
+// when it refused or garbled, 503 while its breaker is open, 504 when it did not answer or the
+// state was not reached in time).
+func (s *Server) powerError(w http.ResponseWriter, field string, err error) {
+	switch {
+	case errors.Is(err, errNoBMCs):
+		fail(w, http.StatusConflict, "id", "%v", err)
+	case errors.Is(err, power.ErrNotFound):
+		fail(w, http.StatusNotFound, field, "%v", err)
+	case errors.Is(err, power.ErrUnsupported):
+		fail(w, http.StatusBadRequest, field, "%v", err)
+	case errors.Is(err, power.ErrDegraded):
+		w.Header().Set("Retry-After", "60")
+		fail(w, http.StatusServiceUnavailable, "", "%v", err)
+	case errors.Is(err, power.ErrTimeout):
+		fail(w, http.StatusGatewayTimeout, "", "%v", err)
+	case errors.Is(err, power.ErrPrecondition):
+		fail(w, http.StatusConflict, "", "%v", err)
+	case errors.Is(err, context.Canceled):
+		fail(w, http.StatusServiceUnavailable, "", "the request was cancelled: %v", err)
+	default:
+		fail(w, http.StatusBadGateway, "", "%v", err)
+	}
+}
+
+var errNoBMCs = errors.New("machine has no BMC configured (set machines[].bmc)")
+
+// machineWithBMC checks that id exists and has a BMC.
+func (s *Server) machineWithBMC(w http.ResponseWriter, id string) (string, bool) {
+	if _, ok := s.inv.Machine(id); !ok {
+		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+		return "", false
+	}
+	bmc := ""
+	if s.bmcs != nil {
+		bmc = s.bmcs.BMCName(id)
+	}
+	if bmc == "" {
+		s.powerError(w, "id", errNoBMCs)
+		return "", false
+	}
+	return bmc, true
+}
+
+func (s *Server) machinePower(w http.ResponseWriter, r *http.Request, id, bmc string, status int) {
+	sys, err := s.bmcs.System(r.Context(), id)
+	if err != nil {
+		s.powerError(w, "id", err)
+		return
+	}
+	writeJSON(w, status, MachinePower{Machine: id, BMC: bmc, System: SystemView(sys), Health: s.health(bmc)})
+}
+
+func (s *Server) machineBMC(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	bmc, ok := s.machineWithBMC(w, id)
+	if !ok {
+		return
+	}
+	s.machinePower(w, r, id, bmc, http.StatusOK)
+}
+
+func (s *Server) power(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	bmc, ok := s.machineWithBMC(w, id)
+	if !ok {
+		return
+	}
+	var req PowerRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	a, err := power.ParseAction(req.Action)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "action", "%v", err)
+		return
+	}
+	if err := s.bmcs.Power(r.Context(), id, a); err != nil {
+		s.powerError(w, "action", err)
+		return
+	}
+	s.inv.Event(store.Event{Machine: id, Kind: "power", Message: "power " + string(a) + " (read back) by " + by(r)})
+	s.machinePower(w, r, id, bmc, http.StatusOK)
+}
+
+func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	bmc, ok := s.machineWithBMC(w, id)
+	if !ok {
+		return
+	}
+	var req BootRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	t, err := power.ParseBootTarget(req.Target)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "target", "%v", err)
+		return
+	}
+	if (t == power.UefiHttp) != (req.URI != "") {
+		fail(w, http.StatusBadRequest, "uri", "a uri is needed for uefi-http and only for it")
+		return
+	}
+	if err := s.bmcs.BootOnce(r.Context(), id, t, req.URI); err != nil {
+		s.powerError(w, "target", err)
+		return
+	}
+	s.inv.Event(store.Event{Machine: id, Kind: "power", Message: "next boot once from " + string(t) + " (read back) by " + by(r)})
+	s.machinePower(w, r, id, bmc, http.StatusOK)
+}
+
+func (s *Server) listBMCs(w http.ResponseWriter, r *http.Request) {
+	out := []BMCInfo{}
+	if s.bmcs != nil {
+		for _, n := range s.bmcs.Names() {
+			out = append(out, BMCInfo{Name: n, Health: s.health(n)})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getBMC(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if s.bmcs == nil {
+		fail(w, http.StatusNotFound, "name", "no BMC named %q: none are configured", name)
+		return
+	}
+	systems, err := s.bmcs.Systems(r.Context(), name)
+	if err != nil {
+		s.powerError(w, "name", err)
+		return
+	}
+	info := BMCInfo{Name: name, Health: s.health(name), Systems: []BMCSystem{}}
+	for _, sys := range systems {
+		info.Systems = append(info.Systems, SystemView(sys))
+	}
+	writeJSON(w, http.StatusOK, info)
+}
