@@ -26,7 +26,7 @@ var ErrNotFound = errors.New("not found")
 var ErrLocked = errors.New("the state file is in use by another imaged process")
 
 // SchemaVersion is the layout this binary writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 var (
 	bucketMeta     = []byte("meta")
@@ -61,6 +61,8 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	// 2 → 3: reimage jobs (jobs.go).
+	migrateJobs,
 }
 
 // Store is an open state file. It is safe for concurrent use.

@@ -181,7 +181,7 @@ func TestMigrationFromVersion1(t *testing.T) {
 	}
 	s := open(t, path)
 	defer s.Close()
-	if v, _ := s.Version(); v != 2 {
+	if v, _ := s.Version(); v != SchemaVersion {
 		t.Fatalf("version after migration = %d", v)
 	}
 	if m, err := s.Machine("m1"); err != nil || m.Boot != "agent" {

@@ -1,0 +1,186 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Reimage jobs. The store keeps each job as an opaque JSON document (only internal/jobs reads
+// it) inside a small envelope that says what the store needs to index and bound the jobs: the
+// job's id, its machine, and whether it has finished. Job ids sort by creation time, so every
+// listing is oldest first.
+//
+// Finished jobs are bounded per machine: when a job finishes, the oldest finished jobs of its
+// machine beyond MaxFinishedJobs are deleted in the same transaction. Unfinished jobs are never
+// deleted. A machine's history is thus its last MaxFinishedJobs reimages and reboots whatever
+// their age, which keeps the file small (a job is a few KiB) and keeps the history of a machine
+// that is rarely reimaged.
+
+// MaxFinishedJobs is how many finished jobs are kept per machine.
+const MaxFinishedJobs = 100
+
+var (
+	bucketJobs          = []byte("jobs")            // id → JobRecord
+	bucketJobsActive    = []byte("jobs_active")     // id → machine, for every unfinished job
+	bucketJobsByMachine = []byte("jobs_by_machine") // machine → (id → "1" finished, "0" not)
+	bucketCheckIns      = []byte("check_ins")       // machine → CheckIn
+)
+
+// migrateJobs is migration 2 → 3: the job buckets and the booted OS's check-ins.
+func migrateJobs(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketJobs, bucketJobsActive, bucketJobsByMachine, bucketCheckIns} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// JobRecord is a job as the store keeps it.
+type JobRecord struct {
+	ID      string          `json:"id"`
+	Machine string          `json:"machine"`
+	Done    bool            `json:"done"`
+	Data    json.RawMessage `json:"data"` // the job, as internal/jobs encodes it
+}
+
+// PutJob stores a job durably (one fsync), replacing the record of the same id. A job cannot
+// move to another machine, and a finished job cannot be reopened. When r finishes a job, the
+// oldest finished jobs of its machine beyond MaxFinishedJobs are deleted.
+func (s *Store) PutJob(r JobRecord) error {
+	if r.ID == "" || r.Machine == "" || !json.Valid(r.Data) {
+		return fmt.Errorf("store: job %q of machine %q: id, machine and JSON data are required", r.ID, r.Machine)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var old JobRecord
+		switch err := get(tx, bucketJobs, r.ID, &old); {
+		case err == nil && old.Machine != r.Machine:
+			return fmt.Errorf("store: job %s belongs to machine %s, not %s: %w", r.ID, old.Machine, r.Machine, ErrConflict)
+		case err == nil && old.Done && !r.Done:
+			return fmt.Errorf("store: job %s has finished and cannot be reopened: %w", r.ID, ErrConflict)
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return err
+		}
+		if err := put(tx, bucketJobs, r.ID, r); err != nil {
+			return err
+		}
+		active := tx.Bucket(bucketJobsActive)
+		if r.Done {
+			if err := active.Delete([]byte(r.ID)); err != nil {
+				return err
+			}
+		} else if err := active.Put([]byte(r.ID), []byte(r.Machine)); err != nil {
+			return err
+		}
+		mb, err := tx.Bucket(bucketJobsByMachine).CreateBucketIfNotExists([]byte(r.Machine))
+		if err != nil {
+			return err
+		}
+		flag := []byte("0")
+		if r.Done {
+			flag = []byte("1")
+		}
+		if err := mb.Put([]byte(r.ID), flag); err != nil {
+			return err
+		}
+		if !r.Done {
+			return nil
+		}
+		return pruneJobs(tx, mb)
+	})
+}
+
+// pruneJobs deletes the oldest finished jobs of one machine's index beyond MaxFinishedJobs.
+func pruneJobs(tx *bolt.Tx, mb *bolt.Bucket) error {
+	var done [][]byte
+	_ = mb.ForEach(func(k, v []byte) error {
+		if string(v) == "1" {
+			done = append(done, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range done[:max(0, len(done)-MaxFinishedJobs)] {
+		if err := mb.Delete(k); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketJobs).Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Job returns one job; an unknown id matches ErrNotFound.
+func (s *Store) Job(id string) (JobRecord, error) {
+	var r JobRecord
+	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketJobs, id, &r) })
+	if err != nil {
+		return r, fmt.Errorf("store: job %q: %w", id, err)
+	}
+	return r, nil
+}
+
+// Jobs returns the jobs of machine (of every machine when machine is ""), oldest first.
+func (s *Store) Jobs(machine string) ([]JobRecord, error) {
+	if machine == "" {
+		return list[JobRecord](s.db, bucketJobs)
+	}
+	var out []JobRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		mb := tx.Bucket(bucketJobsByMachine).Bucket([]byte(machine))
+		if mb == nil {
+			return nil
+		}
+		return mb.ForEach(func(k, _ []byte) error {
+			var r JobRecord
+			if err := get(tx, bucketJobs, string(k), &r); err != nil {
+				return fmt.Errorf("store: job %s of machine %s: %w", k, machine, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// ActiveJobs returns every unfinished job, oldest first: what a restarted daemon drives on.
+func (s *Store) ActiveJobs() ([]JobRecord, error) {
+	var out []JobRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobsActive).ForEach(func(k, _ []byte) error {
+			var r JobRecord
+			if err := get(tx, bucketJobs, string(k), &r); err != nil {
+				return fmt.Errorf("store: active job %s: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// CheckIn is the latest report of a machine's booted operating system about the image it runs.
+type CheckIn struct {
+	Machine string    `json:"machine"`
+	Digest  string    `json:"digest"` // what the OS says it runs
+	Time    time.Time `json:"time"`
+	// Expected is the digest the machine should run (its assigned image) when the OS checked in;
+	// Stale is true when the OS runs something else.
+	Expected string `json:"expected,omitempty"`
+	Stale    bool   `json:"stale"`
+}
+
+// PutCheckIn stores the latest check-in of a machine, replacing the previous one.
+func (s *Store) PutCheckIn(c CheckIn) error {
+	if c.Machine == "" {
+		return fmt.Errorf("store: check-in without a machine")
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketCheckIns, c.Machine, c) })
+}
+
+// CheckIns returns the latest check-in of every machine that checked in, by machine id.
+func (s *Store) CheckIns() ([]CheckIn, error) { return list[CheckIn](s.db, bucketCheckIns) }
