@@ -82,6 +82,14 @@ func TestAgentWorkLoop(t *testing.T) {
 	if w := result(`{"digest": "` + digest + `", "manifest_hash": "mh", "blocks_verified": 10, "device": "/dev/vda"}`); w.Code != 200 || !strings.Contains(w.Body.String(), `"accepted": true`) || current() != digest {
 		t.Errorf("good result: %d %s, current %q", w.Code, w.Body, current())
 	}
+	// The same result again (a lost reply): accepted again, not a 500 the agent would retry.
+	if w := result(`{"digest": "` + digest + `", "manifest_hash": "mh", "blocks_verified": 10, "device": "/dev/vda"}`); w.Code != 200 || !strings.Contains(w.Body.String(), `"accepted": true`) {
+		t.Errorf("repeated good result: %d %s", w.Code, w.Body)
+	}
+	// A result for nothing assigned is refused with a 4xx, so the agent stops sending it.
+	if w := result(`{"digest": "sha256:` + strings.Repeat("ef", 32) + `", "manifest_hash": "mh", "blocks_verified": 10}`); w.Code != 409 || current() != digest {
+		t.Errorf("result with no assignment: %d %s, current %q", w.Code, w.Body, current())
+	}
 	ev, _ := inv.Events("ms1-c1n1", 0)
 	var msgs []string
 	for _, e := range ev {

@@ -76,6 +76,13 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result) (store.Machine,
 	delete(inv.progress, id)
 	inv.mu.Unlock()
 	plan, err := inv.Plan(id)
+	if errors.Is(err, ErrNoPlan) {
+		// The same result again (the agent did not get the reply to the first): the same answer.
+		if r.Error == "" && r.Digest != "" && plan.Machine.CurrentImage == r.Digest {
+			return plan.Machine, nil
+		}
+		return plan.Machine, fmt.Errorf("%w: no image is assigned to %s that this result could be for", ErrResultMismatch, id)
+	}
 	if err != nil {
 		return plan.Machine, err
 	}
