@@ -9,20 +9,30 @@ import (
 
 	"github.com/imaged/imaged/internal/boot"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/store"
 )
 
 // The adapters below let the leaf packages (boot, dhcp, tftp) see the inventory through the
 // small interfaces they declare.
 
-type bootInventory struct{ inv *inventory.Inventory }
+type bootInventory struct {
+	inv  *inventory.Inventory
+	jobs *jobs.Manager // may be nil
+}
 
+// ByMAC gives the machine its configured profile, except while a reimage job has it netboot:
+// then the agent, whatever the profile says (a machine that boots "local" is reimaged too).
 func (b bootInventory) ByMAC(mac net.HardwareAddr) (boot.Machine, bool) {
 	m, ok := b.inv.ByMAC(mac)
 	if !ok {
 		return boot.Machine{}, false
 	}
-	return boot.Machine{ID: m.ID, MAC: mac, Profile: m.Boot, Hostname: m.Hostname, WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType}, true
+	profile := m.Boot
+	if b.jobs != nil && b.jobs.Netbooting(m.ID) {
+		profile = boot.ProfileAgent
+	}
+	return boot.Machine{ID: m.ID, MAC: mac, Profile: profile, Hostname: m.Hostname, WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType}, true
 }
 
 type bootTokens struct{ inv *inventory.Inventory }
@@ -34,6 +44,7 @@ func (b bootTokens) Issue(m boot.Machine) (string, error) {
 // observer turns what the protocol servers did into events on the machines' timelines.
 type observer struct {
 	inv   *inventory.Inventory
+	jobs  *jobs.Manager // may be nil
 	log   *slog.Logger
 	proxy bool // DHCP runs as proxyDHCP
 }
@@ -52,6 +63,9 @@ func (o *observer) ScriptServed(m boot.Machine, remote string) {
 	}
 	o.inv.Event(store.Event{Machine: m.ID, Kind: "script", Message: fmt.Sprintf("iPXE script served (profile %s)", m.Profile),
 		Fields: map[string]string{"remote": remote, "profile": m.Profile}})
+	if o.jobs != nil {
+		o.jobs.Observe(m.ID, jobs.Signal{Kind: jobs.SignalScript})
+	}
 }
 
 func (o *observer) AssetServed(name, remote string, status int, n int64, d time.Duration) {

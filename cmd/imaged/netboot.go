@@ -10,6 +10,7 @@ import (
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/dhcp"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/ra"
 	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/tftp"
@@ -121,6 +122,9 @@ func (o *observer) Observe(ob dhcp.Observation) {
 	}
 	if ob.Addr.IsValid() && (ob.Disposition == dhcp.DispositionAck || ob.Disposition == dhcp.DispositionOffer) {
 		o.inv.NoteAddr(ob.MAC, ob.Addr)
+	}
+	if o.jobs != nil && (ob.Disposition == dhcp.DispositionAck || ob.Disposition == dhcp.DispositionOffer) {
+		o.jobs.Observe(ob.MachineID, jobs.Signal{Kind: jobs.SignalDHCP})
 	}
 	msg := fmt.Sprintf("DHCP %s from %s client: %s", ob.MsgType, ob.Client, ob.Disposition)
 	if o.proxy {

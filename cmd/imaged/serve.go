@@ -25,6 +25,7 @@ import (
 	"github.com/imaged/imaged/internal/boot"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/version"
 )
@@ -84,6 +85,7 @@ type daemon struct {
 	st         *store.Store
 	inv        *inventory.Inventory
 	bmcs       *bmcs
+	jobs       *jobs.Manager
 	reg        *prometheus.Registry
 	components map[string]component
 	httpLn     net.Listener
@@ -115,7 +117,16 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	obs := &observer{inv: d.inv, log: log, proxy: cfg.DHCP.Mode == config.ModeProxy}
+	d.bmcs, err = newBMCs(cfg, log, d.reg, d.inv.Event)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.bmcs.close)
+	if d.jobs, err = newJobs(d); err != nil {
+		return nil, err
+	}
+	d.components["jobs"] = d.jobs
+	obs := &observer{inv: d.inv, jobs: d.jobs, log: log, proxy: cfg.DHCP.Mode == config.ModeProxy}
 	if err := syncBootPrograms(cfg, log); err != nil {
 		return nil, err
 	}
@@ -127,7 +138,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		Agent:          boot.Agent{Kernel: cfg.Boot.Agent.Kernel, Initrd: cfg.Boot.Agent.Initrd, Cmdline: cfg.Boot.Agent.Cmdline},
 		Profiles:       cfg.Boot.Profiles,
 		UnknownProfile: unknownProfile(cfg),
-	}, boot.Deps{Inventory: bootInventory{d.inv}, Tokens: bootTokens{d.inv}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
+	}, boot.Deps{Inventory: bootInventory{d.inv, d.jobs}, Tokens: bootTokens{d.inv}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -143,12 +154,8 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	d.bmcs, err = newBMCs(cfg, log, d.reg, d.inv.Event)
-	if err != nil {
-		return nil, err
-	}
-	d.closers = append(d.closers, d.bmcs.close)
-	api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api")}).Register(mux)
+	api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)},
+		PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api")}).Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)
 	d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen.String())

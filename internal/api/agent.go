@@ -8,7 +8,15 @@ import (
 
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/jobs"
 )
+
+// signal passes an observation to the machine's job, if jobs run here.
+func (s *Server) signal(machine string, sig jobs.Signal) {
+	if s.jobs != nil {
+		s.jobs.Observe(machine, sig)
+	}
+}
 
 // The agent's work loop: GET /agent/v1/plan says what to write, POST /agent/v1/progress reports
 // every second while it writes, POST /agent/v1/result reports the outcome. Each request carries
@@ -39,6 +47,9 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// An agent asking for work is alive on the machine: after a daemon restart this is how a
+	// job that was waiting for the hello learns of it.
+	s.signal(id, jobs.Signal{Kind: jobs.SignalHello})
 	p, err := s.inv.Plan(id)
 	switch {
 	case errors.Is(err, inventory.ErrNoPlan):
@@ -71,6 +82,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.inv.ReportProgress(id, p)
+	s.signal(id, jobs.Signal{Kind: jobs.SignalProgress, Progress: &p})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -86,6 +98,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	m, err := s.inv.RecordResult(id, res)
 	if errors.Is(err, inventory.ErrResultMismatch) {
 		s.log.Warn("agent result refused", "machine", id, "err", err)
+		s.signal(id, jobs.Signal{Kind: jobs.SignalResult, Reason: "the server refused the agent's result: " + err.Error()})
 		fail(w, http.StatusConflict, "digest", "%v", err)
 		return
 	}
@@ -94,6 +107,11 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	accepted := res.Error == "" && m.CurrentImage == res.Digest
+	if accepted {
+		s.signal(id, jobs.Signal{Kind: jobs.SignalResult, Verified: true})
+	} else {
+		s.signal(id, jobs.Signal{Kind: jobs.SignalResult, Reason: "the agent failed to write: " + res.Error})
+	}
 	s.log.Info("agent result", "machine", id, "accepted", accepted, "digest", res.Digest, "error", res.Error)
 	writeJSON(w, http.StatusOK, agentapi.ResultReply{Accepted: accepted, Action: agentapi.ActionWait})
 }

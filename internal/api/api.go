@@ -5,6 +5,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +16,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -29,6 +32,7 @@ type Server struct {
 	inv       *inventory.Inventory
 	blobs     Blobs
 	bmcs      BMCs
+	jobs      Jobs
 	log       *slog.Logger
 	publicURL *url.URL
 }
@@ -39,13 +43,14 @@ type Deps struct {
 	Inventory *inventory.Inventory
 	Blobs     Blobs
 	BMCs      BMCs
+	Jobs      Jobs
 	PublicURL *url.URL // how blades reach imaged (for the URLs in plans)
 	Log       *slog.Logger
 }
 
 // New returns the API server.
 func New(d Deps) *Server {
-	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, log: d.Log, publicURL: d.PublicURL}
+	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, log: d.Log, publicURL: d.PublicURL}
 }
 
 // Register adds the API's routes to mux.
@@ -60,6 +65,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/unknown-clients", s.unknownClients)
 	s.registerCatalog(mux)
 	s.registerBMC(mux)
+	s.registerJobs(mux)
 }
 
 // Error is the body of every error response.
@@ -149,6 +155,7 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("agent hello", "machine", m.ID, "mac", mac, "ip", req.IP, "agent_version", req.AgentVersion)
+	s.signal(m.ID, jobs.Signal{Kind: jobs.SignalHello})
 	writeJSON(w, http.StatusOK, agentapi.HelloReply{MachineID: m.ID, Action: agentapi.ActionWait})
 }
 
@@ -156,11 +163,7 @@ func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
 	ms := s.inv.Machines()
 	out := make([]MachineView, 0, len(ms))
 	for _, m := range ms {
-		v := MachineView{Machine: m}
-		if s.bmcs != nil {
-			v.BMCHealth = s.health(s.bmcs.BMCName(m.ID))
-		}
-		out = append(out, v)
+		out = append(out, s.view(m))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -171,7 +174,38 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", r.PathValue("id"))
 		return
 	}
-	writeJSON(w, http.StatusOK, m)
+	v := s.view(m)
+	if s.bmcs != nil && s.bmcs.BMCName(m.ID) != "" {
+		// One machine: worth a BMC call for its power and health (bounded; the list does not).
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		sys, err := s.bmcs.System(ctx, m.ID)
+		cancel()
+		if err == nil {
+			v.Power, v.Health = string(sys.Power), sys.Health
+		} else {
+			v.Power = "unknown: " + err.Error()
+		}
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// view adds what other parts of the daemon know about m.
+func (s *Server) view(m store.Machine) MachineView {
+	v := MachineView{Machine: m}
+	if s.bmcs != nil {
+		v.BMCHealth = s.health(s.bmcs.BMCName(m.ID))
+	}
+	if s.jobs != nil {
+		if js := s.jobs.List(jobs.Filter{Machine: m.ID, Limit: 1}); len(js) > 0 {
+			j := js[0]
+			v.LastJob = &JobSummary{ID: j.ID, Kind: string(j.Kind), State: string(j.State), Phase: string(j.Phase), Reason: j.Reason}
+		}
+		if c, ok := s.jobs.LastCheckIn(m.ID); ok {
+			v.Stale = c.Stale
+			v.CheckIn = &c
+		}
+	}
+	return v
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {

@@ -78,10 +78,26 @@ type BootRequest struct {
 	URI    string `json:"uri,omitempty"`
 }
 
-// MachineView is a machine with its BMC's health, for the machine list.
+// MachineView is a machine with what the daemon knows of it beyond the inventory: its BMC's
+// health, its last job, its last check-in (stale: it runs an image other than its assigned
+// one) and, for a single machine, its power and health as its BMC reads them.
 type MachineView struct {
 	store.Machine
-	BMCHealth *BMCHealth `json:"bmc_health,omitempty"`
+	BMCHealth *BMCHealth     `json:"bmc_health,omitempty"`
+	Power     string         `json:"power,omitempty"`
+	Health    string         `json:"health,omitempty"`
+	LastJob   *JobSummary    `json:"last_job,omitempty"`
+	Stale     bool           `json:"stale"`
+	CheckIn   *store.CheckIn `json:"check_in,omitempty"`
+}
+
+// JobSummary is a machine's latest job, in the machine list.
+type JobSummary struct {
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	State  string `json:"state"`
+	Phase  string `json:"phase"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // SystemView is the API's view of a system.

@@ -23,8 +23,35 @@ type File struct {
 	TFTP     TFTP      `yaml:"tftp"`
 	Boot     Boot      `yaml:"boot"`
 	BMCs     []BMC     `yaml:"bmcs"`
+	Jobs     Jobs      `yaml:"jobs"`
 	Machines []Machine `yaml:"machines"`
 }
+
+// Jobs tunes the reimage jobs. Zero values take the defaults for real hardware.
+type Jobs struct {
+	// Timeouts per phase (queued, fencing, boot-set, powering-on, netbooting, writing,
+	// verifying, rebooting, booting-os, ready, stopping), replacing the defaults given.
+	Timeouts     map[string]Duration `yaml:"timeouts"`
+	AgentSilence Duration            `yaml:"agent_silence"` // a writing agent silent this long is lost (3m)
+	PerChassis   int                 `yaml:"per_chassis"`   // reimages at once per chassis (8)
+	LinkMbps     int64               `yaml:"link_mbps"`     // the link to the blades, for admission and ETAs (10000)
+	Probe        *Probe              `yaml:"probe"`         // readiness; default: the OS checks in with its digest
+	// LeaveFailedOn leaves a machine whose write failed in the agent for inspection instead of
+	// powering it off.
+	LeaveFailedOn bool `yaml:"leave_failed_on"`
+}
+
+// Probe is a readiness check against a machine's address after it booted its new image.
+type Probe struct {
+	Kind    string `yaml:"kind"` // tcp or http
+	Port    int    `yaml:"port"`
+	Path    string `yaml:"path"`     // http; default /
+	Status  int    `yaml:"status"`   // http; default 200
+	CheckIn bool   `yaml:"check_in"` // also require the OS's check-in with the image digest
+}
+
+// JobPhases are the phases jobs.timeouts may name.
+var JobPhases = []string{"queued", "fencing", "boot-set", "powering-on", "netbooting", "writing", "verifying", "rebooting", "booting-os", "ready", "stopping"}
 
 // BMC is one Redfish service: a blade's own BMC, or a chassis manager fronting many systems
 // (a Moonshot chassis manager fronts 45 cartridges).
@@ -124,6 +151,7 @@ type Machine struct {
 	WorkerType  string `yaml:"worker_type"`
 	BMC         string `yaml:"bmc"`        // a bmcs[].name
 	BMCSystem   string `yaml:"bmc_system"` // its Redfish System Id there; default: the system with one of macs
+	Probe       *Probe `yaml:"probe"`      // readiness after a reimage; default jobs.probe
 	Boot        string `yaml:"boot"`       // profile; default boot.default_profile
 }
 

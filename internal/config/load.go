@@ -254,6 +254,11 @@ bmcs:
     credentials: /etc/imaged/bmc/ms1   # "username: …" and "password: …" lines, mode 0600
     ca_file: /etc/imaged/bmc/ms1-ca.pem
     timeout: 10s
+jobs:
+  timeouts: {netbooting: 15m}   # phases: queued, fencing, boot-set, powering-on, netbooting, writing, …
+  per_chassis: 8
+  link_mbps: 10000
+  probe: {kind: tcp, port: 22}  # readiness after the reboot; default: the OS checks in
 machines:
   - id: ms1-c1n1
     macs: [52:54:00:99:00:11]

@@ -99,7 +99,54 @@ func (v *validator) validate(f *File) {
 	}
 	v.validateBoot(f)
 	v.validateBMCs(f)
+	v.validateJobs(f)
 	v.validateMachines(f)
+}
+
+func (v *validator) validateJobs(f *File) {
+	j := &f.Jobs
+	for phase, d := range j.Timeouts {
+		key := "jobs.timeouts." + phase
+		if !oneOf(phase, JobPhases...) {
+			v.fail(key, "%q is not a phase (use %s)", phase, strings.Join(JobPhases, ", "))
+		} else if d.Duration <= 0 {
+			v.fail(key, "must be a positive duration, like 10m")
+		}
+	}
+	if j.AgentSilence.Duration < 0 {
+		v.fail("jobs.agent_silence", "must not be negative")
+	}
+	if j.PerChassis < 0 || j.PerChassis > 45 {
+		v.fail("jobs.per_chassis", "%d is out of range (0 for the default 8, at most 45)", j.PerChassis)
+	}
+	if j.LinkMbps < 0 {
+		v.fail("jobs.link_mbps", "must not be negative")
+	}
+	v.validateProbe("jobs.probe", j.Probe)
+	for i, m := range f.Machines {
+		v.validateProbe(fmt.Sprintf("machines[%d].probe", i), m.Probe)
+	}
+}
+
+func (v *validator) validateProbe(key string, p *Probe) {
+	if p == nil {
+		return
+	}
+	switch p.Kind {
+	case "tcp", "http":
+		if p.Port < 1 || p.Port > 65535 {
+			v.fail(key+".port", "%d is not a port (1-65535)", p.Port)
+		}
+	case "":
+		if !p.CheckIn {
+			v.fail(key+".kind", "is required: tcp or http (or check_in: true alone)")
+		}
+	default:
+		v.fail(key+".kind", "%q is not a probe (use tcp or http)", p.Kind)
+	}
+	if p.Kind != "http" && (p.Path != "" || p.Status != 0) {
+		v.fail(key+".path", "path and status are for http probes only")
+	}
 }
 
 var fingerprint = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)

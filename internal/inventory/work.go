@@ -137,3 +137,18 @@ func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machi
 		Fields: map[string]string{"image": img.Ref(), "digest": img.Digest, "by": by}})
 	return m, nil
 }
+
+// ClearCurrentImage forgets the image machine id runs: its disk is about to be overwritten.
+func (inv *Inventory) ClearCurrentImage(id string) error {
+	if err := inv.st.SetCurrentImage(id, ""); err != nil {
+		return err
+	}
+	m, err := inv.st.Machine(id)
+	if err != nil {
+		return err
+	}
+	inv.mu.Lock()
+	inv.byID[id] = m
+	inv.mu.Unlock()
+	return nil
+}

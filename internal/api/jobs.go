@@ -1,0 +1,337 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strconv"
+
+	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/store"
+)
+
+// Jobs is what the API asks of the reimage jobs.
+type Jobs interface {
+	Submit(ctx context.Context, req jobs.Request) (jobs.Job, error)
+	Cancel(id, by string) (jobs.Job, error)
+	Get(id string) (jobs.Job, bool)
+	List(f jobs.Filter) []jobs.Job
+	Observe(machine string, s jobs.Signal)
+	CheckIn(machine, digest string) (store.CheckIn, error)
+	LastCheckIn(machine string) (store.CheckIn, bool)
+}
+
+// ReimageRequest asks for a machine to be reimaged (and proven to run the image).
+type ReimageRequest struct {
+	Image string      `json:"image"` // name@channel, name@version or sha256:<hex>
+	Probe *jobs.Probe `json:"probe,omitempty"`
+}
+
+// RebootRequest asks for a machine to be restarted into its disk and proven ready.
+type RebootRequest struct {
+	Probe *jobs.Probe `json:"probe,omitempty"`
+}
+
+// CancelReply is the job after a cancel.
+type CancelReply = jobs.Job
+
+// RollerTask is Roller's answer for a forwarded task.
+type RollerTask struct {
+	TaskName    string `json:"task_name"`
+	WorkerID    string `json:"worker_id"`
+	WorkerGroup string `json:"worker_group"`
+	TaskID      string `json:"task_id"`
+}
+
+// Metadata is what a booted machine learns about itself from GET /api/v1/metadata: the published
+// contract, so that nothing has to guess a machine's role.
+type Metadata struct {
+	MachineID     string `json:"machine_id"`
+	Hostname      string `json:"hostname,omitempty"`
+	WorkerGroup   string `json:"worker_group,omitempty"`
+	WorkerType    string `json:"worker_type,omitempty"`
+	Chassis       string `json:"chassis,omitempty"`
+	Slot          int    `json:"slot,omitempty"`
+	AssignedImage string `json:"assigned_image,omitempty"`
+	CurrentImage  string `json:"current_image,omitempty"`
+}
+
+// CheckInRequest is a booted machine saying which image it runs.
+type CheckInRequest struct {
+	Digest string `json:"digest"`
+}
+
+func (s *Server) registerJobs(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/machines/{id}/reimage", require(ScopeOperate, s.reimage))
+	mux.HandleFunc("POST /api/v1/machines/{id}/reboot", require(ScopeOperate, s.reboot))
+	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
+	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
+	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", require(ScopeOperate, s.cancelJob))
+	mux.HandleFunc("POST /api/v1/workers/{worker_id}/group/{worker_group}/jobs", require(ScopeOperate, s.rollerTask))
+	mux.HandleFunc("GET /api/v1/metadata", s.metadata)
+	mux.HandleFunc("POST /api/v1/check-in", s.checkIn)
+}
+
+// jobError answers a jobs error with its status.
+func (s *Server) jobError(w http.ResponseWriter, field string, err error) {
+	switch {
+	case errors.Is(err, jobs.ErrBusy):
+		fail(w, http.StatusConflict, "id", "%v", err)
+	case errors.Is(err, jobs.ErrFinished):
+		fail(w, http.StatusConflict, "id", "%v", err)
+	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, jobs.ErrUnknownMachine):
+		fail(w, http.StatusNotFound, "id", "%v", err)
+	case errors.Is(err, jobs.ErrInvalid):
+		fail(w, http.StatusBadRequest, field, "%v", err)
+	default:
+		s.log.Error("jobs", "err", err)
+		fail(w, http.StatusInternalServerError, "", "the job could not be recorded; see imaged's log")
+	}
+}
+
+func (s *Server) noJobs(w http.ResponseWriter) bool {
+	if s.jobs == nil {
+		fail(w, http.StatusServiceUnavailable, "", "reimage jobs are not running in this imaged")
+		return true
+	}
+	return false
+}
+
+// submitReimage resolves ref and submits a reimage job for machine id.
+func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id, ref string, probe *jobs.Probe) (jobs.Job, bool) {
+	if _, ok := s.inv.Machine(id); !ok {
+		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+		return jobs.Job{}, false
+	}
+	if !s.hasBMC(w, id) {
+		return jobs.Job{}, false
+	}
+	if ref == "" {
+		fail(w, http.StatusBadRequest, "image", "the image is required: name@channel, name@version or sha256:<hex>")
+		return jobs.Job{}, false
+	}
+	img, ok := s.resolve(w, "image", ref)
+	if !ok {
+		return jobs.Job{}, false
+	}
+	j, err := s.jobs.Submit(r.Context(), jobs.Request{Kind: jobs.KindReimage, Machine: id, Image: img, By: by(r), Probe: probe})
+	if err != nil {
+		s.jobError(w, "probe", err)
+		return j, false
+	}
+	s.log.Info("reimage submitted", "job", j.ID, "machine", id, "image", img.Ref(), "digest", img.Digest, "by", j.By)
+	return j, true
+}
+
+// hasBMC refuses a job for a machine imaged cannot power: jobs drive machines through their BMC.
+func (s *Server) hasBMC(w http.ResponseWriter, id string) bool {
+	if s.bmcs == nil || s.bmcs.BMCName(id) == "" {
+		fail(w, http.StatusConflict, "id", "machine %s has no BMC configured (machines[].bmc): imaged powers machines through their BMC to reimage them", id)
+		return false
+	}
+	return true
+}
+
+func (s *Server) reimage(w http.ResponseWriter, r *http.Request) {
+	if s.noJobs(w) {
+		return
+	}
+	var req ReimageRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if j, ok := s.submitReimage(w, r, r.PathValue("id"), req.Image, req.Probe); ok {
+		w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
+		writeJSON(w, http.StatusAccepted, j)
+	}
+}
+
+func (s *Server) submitReboot(w http.ResponseWriter, r *http.Request, id string, probe *jobs.Probe) (jobs.Job, bool) {
+	if _, ok := s.inv.Machine(id); !ok {
+		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+		return jobs.Job{}, false
+	}
+	if !s.hasBMC(w, id) {
+		return jobs.Job{}, false
+	}
+	j, err := s.jobs.Submit(r.Context(), jobs.Request{Kind: jobs.KindReboot, Machine: id, By: by(r), Probe: probe})
+	if err != nil {
+		s.jobError(w, "probe", err)
+		return j, false
+	}
+	return j, true
+}
+
+func (s *Server) reboot(w http.ResponseWriter, r *http.Request) {
+	if s.noJobs(w) {
+		return
+	}
+	var req RebootRequest
+	if r.ContentLength != 0 && !decode(w, r, &req) {
+		return
+	}
+	if j, ok := s.submitReboot(w, r, r.PathValue("id"), req.Probe); ok {
+		w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
+		writeJSON(w, http.StatusAccepted, j)
+	}
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	if s.noJobs(w) {
+		return
+	}
+	q := r.URL.Query()
+	f := jobs.Filter{Machine: q.Get("machine")}
+	if v := q.Get("active"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			fail(w, http.StatusBadRequest, "active", "%q is not true or false", v)
+			return
+		}
+		f.Active = b
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			fail(w, http.StatusBadRequest, "limit", "%q is not a count", v)
+			return
+		}
+		f.Limit = n
+	}
+	if f.Machine != "" {
+		if _, ok := s.inv.Machine(f.Machine); !ok {
+			fail(w, http.StatusNotFound, "machine", "no machine %q in the inventory", f.Machine)
+			return
+		}
+	}
+	out := s.jobs.List(f)
+	if out == nil {
+		out = []jobs.Job{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	if s.noJobs(w) {
+		return
+	}
+	j, ok := s.jobs.Get(r.PathValue("id"))
+	if !ok {
+		fail(w, http.StatusNotFound, "id", "no job %q", r.PathValue("id"))
+		return
+	}
+	writeJSON(w, http.StatusOK, j)
+}
+
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	if s.noJobs(w) {
+		return
+	}
+	j, err := s.jobs.Cancel(r.PathValue("id"), by(r))
+	if err != nil {
+		s.jobError(w, "id", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, j)
+}
+
+// rollerTask takes Roller's actions unchanged: POST
+// /api/v1/workers/{worker_id}/group/{worker_group}/jobs?task_name=reimage|reboot|ping. The
+// worker id is the machine id; a group that is not the machine's worker group is refused, so a
+// forwarded action never lands on the wrong machine. reimage writes the machine's assigned
+// image (or ?image=).
+func (s *Server) rollerTask(w http.ResponseWriter, r *http.Request) {
+	id, group := r.PathValue("worker_id"), r.PathValue("worker_group")
+	task := r.URL.Query().Get("task_name")
+	m, ok := s.inv.Machine(id)
+	if !ok {
+		fail(w, http.StatusNotFound, "worker_id", "no machine %q in the inventory", id)
+		return
+	}
+	if m.WorkerGroup != group {
+		fail(w, http.StatusConflict, "worker_group", "machine %s is in worker group %q, not %q", id, m.WorkerGroup, group)
+		return
+	}
+	reply := RollerTask{TaskName: task, WorkerID: id, WorkerGroup: group}
+	switch task {
+	case "ping":
+		// Roller's liveness check of the worker: answered here; no job.
+		reply.TaskID = "ping-" + id
+		writeJSON(w, http.StatusOK, reply)
+		return
+	case "reimage", "reboot":
+	default:
+		fail(w, http.StatusBadRequest, "task_name", "%q is not a task (reimage, reboot or ping)", task)
+		return
+	}
+	if s.noJobs(w) {
+		return
+	}
+	var j jobs.Job
+	if task == "reimage" {
+		ref := r.URL.Query().Get("image")
+		if ref == "" {
+			ref = m.AssignedImage
+		}
+		if ref == "" {
+			fail(w, http.StatusConflict, "image", "machine %s has no assigned image; give ?image=name@channel", id)
+			return
+		}
+		if j, ok = s.submitReimage(w, r, id, ref, nil); !ok {
+			return
+		}
+	} else if j, ok = s.submitReboot(w, r, id, nil); !ok {
+		return
+	}
+	reply.TaskID = j.ID
+	writeJSON(w, http.StatusOK, reply)
+}
+
+// caller finds the machine a metadata or check-in request comes from by its source address,
+// as a cloud metadata service does: the address imaged leased or reserved for it.
+func (s *Server) caller(w http.ResponseWriter, r *http.Request) (store.Machine, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "", "cannot tell the caller's address")
+		return store.Machine{}, false
+	}
+	m, ok := s.inv.ByAddr(ap.Addr().Unmap())
+	if !ok {
+		fail(w, http.StatusNotFound, "", "no machine in the inventory has the address %s (metadata is served only to machines imaged gave an address)", ap.Addr().Unmap())
+		return m, false
+	}
+	return m, true
+}
+
+func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, Metadata{MachineID: m.ID, Hostname: m.Hostname, WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType,
+		Chassis: m.Chassis, Slot: m.Slot, AssignedImage: m.AssignedImage, CurrentImage: m.CurrentImage})
+}
+
+func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) {
+	m, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	var req CheckInRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if s.noJobs(w) {
+		return
+	}
+	c, err := s.jobs.CheckIn(m.ID, req.Digest)
+	if err != nil {
+		s.jobError(w, "digest", err)
+		return
+	}
+	if c.Stale {
+		s.log.Warn("machine checked in with an image other than its assigned one", "machine", m.ID, "digest", req.Digest, "assigned", m.AssignedImage)
+	}
+	writeJSON(w, http.StatusOK, c)
+}

@@ -1,0 +1,158 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/store"
+)
+
+// fakeJobs records submissions; a machine with a job is busy.
+type fakeJobs struct {
+	jobs     []jobs.Job
+	signals  []string
+	checkIns []string
+}
+
+func (f *fakeJobs) Submit(ctx context.Context, req jobs.Request) (jobs.Job, error) {
+	for _, j := range f.jobs {
+		if j.Machine == req.Machine && !j.State.Done() {
+			return j, fmt.Errorf("jobs: %s: %w", req.Machine, jobs.ErrBusy)
+		}
+	}
+	j := jobs.Job{ID: fmt.Sprintf("job%d", len(f.jobs)+1), Kind: req.Kind, Machine: req.Machine, By: req.By, State: jobs.StateQueued, Phase: jobs.PhaseQueued}
+	if req.Kind == jobs.KindReimage {
+		img := req.Image
+		j.Image = &img
+	}
+	f.jobs = append(f.jobs, j)
+	return j, nil
+}
+func (f *fakeJobs) Cancel(id, by string) (jobs.Job, error) {
+	for i, j := range f.jobs {
+		if j.ID == id {
+			if j.State.Done() {
+				return j, jobs.ErrFinished
+			}
+			f.jobs[i].State = jobs.StateCancelled
+			return f.jobs[i], nil
+		}
+	}
+	return jobs.Job{}, jobs.ErrNotFound
+}
+func (f *fakeJobs) Get(id string) (jobs.Job, bool) {
+	for _, j := range f.jobs {
+		if j.ID == id {
+			return j, true
+		}
+	}
+	return jobs.Job{}, false
+}
+func (f *fakeJobs) List(fl jobs.Filter) []jobs.Job {
+	var out []jobs.Job
+	for i := len(f.jobs) - 1; i >= 0; i-- {
+		if fl.Machine == "" || f.jobs[i].Machine == fl.Machine {
+			out = append(out, f.jobs[i])
+		}
+	}
+	if fl.Limit > 0 && len(out) > fl.Limit {
+		out = out[:fl.Limit]
+	}
+	return out
+}
+func (f *fakeJobs) Observe(machine string, s jobs.Signal) {
+	f.signals = append(f.signals, machine+":"+string(s.Kind))
+}
+func (f *fakeJobs) CheckIn(machine, digest string) (store.CheckIn, error) {
+	f.checkIns = append(f.checkIns, machine+" "+digest)
+	return store.CheckIn{Machine: machine, Digest: digest, Stale: digest != "sha256:"+strings.Repeat("ab", 32)}, nil
+}
+func (f *fakeJobs) LastCheckIn(machine string) (store.CheckIn, bool) { return store.CheckIn{}, false }
+
+func TestJobsAPI(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.SyncMachines([]store.Machine{
+		{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, IP: "192.0.2.1", WorkerGroup: "linux-build", WorkerType: "b-linux-large"},
+		{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}},
+	})
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	st.PutImage(store.Image{Name: "debian", Version: "12.1", Digest: digest})
+	st.Promote("debian", "12.1", "production", "test")
+	inv, _ := inventory.New(st, slog.New(slog.DiscardHandler), time.Hour)
+	fj := &fakeJobs{}
+	mux := http.NewServeMux()
+	u, _ := url.Parse("http://10.99.0.1:8080")
+	New(Deps{Inventory: inv, BMCs: &fakeBMCs{}, Jobs: fj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	op := &Principal{Name: "roller", Scope: ScopeOperate}
+	steps := []struct {
+		name   string
+		call   call
+		status int
+		field  string
+		want   string
+	}{
+		{"reimage without a scope", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{"image":"debian@production"}`, nil}, 401, "", ""},
+		{"reimage a missing image", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{"image":"debian@13"}`, op}, 404, "image", ""},
+		{"reimage without an image", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{}`, op}, 400, "image", "required"},
+		{"reimage an unknown machine", call{"POST", "/api/v1/machines/nope/reimage", `{"image":"debian@production"}`, op}, 404, "id", ""},
+		{"reimage a machine without a BMC", call{"POST", "/api/v1/machines/ms1-c1n2/reimage", `{"image":"debian@production"}`, op}, 409, "id", "no BMC"},
+		{"reimage with a bad probe field", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{"image":"debian@production","probe":{"port":"x"}}`, op}, 400, "probe.port", ""},
+		{"reimage", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{"image":"debian@production"}`, op}, 202, "", `"id": "job1"`},
+		{"a second reimage of a busy machine", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{"image":"debian@12.1"}`, op}, 409, "id", "active job"},
+		{"the job", call{"GET", "/api/v1/jobs/job1", "", nil}, 200, "", `"by": "alice (roller)"`},
+		{"a missing job", call{"GET", "/api/v1/jobs/job9", "", nil}, 404, "id", ""},
+		{"jobs of a machine", call{"GET", "/api/v1/jobs?machine=ms1-c1n1&limit=5", "", nil}, 200, "", `"machine": "ms1-c1n1"`},
+		{"jobs with a bad filter", call{"GET", "/api/v1/jobs?active=maybe", "", nil}, 400, "active", ""},
+		{"the machine shows its last job", call{"GET", "/api/v1/machines", "", nil}, 200, "", `"last_job": {
+      "id": "job1"`},
+		{"cancel", call{"POST", "/api/v1/jobs/job1/cancel", "", op}, 200, "", `"state": "cancelled"`},
+		{"cancel again", call{"POST", "/api/v1/jobs/job1/cancel", "", op}, 409, "id", ""},
+		{"Roller: wrong group", call{"POST", "/api/v1/workers/ms1-c1n1/group/windows/jobs?task_name=reimage", "", op}, 409, "worker_group", "linux-build"},
+		{"Roller: unknown task", call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=format", "", op}, 400, "task_name", ""},
+		{"Roller: ping", call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=ping", "", op}, 200, "", `"task_id": "ping-ms1-c1n1"`},
+		{"Roller: reimage with no assigned image", call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=reimage", "", op}, 409, "image", ""},
+		{"Roller: reimage", call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=reimage&image=debian@production", "", op}, 200, "", `"task_id": "job2"`},
+		{"Roller: reboot of a busy machine", call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=reboot", "", op}, 409, "id", ""},
+	}
+	for _, s := range steps {
+		status, e, body := s.call.do(mux)
+		if status != s.status || e.Field != s.field || !strings.Contains(body, s.want) {
+			t.Errorf("%s: %d field %q, want %d field %q containing %q:\n%s", s.name, status, e.Field, s.status, s.field, s.want, body)
+		}
+	}
+
+	// The booted OS: known by its address (httptest's client is 192.0.2.1).
+	req := func(method, path, body, remote string) (int, string) {
+		r := httptest.NewRequest(method, path, strings.NewReader(body))
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		return w.Code, w.Body.String()
+	}
+	if code, body := req("GET", "/api/v1/metadata", "", "192.0.2.1:4000"); code != 200 || !strings.Contains(body, `"worker_type": "b-linux-large"`) || !strings.Contains(body, `"machine_id": "ms1-c1n1"`) {
+		t.Errorf("metadata: %d %s", code, body)
+	}
+	if code, _ := req("GET", "/api/v1/metadata", "", "192.0.2.99:4000"); code != 404 {
+		t.Errorf("metadata for an unknown address: %d", code)
+	}
+	if code, body := req("POST", "/api/v1/check-in", `{"digest":"sha256:`+strings.Repeat("cd", 32)+`"}`, "192.0.2.1:4000"); code != 200 || !strings.Contains(body, `"stale": true`) {
+		t.Errorf("check-in: %d %s", code, body)
+	}
+	if len(fj.checkIns) != 1 || !strings.HasPrefix(fj.checkIns[0], "ms1-c1n1 sha256:cdcd") {
+		t.Errorf("check-ins: %v", fj.checkIns)
+	}
+}
