@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/vbmc"
@@ -143,6 +144,45 @@ func TestBMCCommands(t *testing.T) {
 		steps(t)
 		if got := fmt.Sprint(blades[0].boots); got != "[Pxe Pxe]" {
 			t.Errorf("blade-1 booted %s, want a second PXE boot", got)
+		}
+		// A reimage job through the daemon: it fences the machine through the emulator, sets
+		// PXE once and powers it on; nothing netboots here, so it waits until cancelled.
+		img := filepath.Join(t.TempDir(), "img.raw")
+		os.WriteFile(img, []byte(strings.Repeat("imaged", 100000)), 0o644)
+		if out, _, err := runCmd(t, "image", "import", "-config", cfgPath, "debian@1", img); err != nil {
+			t.Fatalf("import: %v %s", err, out)
+		}
+		out, _, err := runCmd(t, "machines", "reimage", "-config", cfgPath, "-by", "alice", "ms1-c1n1", "debian@1")
+		if err != nil || !strings.Contains(out, "reimage of ms1-c1n1 submitted") {
+			t.Fatalf("reimage: %v %s", err, out)
+		}
+		id := strings.Fields(strings.TrimPrefix(out, "job "))[0]
+		id = strings.TrimSuffix(id, ":")
+		if _, _, err := runCmd(t, "machines", "reimage", "-config", cfgPath, "ms1-c1n1", "debian@1"); err == nil || !strings.Contains(err.Error(), "HTTP 409") {
+			t.Errorf("a second reimage of a busy machine: %v", err)
+		}
+		if _, _, err := runCmd(t, "machines", "reimage", "-config", cfgPath, "ms1-c1n3", "debian@1"); err == nil || !strings.Contains(err.Error(), "no BMC") {
+			t.Errorf("reimage of a machine without a BMC: %v", err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, _, _ = runCmd(t, "jobs", "show", "-config", cfgPath, id)
+			if strings.Contains(out, "phase netbooting") || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(out, "phase netbooting") || !strings.Contains(out, "fencing") || !strings.Contains(out, "by alice (uid") {
+			t.Errorf("jobs show: the job should have fenced, set the boot and powered on:\n%s", out)
+		}
+		if got := fmt.Sprint(blades[0].boots); got != "[Pxe Pxe Pxe]" {
+			t.Errorf("blade-1 booted %s, want a third PXE boot from the job", got)
+		}
+		if out, _, err := runCmd(t, "jobs", "cancel", "-config", cfgPath, id); err != nil || !strings.Contains(out, "job "+id) {
+			t.Errorf("jobs cancel: %v %s", err, out)
+		}
+		if out, _, err := runCmd(t, "jobs", "list", "-config", cfgPath, "-machine", "ms1-c1n1"); err != nil || !strings.Contains(out, id) {
+			t.Errorf("jobs list: %v %s", err, out)
 		}
 		ev, _ := d.inv.Events("ms1-c1n1", 0)
 		var msgs []string

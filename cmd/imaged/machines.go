@@ -19,12 +19,15 @@ import (
 )
 
 func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, rest, err := subcommand(args, "machines", "list", "unknown", "events", "assign")
+	sub, rest, err := subcommand(args, "machines", "list", "unknown", "events", "assign", "reimage", "reboot")
 	if err != nil {
 		return err
 	}
-	if sub == "assign" {
+	switch sub {
+	case "assign":
 		return cmdAssign(ctx, rest, stdout, stderr)
+	case "reimage", "reboot":
+		return cmdReimage(ctx, sub, rest, stdout, stderr)
 	}
 	fs := newFlags("machines "+sub, stderr)
 	path := configFlag(fs)

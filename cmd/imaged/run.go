@@ -35,6 +35,10 @@ Commands:
   machines unknown list the clients seen on the network that are not in the inventory
   machines events  print one machine's boot timeline
   machines assign  set the image a machine is to run (the agent writes it at its next netboot)
+  machines reimage reimage a machine through the daemon: BMC, netboot, verified write, reboot, readiness (-wait)
+  machines reboot  restart a machine into its disk through the daemon and wait until it is ready
+  jobs list|show|cancel
+                   the daemon's reimage jobs and their timelines
   image import     import NAME@VERSION from a file, http(s) URL or s3://bucket/key (raw, gz, zst, xz, qcow2, VHD, VHDX)
   image list|show|verify|delete|promote|rollback|prune
                    the image catalog and blob store
@@ -84,6 +88,8 @@ func dispatch(ctx context.Context, cmd string, rest []string, stdout, stderr io.
 		return cmdAgent(ctx, rest, stderr)
 	case "bmc":
 		return cmdBMC(ctx, rest, stdout, stderr)
+	case "jobs":
+		return cmdJobs(ctx, rest, stdout, stderr)
 	case "lab":
 		return cmdLab(ctx, rest, stdout, stderr)
 	case "version", "--version":

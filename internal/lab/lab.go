@@ -172,6 +172,10 @@ func (l *Lab) WriteConfig(c Config) (string, error) {
 	fmt.Fprintf(&b, "boot:\n  assets_dir: %s\n  uefi_file: %s\n  agent: {kernel: vmlinuz, initrd: initrd.img, cmdline: console=ttyS0}\n", l.BootDir(), c.UEFIFile)
 	if c.BMC != nil {
 		fmt.Fprintf(&b, "bmcs:\n  - name: %s\n    url: %s\n    ca_file: %s\n    credentials: %s\n", c.BMC.Name, c.BMC.URL, c.BMC.CAFile, c.BMC.Credentials)
+		// Reimage jobs on QEMU blades under TCG: an emulated BMC that answers at once, a netboot
+		// of 10-25 s, a 256 MiB write in about 10 s, an OS boot of a minute or two.
+		b.WriteString("jobs:\n  timeouts: {fencing: 30s, boot-set: 30s, powering-on: 30s, netbooting: 3m, writing: 10m, rebooting: 1m, booting-os: 5m}\n")
+		b.WriteString("  agent_silence: 30s\n  per_chassis: 4\n")
 	}
 	b.WriteString("machines:\n")
 	for i, bl := range c.Blades {
