@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -32,6 +33,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := newFlags("machines "+sub, stderr)
 	path := configFlag(fs)
 	server := fs.String("server", "", "query this running daemon's URL instead of the state file (default: its control socket when it holds the state file)")
+	token := fs.String("token", os.Getenv("IMAGED_TOKEN"), "API token for -server (also $IMAGED_TOKEN)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, rest); err != nil {
 		return err
@@ -39,7 +41,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if sub == "events" && fs.NArg() != 1 {
 		return usageError{"usage: imaged machines events [flags] MACHINE_ID"}
 	}
-	src, err := openSource(ctx, *path, *server)
+	src, err := openSource(ctx, *path, *server, *token)
 	if err != nil {
 		return err
 	}
@@ -129,13 +131,14 @@ func printJSON(w io.Writer, v any) error {
 
 // source reads the inventory from the state file, or from the running daemon that holds it.
 type source struct {
+	token  string // bearer token for a daemon's TCP API
 	st     *store.Store
 	server *url.URL
 	client *http.Client
 	ctx    context.Context
 }
 
-func openSource(ctx context.Context, cfgPath, server string) (*source, error) {
+func openSource(ctx context.Context, cfgPath, server, token string) (*source, error) {
 	if server == "" {
 		cfg, err := config.Load(cfgPath)
 		if err != nil {
@@ -156,7 +159,7 @@ func openSource(ctx context.Context, cfgPath, server string) (*source, error) {
 	if err != nil || u.Host == "" {
 		return nil, usageError{fmt.Sprintf("-server %q is not a URL like http://10.99.0.1:8080", server)}
 	}
-	return &source{server: u, client: &http.Client{Timeout: 10 * time.Second}, ctx: ctx}, nil
+	return &source{server: u, client: &http.Client{Timeout: 10 * time.Second}, ctx: ctx, token: token}, nil
 }
 
 func (s *source) close() {
@@ -169,6 +172,9 @@ func (s *source) get(path string, v any) error {
 	req, err := http.NewRequestWithContext(s.ctx, "GET", s.server.JoinPath(path).String(), nil)
 	if err != nil {
 		return err
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

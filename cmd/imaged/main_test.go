@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -91,6 +93,7 @@ func startDaemon(t *testing.T) (base string, d *daemon, cancel func()) {
 	p := writeConfig(t, fmt.Sprintf(`version: 1
 state_dir: %s/state
 http: {listen: "127.0.0.1:0", public_url: "http://127.0.0.1:1"}
+api: {tokens: [{name: dash, scope: read, sha256: %s}]}
 tftp: {listen: "127.0.0.1:0"}
 boot:
   ipxe_dir: %s
@@ -98,7 +101,7 @@ boot:
 machines:
   - {id: ms1-c1n1, macs: ["52:54:00:99:00:11"], boot: agent}
   - {id: ms1-c1n2, macs: ["52:54:00:99:00:12"]}
-`, dir, ipxe))
+`, dir, testTokenHash, ipxe))
 	cfg, err := config.Load(p)
 	if err != nil {
 		t.Fatal(err)
@@ -120,11 +123,20 @@ machines:
 	return "http://" + d.httpLn.Addr().String(), d, cancel
 }
 
+// testToken is the read token of startDaemon's config.
+const (
+	testToken     = "imaged_test-read-token"
+	testTokenHash = "409a2032abd02f5bb675794e3100a86df418fa750bf725d2c37ee2d9e9713308"
+)
+
 func httpDo(t *testing.T, method, url, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if strings.Contains(url, "/api/") {
+		req.Header.Set("Authorization", "Bearer "+testToken)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -201,7 +213,10 @@ func TestMachinesCommandsReadTheStateFile(t *testing.T) {
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("version: 1\nstate_dir: %s\nhttp: {public_url: http://127.0.0.1:1}\n", d.cfg.StateDir)), 0o644)
 
 	// While the daemon holds the file, the command asks its API.
-	out, _, err := runCmd(t, "machines", "unknown", "-server", base)
+	if _, _, err := runCmd(t, "machines", "unknown", "-server", base); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("machines unknown (API) without a token: %v", err)
+	}
+	out, _, err := runCmd(t, "machines", "unknown", "-server", base, "-token", testToken)
 	if err != nil || !strings.Contains(out, "02:00:00:00:00:01  uefi-pxe  7") {
 		t.Errorf("machines unknown (API): %v\n%s", err, out)
 	}
@@ -217,5 +232,23 @@ func TestMachinesCommandsReadTheStateFile(t *testing.T) {
 	}
 	if _, _, err := runCmd(t, "machines", "events", "-config", cfgPath, "nope"); err == nil {
 		t.Error("events of an unknown machine succeeded")
+	}
+}
+
+func TestTokenNew(t *testing.T) {
+	out, _, err := runCmd(t, "token", "new", "-scope", "operate", "roller")
+	m := regexp.MustCompile(`(?s)\n  (imaged_\S+)\n.*\{name: roller, scope: operate, sha256: ([0-9a-f]{64})\}`).FindStringSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("token new: %v\n%s", err, out)
+	}
+	if sum := sha256.Sum256([]byte(m[1])); hex.EncodeToString(sum[:]) != m[2] {
+		t.Errorf("the printed hash is not the token's SHA-256:\n%s", out)
+	}
+	out2, _, _ := runCmd(t, "token", "new", "roller")
+	if strings.Contains(out2, m[1]) {
+		t.Error("two tokens are the same")
+	}
+	if _, _, err := runCmd(t, "token", "new", "-scope", "root", "x"); exitCode(err) != 2 {
+		t.Errorf("a bad scope: %v", err)
 	}
 }

@@ -162,7 +162,11 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
-	d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	auth, err := authConfig(cfg.API)
+	if err != nil {
+		return nil, err
+	}
+	d.httpSrv = &http.Server{Handler: api.Authenticate(auth, mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
 	d.closers = append(d.closers, func() { d.httpLn.Close() })
 	if d.ctlLn, err = listenControl(cfg.HTTP.ControlSocket); err != nil {
@@ -172,6 +176,19 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	d.ctlSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnContext: api.ControlConnContext,
 		ErrorLog: slog.NewLogLogger(log.With("component", "control").Handler(), slog.LevelWarn)}
 	return d, nil
+}
+
+// authConfig maps the config's api section onto the API's.
+func authConfig(c config.API) (api.AuthConfig, error) {
+	out := api.AuthConfig{AnonymousRead: c.AnonymousRead, CORSOrigins: c.CORSOrigins}
+	for _, t := range c.Tokens {
+		sc, err := api.ParseScope(t.Scope)
+		if err != nil {
+			return out, fmt.Errorf("api.tokens %s: %w", t.Name, err)
+		}
+		out.Tokens = append(out.Tokens, api.Token{Name: t.Name, Scope: sc, SHA256: t.SHA256})
+	}
+	return out, nil
 }
 
 // listenControl binds the control socket, mode 0600. A socket file left by a daemon that died is

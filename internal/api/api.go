@@ -33,6 +33,7 @@ type Server struct {
 	blobs     Blobs
 	bmcs      BMCs
 	jobs      Jobs
+	routes    []Route
 	log       *slog.Logger
 	publicURL *url.URL
 }
@@ -55,14 +56,14 @@ func New(d Deps) *Server {
 
 // Register adds the API's routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /"+agentapi.HelloPath, s.hello)
-	mux.HandleFunc("GET /"+agentapi.PlanPath, s.plan)
-	mux.HandleFunc("POST /"+agentapi.ProgressPath, s.progress)
-	mux.HandleFunc("POST /"+agentapi.ResultPath, s.result)
-	mux.HandleFunc("GET /api/v1/machines", s.machines)
-	mux.HandleFunc("GET /api/v1/machines/{id}", s.machine)
-	mux.HandleFunc("GET /api/v1/machines/{id}/events", s.events)
-	mux.HandleFunc("GET /api/v1/unknown-clients", s.unknownClients)
+	s.route(mux, "POST /"+agentapi.HelloPath, ScopeNone, s.hello)
+	s.route(mux, "GET /"+agentapi.PlanPath, ScopeNone, s.plan)
+	s.route(mux, "POST /"+agentapi.ProgressPath, ScopeNone, s.progress)
+	s.route(mux, "POST /"+agentapi.ResultPath, ScopeNone, s.result)
+	s.route(mux, "GET /api/v1/machines", ScopeRead, s.machines)
+	s.route(mux, "GET /api/v1/machines/{id}", ScopeRead, s.machine)
+	s.route(mux, "GET /api/v1/machines/{id}/events", ScopeRead, s.events)
+	s.route(mux, "GET /api/v1/unknown-clients", ScopeRead, s.unknownClients)
 	s.registerCatalog(mux)
 	s.registerBMC(mux)
 	s.registerJobs(mux)

@@ -17,7 +17,7 @@ import (
 	"github.com/imaged/imaged/internal/store"
 )
 
-func newServer(t testing.TB) (*http.ServeMux, *inventory.Inventory) {
+func newServer(t testing.TB) (http.Handler, *inventory.Inventory) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
 	if err != nil {
@@ -33,7 +33,7 @@ func newServer(t testing.TB) (*http.ServeMux, *inventory.Inventory) {
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
 	New(Deps{Inventory: inv, PublicURL: u, Log: log}).Register(mux)
-	return mux, inv
+	return Authenticate(AuthConfig{AnonymousRead: true}, mux), inv
 }
 
 func post(mux http.Handler, path, ctype, body string) *httptest.ResponseRecorder {

@@ -2,10 +2,14 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -33,8 +37,9 @@ func (s Scope) String() string {
 
 // Principal is who is calling: its name goes into every change it makes.
 type Principal struct {
-	Name  string
-	Scope Scope
+	Name      string
+	Scope     Scope
+	Anonymous bool // no credentials: what api.anonymous_read grants
 }
 
 type principalKey struct{}
@@ -54,14 +59,106 @@ func principalOf(r *http.Request) (Principal, bool) {
 // -by); it is recorded beside the socket peer's uid, never trusted on its own.
 const OperatorHeader = "X-Imaged-Operator"
 
+// ParseScope reads a scope's name.
+func ParseScope(s string) (Scope, error) {
+	for _, sc := range []Scope{ScopeRead, ScopeOperate, ScopeAdmin} {
+		if sc.String() == s {
+			return sc, nil
+		}
+	}
+	return ScopeNone, fmt.Errorf("%q is not a scope (read, operate or admin)", s)
+}
+
+// Route is one endpoint of the API and the scope it needs (ScopeNone: open, or authenticated
+// otherwise, like the agent's boot token or a booted machine's address).
+type Route struct {
+	Pattern string
+	Scope   Scope
+}
+
+// route registers h under pattern behind the scope check, and remembers the route.
+func (s *Server) route(mux *http.ServeMux, pattern string, scope Scope, h http.HandlerFunc) {
+	s.routes = append(s.routes, Route{Pattern: pattern, Scope: scope})
+	if scope == ScopeNone {
+		mux.HandleFunc(pattern, h)
+		return
+	}
+	mux.HandleFunc(pattern, require(scope, h))
+}
+
+// Routes lists the endpoints Register added, in order.
+func (s *Server) Routes() []Route { return slices.Clone(s.routes) }
+
+// Token is an API bearer token as the config holds it: a name, a scope and the token's SHA-256.
+type Token struct {
+	Name   string
+	Scope  Scope
+	SHA256 string // hex
+}
+
+// AuthConfig is who may use the API over TCP.
+type AuthConfig struct {
+	Tokens        []Token
+	AnonymousRead bool     // callers without a token may read
+	CORSOrigins   []string // browsers on these origins may call the API
+}
+
+// Authenticate wraps the TCP listener's handler: a bearer token on an /api/ request becomes the
+// request's Principal (an unknown token is refused at once with 401), and browsers on the
+// configured origins get CORS headers. The agent's /agent/ endpoints carry boot tokens and are
+// left to their handlers. A request that already has a Principal (the control socket) is
+// passed through.
+func Authenticate(c AuthConfig, next http.Handler) http.Handler {
+	byHash := map[string]Principal{}
+	for _, t := range c.Tokens {
+		byHash[strings.ToLower(t.SHA256)] = Principal{Name: "token " + t.Name, Scope: t.Scope}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/api/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" && slices.Contains(c.CORSOrigins, o) {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", o)
+			h.Add("Vary", "Origin")
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+				h.Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		if _, ok := principalOf(r); ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if auth := r.Header.Get("Authorization"); auth != "" {
+			tok, ok := strings.CutPrefix(auth, "Bearer ")
+			sum := sha256.Sum256([]byte(tok))
+			p, known := byHash[hex.EncodeToString(sum[:])]
+			if !ok || !known {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="imaged", error="invalid_token"`)
+				fail(w, http.StatusUnauthorized, "Authorization", "the bearer token is not one of api.tokens")
+				return
+			}
+			r = r.WithContext(WithPrincipal(r.Context(), p))
+		} else if c.AnonymousRead {
+			r = r.WithContext(WithPrincipal(r.Context(), Principal{Name: "anonymous", Scope: ScopeRead, Anonymous: true}))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // require wraps h so that only callers with at least scope reach it: 401 without credentials,
 // 403 with too small a scope.
 func require(scope Scope, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, ok := principalOf(r)
-		if !ok {
+		if !ok || p.Anonymous && p.Scope < scope {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="imaged"`)
-			fail(w, http.StatusUnauthorized, "", "this request changes state and needs the %s scope: use imaged's control socket (the imaged CLI on the server does)", scope)
+			fail(w, http.StatusUnauthorized, "", "this request needs the %s scope: a token (Authorization: Bearer …; see api.tokens), or imaged's control socket", scope)
 			return
 		}
 		if p.Scope < scope {

@@ -127,11 +127,11 @@ func (s *Server) health(bmc string) *BMCHealth {
 }
 
 func (s *Server) registerBMC(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/bmcs", s.listBMCs)
-	mux.HandleFunc("GET /api/v1/bmcs/{name}", s.getBMC)
-	mux.HandleFunc("GET /api/v1/machines/{id}/bmc", s.machineBMC)
-	mux.HandleFunc("POST /api/v1/machines/{id}/power", require(ScopeOperate, s.power))
-	mux.HandleFunc("POST /api/v1/machines/{id}/boot", require(ScopeOperate, s.boot))
+	s.route(mux, "GET /api/v1/bmcs", ScopeRead, s.listBMCs)
+	s.route(mux, "GET /api/v1/bmcs/{name}", ScopeRead, s.getBMC)
+	s.route(mux, "GET /api/v1/machines/{id}/bmc", ScopeRead, s.machineBMC)
+	s.route(mux, "POST /api/v1/machines/{id}/power", ScopeOperate, s.power)
+	s.route(mux, "POST /api/v1/machines/{id}/boot", ScopeOperate, s.boot)
 }
 
 // powerError answers a BMC failure: the caller's mistake is 4xx, the BMC's trouble is 5xx (502

@@ -72,7 +72,7 @@ func bmcServer(t *testing.T) (http.Handler, *fakeBMCs, *inventory.Inventory) {
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
 	New(Deps{Inventory: inv, BMCs: f, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
-	return mux, f, inv
+	return Authenticate(AuthConfig{AnonymousRead: true}, mux), f, inv
 }
 
 func TestBMCAPI(t *testing.T) {

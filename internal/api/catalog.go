@@ -75,14 +75,14 @@ type AssignReply struct {
 }
 
 func (s *Server) registerCatalog(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/images", s.listImages)
-	mux.HandleFunc("GET /api/v1/images/{ref}", s.getImage)
-	mux.HandleFunc("POST /api/v1/images", require(ScopeAdmin, s.registerImage))
-	mux.HandleFunc("POST /api/v1/images/{ref}/promote", require(ScopeOperate, s.promote))
-	mux.HandleFunc("POST /api/v1/images/{ref}/rollback", require(ScopeOperate, s.rollback))
-	mux.HandleFunc("DELETE /api/v1/images/{ref}", require(ScopeAdmin, s.deleteImage))
-	mux.HandleFunc("POST /api/v1/images/prune", require(ScopeAdmin, s.prune))
-	mux.HandleFunc("POST /api/v1/machines/{id}/assign", require(ScopeOperate, s.assign))
+	s.route(mux, "GET /api/v1/images", ScopeRead, s.listImages)
+	s.route(mux, "GET /api/v1/images/{ref}", ScopeRead, s.getImage)
+	s.route(mux, "POST /api/v1/images", ScopeAdmin, s.registerImage)
+	s.route(mux, "POST /api/v1/images/{ref}/promote", ScopeOperate, s.promote)
+	s.route(mux, "POST /api/v1/images/{ref}/rollback", ScopeOperate, s.rollback)
+	s.route(mux, "DELETE /api/v1/images/{ref}", ScopeAdmin, s.deleteImage)
+	s.route(mux, "POST /api/v1/images/prune", ScopeAdmin, s.prune)
+	s.route(mux, "POST /api/v1/machines/{id}/assign", ScopeOperate, s.assign)
 }
 
 // storeError answers a store error with its status: 404 for what does not exist, 409 for a

@@ -46,7 +46,7 @@ func catalogServer(t *testing.T) (http.Handler, *inventory.Inventory, images.Dig
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
 	New(Deps{Inventory: inv, Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
-	return mux, inv, d
+	return Authenticate(AuthConfig{AnonymousRead: true}, mux), inv, d
 }
 
 type call struct {

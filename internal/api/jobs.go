@@ -63,14 +63,14 @@ type CheckInRequest struct {
 }
 
 func (s *Server) registerJobs(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/v1/machines/{id}/reimage", require(ScopeOperate, s.reimage))
-	mux.HandleFunc("POST /api/v1/machines/{id}/reboot", require(ScopeOperate, s.reboot))
-	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
-	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
-	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", require(ScopeOperate, s.cancelJob))
-	mux.HandleFunc("POST /api/v1/workers/{worker_id}/group/{worker_group}/jobs", require(ScopeOperate, s.rollerTask))
-	mux.HandleFunc("GET /api/v1/metadata", s.metadata)
-	mux.HandleFunc("POST /api/v1/check-in", s.checkIn)
+	s.route(mux, "POST /api/v1/machines/{id}/reimage", ScopeOperate, s.reimage)
+	s.route(mux, "POST /api/v1/machines/{id}/reboot", ScopeOperate, s.reboot)
+	s.route(mux, "GET /api/v1/jobs", ScopeRead, s.listJobs)
+	s.route(mux, "GET /api/v1/jobs/{id}", ScopeRead, s.getJob)
+	s.route(mux, "POST /api/v1/jobs/{id}/cancel", ScopeOperate, s.cancelJob)
+	s.route(mux, "POST /api/v1/workers/{worker_id}/group/{worker_group}/jobs", ScopeOperate, s.rollerTask)
+	s.route(mux, "GET /api/v1/metadata", ScopeNone, s.metadata)
+	s.route(mux, "POST /api/v1/check-in", ScopeNone, s.checkIn)
 }
 
 // jobError answers a jobs error with its status.

@@ -97,6 +97,7 @@ func TestJobsAPI(t *testing.T) {
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
 	New(Deps{Inventory: inv, BMCs: &fakeBMCs{}, Jobs: fj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	h := Authenticate(AuthConfig{AnonymousRead: true}, mux)
 	op := &Principal{Name: "roller", Scope: ScopeOperate}
 	steps := []struct {
 		name   string
@@ -129,7 +130,7 @@ func TestJobsAPI(t *testing.T) {
 		{"Roller: reboot of a busy machine", call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=reboot", "", op}, 409, "id", ""},
 	}
 	for _, s := range steps {
-		status, e, body := s.call.do(mux)
+		status, e, body := s.call.do(h)
 		if status != s.status || e.Field != s.field || !strings.Contains(body, s.want) {
 			t.Errorf("%s: %d field %q, want %d field %q containing %q:\n%s", s.name, status, e.Field, s.status, s.field, s.want, body)
 		}
@@ -140,7 +141,7 @@ func TestJobsAPI(t *testing.T) {
 		r := httptest.NewRequest(method, path, strings.NewReader(body))
 		r.RemoteAddr = remote
 		w := httptest.NewRecorder()
-		mux.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 		return w.Code, w.Body.String()
 	}
 	if code, body := req("GET", "/api/v1/metadata", "", "192.0.2.1:4000"); code != 200 || !strings.Contains(body, `"worker_type": "b-linux-large"`) || !strings.Contains(body, `"machine_id": "ms1-c1n1"`) {

@@ -19,12 +19,31 @@ type File struct {
 	StateDir string    `yaml:"state_dir"`
 	Log      Log       `yaml:"log"`
 	HTTP     HTTP      `yaml:"http"`
+	API      API       `yaml:"api"`
 	DHCP     DHCP      `yaml:"dhcp"`
 	TFTP     TFTP      `yaml:"tftp"`
 	Boot     Boot      `yaml:"boot"`
 	BMCs     []BMC     `yaml:"bmcs"`
 	Jobs     Jobs      `yaml:"jobs"`
 	Machines []Machine `yaml:"machines"`
+}
+
+// API is who may use the operator API over TCP. The control socket needs no token.
+type API struct {
+	// Tokens are bearer tokens, stored as their SHA-256 (`imaged token new` makes one).
+	Tokens []APIToken `yaml:"tokens"`
+	// AnonymousRead lets callers without a token read (machines, images, jobs, events); off by
+	// default.
+	AnonymousRead bool `yaml:"anonymous_read"`
+	// CORSOrigins may call the API from a browser (exact origins, like https://dash.example).
+	CORSOrigins []string `yaml:"cors_origins"`
+}
+
+// APIToken is one bearer token: its name goes into every change it makes.
+type APIToken struct {
+	Name   string `yaml:"name"`
+	Scope  string `yaml:"scope"`  // read, operate or admin
+	SHA256 string `yaml:"sha256"` // hex SHA-256 of the token; the token itself is never stored
 }
 
 // Jobs tunes the reimage jobs. Zero values take the defaults for real hardware.

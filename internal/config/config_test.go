@@ -77,6 +77,8 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 		{"bad fingerprint", "    ca_file: /etc/imaged/bmc/ms1-ca.pem", "    fingerprint: abc", "fingerprint: abc", []string{"not a SHA-256"}},
 		{"insecure with a CA", "    timeout: 10s", "    timeout: 10s\n    insecure: true", "insecure: true", []string{"contradicts ca_file"}},
 		{"bmc timeout", "    timeout: 10s", "    timeout: 1h", "timeout: 1h", []string{"out of range"}},
+		{"token stored in clear", "    - {name: roller, scope: operate, sha256: ", "    - {name: roller, scope: operate, sha256: 0123}\n    - {name: x, scope: operate, sha256: ", "sha256: 0123", []string{"never the token"}},
+		{"bad scope", "    - {name: roller, scope: operate,", "    - {name: roller, scope: write,", "scope: write", []string{`"write" is not a scope`}},
 		{"unknown job phase", "  timeouts: {netbooting: 15m}", "  timeouts: {netboot: 15m}", "netboot:", []string{`"netboot" is not a phase`}},
 		{"probe without a port", "  probe: {kind: tcp, port: 22}", "  probe: {kind: tcp}", "probe:", []string{"is not a port"}},
 	}

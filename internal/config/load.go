@@ -231,6 +231,11 @@ http:
   listen: 10.99.0.1:8080
   public_url: http://10.99.0.1:8080
   control_socket: /var/lib/imaged/control.sock   # the CLI's way in while imaged runs (root only)
+api:
+  tokens:                # bearer tokens for the operator API (imaged token new NAME -scope S)
+    - {name: roller, scope: operate, sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}
+  anonymous_read: false
+  cors_origins: [https://dash.example]
 dhcp:
   mode: server           # server, proxy or off
   interface: veth-srv

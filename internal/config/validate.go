@@ -99,8 +99,37 @@ func (v *validator) validate(f *File) {
 	}
 	v.validateBoot(f)
 	v.validateBMCs(f)
+	v.validateAPI(f)
 	v.validateJobs(f)
 	v.validateMachines(f)
+}
+
+func (v *validator) validateAPI(f *File) {
+	names, hashes := map[string]bool{}, map[string]bool{}
+	for i, t := range f.API.Tokens {
+		key := fmt.Sprintf("api.tokens[%d]", i)
+		if !machineID.MatchString(t.Name) {
+			v.fail(key+".name", "%q is not a token name (lower-case letters, digits and dashes, like roller)", t.Name)
+		} else if names[t.Name] {
+			v.fail(key+".name", "%q names another token too", t.Name)
+		}
+		names[t.Name] = true
+		if !oneOf(t.Scope, "read", "operate", "admin") {
+			v.fail(key+".scope", "%q is not a scope (use read, operate or admin)", t.Scope)
+		}
+		if !fingerprint.MatchString(t.SHA256) {
+			v.fail(key+".sha256", "is not a SHA-256 (64 hex digits): put the line `imaged token new` prints here, never the token")
+		} else if hashes[strings.ToLower(t.SHA256)] {
+			v.fail(key+".sha256", "is the hash of another token too")
+		}
+		hashes[strings.ToLower(t.SHA256)] = true
+	}
+	for i, o := range f.API.CORSOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			v.fail(fmt.Sprintf("api.cors_origins[%d]", i), "%q is not an origin like https://dash.example", o)
+		}
+	}
 }
 
 func (v *validator) validateJobs(f *File) {

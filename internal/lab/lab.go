@@ -156,6 +156,9 @@ func (l *Lab) WriteConfig(c Config) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "version: 1\nstate_dir: %s\nlog: {level: %s}\n", filepath.Join(l.Dir, "state"), c.LogLevel)
 	fmt.Fprintf(&b, "http: {listen: %s:%d}\n", ServerIP, HTTPPort)
+	// The lab's API is read without a token (from the host, through the lab's namespace only);
+	// changes go through the control socket.
+	b.WriteString("api: {anonymous_read: true}\n")
 	switch c.Mode {
 	case "proxy":
 		fmt.Fprintf(&b, "dhcp:\n  mode: proxy\n  interface: veth-srv\n  server_ip: %s\n", ServerIP)
