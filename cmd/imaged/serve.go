@@ -154,8 +154,9 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)},
-		PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api")}).Register(mux)
+	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)},
+		PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api")})
+	apiSrv.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)
 	d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen.String())
@@ -175,6 +176,8 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	d.closers = append(d.closers, func() { d.ctlLn.Close() })
 	d.ctlSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnContext: api.ControlConnContext,
 		ErrorLog: slog.NewLogLogger(log.With("component", "control").Handler(), slog.LevelWarn)}
+	d.httpSrv.RegisterOnShutdown(apiSrv.CloseStreams)
+	d.ctlSrv.RegisterOnShutdown(apiSrv.CloseStreams)
 	return d, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imaged/imaged/internal/agentapi"
@@ -34,6 +35,8 @@ type Server struct {
 	bmcs      BMCs
 	jobs      Jobs
 	routes    []Route
+	closing   chan struct{} // closed by CloseStreams
+	closeOnce sync.Once
 	log       *slog.Logger
 	publicURL *url.URL
 }
@@ -51,7 +54,7 @@ type Deps struct {
 
 // New returns the API server.
 func New(d Deps) *Server {
-	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, log: d.Log, publicURL: d.PublicURL}
+	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, log: d.Log, publicURL: d.PublicURL, closing: make(chan struct{})}
 }
 
 // Register adds the API's routes to mux.
@@ -64,6 +67,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.route(mux, "GET /api/v1/machines/{id}", ScopeRead, s.machine)
 	s.route(mux, "GET /api/v1/machines/{id}/events", ScopeRead, s.events)
 	s.route(mux, "GET /api/v1/unknown-clients", ScopeRead, s.unknownClients)
+	s.route(mux, "GET /api/v1/events", ScopeRead, s.eventStream)
 	s.registerCatalog(mux)
 	s.registerBMC(mux)
 	s.registerJobs(mux)

@@ -43,6 +43,10 @@ type Inventory struct {
 	unknown  map[string]*store.Unknown // sightings not yet flushed, at most MaxPendingUnknown
 	dropped  int64                     // sightings of new MACs not kept because unknown was full
 	progress map[string]Progress       // latest write progress by machine
+
+	subMu   sync.Mutex
+	subs    map[chan store.Event]struct{}
+	missed  int64 // events not delivered to a subscriber that fell behind
 }
 
 // New loads the stored inventory.
@@ -206,6 +210,47 @@ func (inv *Inventory) Event(e store.Event) {
 	}
 	if err := inv.st.AddEvent(e); err != nil {
 		inv.log.Warn("cannot record event", "machine", e.Machine, "kind", e.Kind, "err", err)
+	}
+	inv.publish(e)
+}
+
+// SubscriberBuffer is how many events a subscriber may fall behind before it misses some.
+const SubscriberBuffer = 256
+
+// Subscribe returns every event recorded from now on, until cancel is called. A subscriber that
+// falls more than SubscriberBuffer events behind misses the newest ones (counted in
+// MissedEvents) rather than slowing the daemon down.
+func (inv *Inventory) Subscribe() (events <-chan store.Event, cancel func()) {
+	ch := make(chan store.Event, SubscriberBuffer)
+	inv.subMu.Lock()
+	if inv.subs == nil {
+		inv.subs = map[chan store.Event]struct{}{}
+	}
+	inv.subs[ch] = struct{}{}
+	inv.subMu.Unlock()
+	return ch, func() {
+		inv.subMu.Lock()
+		delete(inv.subs, ch)
+		inv.subMu.Unlock()
+	}
+}
+
+// MissedEvents counts events that subscribers were too slow to take.
+func (inv *Inventory) MissedEvents() int64 {
+	inv.subMu.Lock()
+	defer inv.subMu.Unlock()
+	return inv.missed
+}
+
+func (inv *Inventory) publish(e store.Event) {
+	inv.subMu.Lock()
+	defer inv.subMu.Unlock()
+	for ch := range inv.subs {
+		select {
+		case ch <- e:
+		default:
+			inv.missed++
+		}
 	}
 }
 
