@@ -44,9 +44,9 @@ type Inventory struct {
 	dropped  int64                     // sightings of new MACs not kept because unknown was full
 	progress map[string]Progress       // latest write progress by machine
 
-	subMu   sync.Mutex
-	subs    map[chan store.Event]struct{}
-	missed  int64 // events not delivered to a subscriber that fell behind
+	subMu  sync.Mutex
+	subs   map[chan store.Event]struct{}
+	missed int64 // events not delivered to a subscriber that fell behind
 }
 
 // New loads the stored inventory.
