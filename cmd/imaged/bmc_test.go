@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/vbmc"
 )
 
@@ -129,18 +128,7 @@ func TestBMCCommands(t *testing.T) {
 		}
 	})
 	t.Run("through the daemon", func(t *testing.T) {
-		cfg, err := config.Load(cfgPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := newDaemon(cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- d.run(ctx) }()
-		defer func() { stop(); <-done; d.close() }()
+		d := serveConfig(t, cfgPath)
 		steps(t)
 		if got := fmt.Sprint(blades[0].boots); got != "[Pxe Pxe]" {
 			t.Errorf("blade-1 booted %s, want a second PXE boot", got)

@@ -26,24 +26,7 @@ func TestImageCommands(t *testing.T) {
 	t.Run("running daemon", func(t *testing.T) {
 		dir := t.TempDir()
 		path := imageConfig(t, dir)
-		cfg, err := config.Load(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := newDaemon(cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- d.run(ctx) }()
-		defer func() {
-			stop()
-			if err := <-done; err != nil {
-				t.Errorf("run: %v", err)
-			}
-			d.close()
-		}()
+		d := serveConfig(t, path)
 		// Changes through the socket name the operator and the socket peer.
 		testImageCommands(t, dir, path, fmt.Sprintf("alice (uid %d via the control socket)", os.Getuid()))
 		// The daemon's own view changed at once: no restart, no reload.
@@ -56,6 +39,30 @@ func TestImageCommands(t *testing.T) {
 			t.Errorf("events: %+v", ev)
 		}
 	})
+}
+
+// serveConfig runs the daemon of the config at path until the test ends.
+func serveConfig(t *testing.T, path string) *daemon {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDaemon(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		d.close()
+	})
+	return d
 }
 
 func imageConfig(t *testing.T, dir string) string {
