@@ -179,7 +179,7 @@ func open(be backend) (*Source, error) {
 			s.Size = be.size()
 			var r io.Reader = counted
 			if tail == nil { // the end was not read: make sure it is no fixed VHD's footer
-				r = &tailGuard{r: counted, what: "raw stream"}
+				r = &tailGuard{r: counted, what: "raw stream", unranged: true}
 			}
 			s.raw = &exactReader{r: r, size: s.Size}
 			return s, nil

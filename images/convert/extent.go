@@ -2,10 +2,10 @@ package convert
 
 import (
 	"bytes"
-	"compress/flate"
 	"fmt"
 	"io"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -137,6 +137,14 @@ func (r *extentReader) Read(p []byte) (int, error) {
 	return done, nil
 }
 
+// maxZstdWindow is the largest zstd window a compressed qcow2 cluster may declare. Without a
+// cap a frame header of a few bytes gets a 512 MiB buffer allocated (the decoder's default
+// limit). A cluster inflates to at most 2 MiB, and QEMU compresses each one in a single call
+// (qcow2_zstd_compress: ZSTD_compressStream2 with ZSTD_e_end), which sizes the window to the
+// cluster; 8 MiB is also the largest window libzstd picks below its --ultra levels (windowLog
+// 23), so no real image comes near it.
+const maxZstdWindow = 8 << 20
+
 // decompress reads and inflates the compressed cluster r.cur describes into r.cluster.
 func (r *extentReader) decompress() error {
 	e := r.cur
@@ -172,7 +180,11 @@ func (r *extentReader) decompress() error {
 		if r.zstd == nil {
 			// One goroutine: a cluster is small, and a concurrent decoder would read ahead into
 			// the bytes after the frame (the compressed length is rounded up to a sector).
-			if r.zstd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1)); err != nil {
+			// The decoder allocates the window a frame header asks for (RFC 8878 §3.1.1.1.2
+			// Window_Descriptor, or Frame_Content_Size for a single-segment frame), so it is
+			// capped: see maxZstdWindow.
+			if r.zstd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+				zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderMaxMemory(maxZstdWindow)); err != nil {
 				return err
 			}
 		}

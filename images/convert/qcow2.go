@@ -206,9 +206,19 @@ func (q *qcow2) next() (extent, error) {
 	// offset. Must be aligned to a cluster boundary. If the offset is 0 and bit 63 is clear, the
 	// cluster is unallocated."
 	host := int64(entry & 0x00ff_ffff_ffff_fe00)
+	if host%q.clusterSize != 0 {
+		// QEMU checks this for every entry with a host offset, zero ones and extended L2
+		// entries included ("Cluster allocation offset ... unaligned"): the L2 table is corrupt.
+		return extent{}, fmt.Errorf("%w: qcow2 cluster for virtual offset %d at unaligned input offset %d", ErrCorrupt, voff, host)
+	}
 	if !q.extL2 {
 		q.cluster++
-		if q.version >= 3 && entry&1 != 0 || host == 0 {
+		if entry&1 != 0 && q.version < 3 {
+			// A v2 image cannot say "reads as zeros", so the entry is corrupt: QEMU fails the
+			// read ("Zero cluster entry found in pre-v3 image") rather than guess.
+			return extent{}, fmt.Errorf("%w: qcow2 v2 L2 entry for virtual offset %d has the v3 zero flag (bit 0)", ErrCorrupt, voff)
+		}
+		if entry&1 != 0 || host == 0 {
 			return extent{kind: zero, n: n}, nil
 		}
 		return q.dataExtent(voff, host, n)
@@ -239,9 +249,6 @@ func (q *qcow2) next() (extent, error) {
 }
 
 func (q *qcow2) dataExtent(voff, host, n int64) (extent, error) {
-	if host%q.clusterSize != 0 && !q.extL2 {
-		return extent{}, fmt.Errorf("%w: qcow2 cluster for virtual offset %d at unaligned input offset %d", ErrCorrupt, voff, host)
-	}
 	if host > q.fileSize || n > q.fileSize-host {
 		return extent{}, fmt.Errorf("%w: qcow2 data for virtual offset %d at input offset %d (%d bytes) is past the end of the %d-byte input", ErrCorrupt, voff, host, n, q.fileSize)
 	}

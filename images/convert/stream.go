@@ -120,8 +120,11 @@ func (e *exactReader) Read(p []byte) (int, error) {
 // footer is not part of the disk. It guards streams whose end could not be read first
 // (compressed inputs, servers without range requests). It costs one memory copy.
 type tailGuard struct {
-	r          io.Reader
-	what       string
+	r    io.Reader
+	what string
+	// unranged: the stream is a source read whole because its server ignores range requests,
+	// not a decompressed one; the fixed VHD is then the source itself.
+	unranged   bool
 	buf        []byte // pending bytes are buf[start:end]
 	start, end int
 	n          int64 // bytes handed on
@@ -156,6 +159,10 @@ func (g *tailGuard) Read(p []byte) (int, error) {
 			if g.end >= vhdFooterLen {
 				f, ferr := parseVHDFooter(g.buf[g.end-vhdFooterLen : g.end])
 				if ferr == nil && f.diskType == vhdFixed && int64(f.currentSize) == g.n+int64(g.end-vhdFooterLen) {
+					if g.unranged {
+						// Told at the end, after the disk's bytes went by as a raw image's.
+						return 0, fmt.Errorf("%w: %w: the %s is a fixed VHD, which is told from a raw image by its footer at the end: serve it from a server that answers range requests, or import a local copy", ErrUnsupported, ErrNoRanges, g.what)
+					}
 					return 0, fmt.Errorf("%w: the %s ends with a fixed VHD's footer: import the .vhd itself (it is read sparsely, it needs no compression)", ErrUnsupported, g.what)
 				}
 			}

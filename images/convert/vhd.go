@@ -98,6 +98,19 @@ func openVHD(ra io.ReaderAt, fileSize int64) (*vhd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("VHD footer at input offset %d (truncated input?): %w", fileSize-vhdFooterLen, err)
 	}
+	// Dynamic and differencing disks keep a copy of the footer at offset 0, which QEMU reads
+	// instead of the one at the end. A footer there that disagrees with the end on what the disk
+	// is makes the file mean two disks (QEMU would read the other one): refused. A copy that does
+	// not parse is what the redundancy is for: the end's footer is used.
+	if fileSize >= 2*vhdFooterLen {
+		if n, err := ra.ReadAt(b, 0); n < len(b) {
+			return nil, readErr(err, "VHD footer copy at input offset 0")
+		}
+		if c, err := parseVHDFooter(b); err == nil && (c.diskType != f.diskType || c.currentSize != f.currentSize || c.dataOffset != f.dataOffset) {
+			return nil, fmt.Errorf("%w: VHD footer copy at offset 0 (type %d, %d bytes, data offset %d) disagrees with the footer at the end (type %d, %d bytes, data offset %d)",
+				ErrCorrupt, c.diskType, c.currentSize, c.dataOffset, f.diskType, f.currentSize, f.dataOffset)
+		}
+	}
 	if f.currentSize == 0 || f.currentSize > images.MaxImageSize {
 		return nil, fmt.Errorf("%w: VHD current size %d (1 byte to 16 TiB)", ErrUnsupported, f.currentSize)
 	}
@@ -149,6 +162,13 @@ func (v *vhd) openDynamic(ra io.ReaderAt, off uint64) error {
 	bs := int64(be.Uint32(h[32:]))
 	if bs < 512 || bs > 256<<20 || bs&(bs-1) != 0 {
 		return fmt.Errorf("%w: VHD block size %d (a power of two, 512 bytes to 256 MiB)", ErrCorrupt, bs)
+	}
+	// Below 4 KiB (8 sectors) the spec and QEMU disagree on where a block's data starts: QEMU's
+	// bitmap_size = ((block_size / (8 * 512)) + 511) & ~511 is 0 there, the spec's one sector.
+	// Virtual PC, Hyper-V and QEMU write 512 KiB or 2 MiB blocks; a 512-byte to 2 KiB one is
+	// refused rather than read one way or the other.
+	if bs < 4096 {
+		return fmt.Errorf("%w: VHD block size %d (this reads 4 KiB and up): convert it with qemu-img convert -O qcow2", ErrUnsupported, bs)
 	}
 	v.blockSize = bs
 	// The block bitmap: "The size of the bitmap is ... (sectors per block)/8, rounded up to the

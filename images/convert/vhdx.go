@@ -57,6 +57,12 @@ type vhdx struct {
 	block       int64
 	sectorSize  int64
 	totalBlocks int64
+	// taken are the file's own structures, which no payload block may overlap: 2.2.3.2 "All
+	// objects within the table must be non-overlapping, not only with respect to each other but
+	// with respect to the log (defined in the headers) and the payload and sector bitmap blocks
+	// (defined in the BAT)." QEMU's vhdx_check_bat_entries refuses such a file too. They are the
+	// header section, the log, the BAT and the metadata region.
+	taken []region
 }
 
 func (v *vhdx) detail() string {
@@ -91,6 +97,7 @@ func openVHDX(ra io.ReaderAt, fileSize int64) (*vhdx, error) {
 		return nil, fmt.Errorf("%w: VHDX BAT region of %d bytes, a %d-byte disk needs %d entries", ErrCorrupt, bat.length, v.size, entries)
 	}
 	v.bat = newTable(ra, "VHDX BAT", bat.offset, entries, 8)
+	v.taken = append(v.taken, region{0, mib}, bat, meta)
 	return v, nil
 }
 
@@ -115,8 +122,15 @@ func (v *vhdx) header() error {
 		}
 		// "A header is current if it is the only valid header or if it is valid and its
 		// SequenceNumber field is greater than the other header's".
-		if seq := binary.LittleEndian.Uint64(h[8:]); best == nil || seq > bestSeq {
+		seq := binary.LittleEndian.Uint64(h[8:])
+		switch {
+		case best == nil || seq > bestSeq:
 			best, bestSeq = h, seq
+		case seq == bestSeq && !bytes.Equal(h, best):
+			// Two valid headers with one sequence number: neither is current, and picking one
+			// could pick the one without the LogGuid. (Two identical headers are what Disk2VHD
+			// writes; QEMU accepts those, and so does this.)
+			return fmt.Errorf("%w: VHDX headers at 64 KiB and 128 KiB differ but have the same sequence number %d: no header is current", ErrCorrupt, seq)
 		}
 	}
 	if best == nil {
@@ -133,6 +147,11 @@ func (v *vhdx) header() error {
 	// means writing the file, which an importer must not do.
 	if !allZero(best[48:64]) {
 		return fmt.Errorf("%w: VHDX has a log to replay (it was not closed cleanly): open and close it in Hyper-V, or qemu-img check -r all, then import", ErrUnsupported)
+	}
+	// LogLength 4 @68 and LogOffset 8 @72 place the log, which no payload block may overlap,
+	// empty or not.
+	if n, off := int64(binary.LittleEndian.Uint32(best[68:])), binary.LittleEndian.Uint64(best[72:]); n > 0 && off < uint64(v.fileSize) {
+		v.taken = append(v.taken, region{int64(off), n})
 	}
 	return nil
 }
@@ -173,6 +192,10 @@ func (v *vhdx) regions() (bat, meta region, err error) {
 		copy(id[:], e)
 		r := region{offset: int64(le.Uint64(e[16:])), length: int64(le.Uint32(e[24:]))}
 		required := le.Uint32(e[28:])&1 != 0
+		// "Guid ... MUST be unique within the table": two BATs make two disks (QEMU refuses).
+		if id == regionBAT && haveBAT || id == regionMetadata && haveMeta {
+			return bat, meta, fmt.Errorf("%w: VHDX region table lists region %x twice", ErrCorrupt, id)
+		}
 		switch id {
 		case regionBAT:
 			bat, haveBAT = r, true
@@ -229,10 +252,17 @@ func (v *vhdx) metadata(meta region) error {
 		return b, nil
 	}
 	var haveParams, haveSize, haveSector bool
+	seen := map[[16]byte]bool{}
 	for i := range int(count) {
 		e := t[32+32*i : 64+32*i]
 		var id [16]byte
 		copy(id[:], e)
+		// 2.6.1.2: "The ItemId and IsUser value pair for an entry MUST be unique within the
+		// table." Two sizes or two file parameters make two disks (QEMU refuses).
+		if seen[id] && (id == metaFileParameters || id == metaVirtualDiskSize || id == metaLogicalSectorSize) {
+			return fmt.Errorf("%w: VHDX metadata table lists item %x twice", ErrCorrupt, id)
+		}
+		seen[id] = true
 		switch id {
 		case metaFileParameters:
 			// 2.6.2.1: BlockSize 4, then bit 0 LeaveBlocksAllocated, bit 1 HasParent.
@@ -334,6 +364,11 @@ func (v *vhdx) next() (extent, error) {
 		host := int64(entry>>20) * mib
 		if host < mib || host > v.fileSize || n > v.fileSize-host {
 			return extent{}, fmt.Errorf("%w: VHDX payload block %d for virtual offset %d at input offset %d (%d bytes) is past the end of the %d-byte input", ErrCorrupt, i, voff, host, n, v.fileSize)
+		}
+		for _, r := range v.taken {
+			if host < r.offset+r.length && r.offset < host+n {
+				return extent{}, fmt.Errorf("%w: VHDX payload block %d at input offset %d (%d bytes) overlaps the file's own structures at input offset %d (%d bytes)", ErrCorrupt, i, host, n, r.offset, r.length)
+			}
 		}
 		return extent{kind: data, n: n, host: host}, nil
 	case payloadPartiallyPresent:
