@@ -71,6 +71,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.registerCatalog(mux)
 	s.registerBMC(mux)
 	s.registerJobs(mux)
+	s.route(mux, "GET /api/v1/openapi.json", ScopeNone, s.openAPI)
 }
 
 // Error is the body of every error response.
