@@ -26,6 +26,7 @@ func (s *Server) signal(machine string, sig jobs.Signal) {
 func (s *Server) agentAuth(w http.ResponseWriter, r *http.Request) (string, bool) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="imaged agent"`)
 		fail(w, http.StatusUnauthorized, "Authorization", "the boot token is required: Authorization: Bearer <imaged.token>")
 		return "", false
 	}

@@ -1,6 +1,7 @@
-// Package api serves imaged's versioned HTTP interfaces: the agent API under /agent/v1 and the
-// operator API under /api/v1 (reads are open; changes need a Principal with a Scope, which today
-// only the control socket grants). HTTP status codes are chosen here and nowhere
+// Package api serves imaged's versioned HTTP interfaces: the agent API under /agent/v1 (boot
+// tokens) and the operator API under /api/v1, where every route needs a Principal with a Scope
+// (api.tokens over TCP, the control socket's peer, or api.anonymous_read for reads), except the
+// booted machines' metadata and check-in, known by their address. HTTP status codes are chosen here and nowhere
 // else. Every error is JSON: {"error": "...", "field": "..."}.
 package api
 

@@ -40,6 +40,7 @@ type Principal struct {
 	Name      string
 	Scope     Scope
 	Anonymous bool // no credentials: what api.anonymous_read grants
+	Local     bool // on the control socket: the OperatorHeader is recorded beside it
 }
 
 type principalKey struct{}
@@ -172,7 +173,7 @@ func require(scope Scope, h http.HandlerFunc) http.HandlerFunc {
 // by names the caller of a change for event logs and channel histories.
 func by(r *http.Request) string {
 	p, _ := principalOf(r)
-	if op := r.Header.Get(OperatorHeader); op != "" && p.Name != "" {
+	if op := r.Header.Get(OperatorHeader); op != "" && p.Local {
 		return fmt.Sprintf("%s (%s)", op, p.Name)
 	}
 	return p.Name
@@ -197,7 +198,7 @@ func ControlConnContext(ctx context.Context, c net.Conn) context.Context {
 	}); err != nil || credErr != nil {
 		return ctx
 	}
-	p := Principal{Name: fmt.Sprintf("uid %d via the control socket", cred.Uid), Scope: ScopeNone}
+	p := Principal{Name: fmt.Sprintf("uid %d via the control socket", cred.Uid), Scope: ScopeNone, Local: true}
 	if cred.Uid == 0 || int(cred.Uid) == os.Getuid() {
 		p.Scope = ScopeAdmin
 	}

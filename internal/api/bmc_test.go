@@ -109,7 +109,7 @@ func TestBMCAPI(t *testing.T) {
 		t.Errorf("BMC calls: %q", got)
 	}
 	ev, _ := inv.Events("ms1-c1n1", 0)
-	if len(ev) != 2 || !strings.Contains(ev[0].Message, "power off (read back) by alice (roller)") {
+	if len(ev) != 2 || !strings.Contains(ev[0].Message, "power off (read back) by roller") {
 		t.Errorf("events: %+v", ev)
 	}
 

@@ -11,7 +11,7 @@ import (
 )
 
 // The image catalog over HTTP: what `imaged image …` and `imaged machines assign` use while the
-// daemon holds the state file. Reading is open; changes need a scope (see require).
+// daemon holds the state file. Reading needs the read scope, changes operate or admin.
 
 // Blobs is the part of the blob store the catalog endpoints use.
 type Blobs interface {
@@ -101,6 +101,15 @@ func (s *Server) storeError(w http.ResponseWriter, field string, err error) {
 	}
 }
 
+// noBlobs answers 503 when this server has no blob store.
+func (s *Server) noBlobs(w http.ResponseWriter) bool {
+	if s.blobs == nil {
+		fail(w, http.StatusServiceUnavailable, "", "this imaged has no blob store")
+		return true
+	}
+	return false
+}
+
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	imgs, err := s.inv.Store().Images()
 	if err != nil {
@@ -125,7 +134,9 @@ func nonNil[T any](s []T) []T {
 // resolve finds the image ref names (name@version, name@channel or sha256:<hex>); field names
 // where ref came from in the request, for the error.
 func (s *Server) resolve(w http.ResponseWriter, field, ref string) (store.Image, bool) {
-	if _, err := images.ParseDigest(ref); err != nil {
+	if d, err := images.ParseDigest(ref); err == nil {
+		ref = d.String() // the catalog knows digests as sha256:<hex>; a bare hex digest is one too
+	} else {
 		if _, _, err := store.SplitRef(ref); err != nil {
 			fail(w, http.StatusBadRequest, field, "%v; or sha256:<64 hex digits>", err)
 			return store.Image{}, false
@@ -159,6 +170,9 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
+	if s.noBlobs(w) {
+		return
+	}
 	var req RegisterRequest
 	if !decode(w, r, &req) {
 		return
@@ -240,6 +254,9 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
+	if s.noBlobs(w) {
+		return
+	}
 	name, version, err := store.SplitRef(r.PathValue("ref"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "ref", "%v", err)
@@ -272,6 +289,9 @@ func (s *Server) removeBlob(img store.Image) error {
 }
 
 func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
+	if s.noBlobs(w) {
+		return
+	}
 	var req PruneRequest
 	if !decode(w, r, &req) {
 		return
