@@ -49,7 +49,7 @@ func (c *bmcClient) close() {
 func (c *bmcClient) machine(ctx context.Context, id string) (api.MachinePower, error) {
 	var mp api.MachinePower
 	if c.remote != nil {
-		return mp, c.remote.do(ctx, "GET", "/api/v1/machines/"+url.PathEscape(id)+"/bmc", nil, &mp)
+		return mp, c.remote.Do(ctx, "GET", "/api/v1/machines/"+url.PathEscape(id)+"/bmc", nil, &mp)
 	}
 	if err := c.known(id); err != nil {
 		return mp, err
@@ -78,7 +78,7 @@ func (c *bmcClient) known(id string) error {
 func (c *bmcClient) power(ctx context.Context, id string, a power.Action) (api.MachinePower, error) {
 	if c.remote != nil {
 		var mp api.MachinePower
-		return mp, c.remote.do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/power", api.PowerRequest{Action: string(a)}, &mp)
+		return mp, c.remote.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/power", api.PowerRequest{Action: string(a)}, &mp)
 	}
 	if err := c.known(id); err != nil {
 		return api.MachinePower{}, err
@@ -92,7 +92,7 @@ func (c *bmcClient) power(ctx context.Context, id string, a power.Action) (api.M
 func (c *bmcClient) boot(ctx context.Context, id string, t power.BootTarget, uri string) (api.MachinePower, error) {
 	if c.remote != nil {
 		var mp api.MachinePower
-		return mp, c.remote.do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/boot", api.BootRequest{Target: string(t), URI: uri}, &mp)
+		return mp, c.remote.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/boot", api.BootRequest{Target: string(t), URI: uri}, &mp)
 	}
 	if err := c.known(id); err != nil {
 		return api.MachinePower{}, err
@@ -106,7 +106,7 @@ func (c *bmcClient) boot(ctx context.Context, id string, t power.BootTarget, uri
 func (c *bmcClient) systems(ctx context.Context, name string) (api.BMCInfo, error) {
 	var info api.BMCInfo
 	if c.remote != nil {
-		return info, c.remote.do(ctx, "GET", "/api/v1/bmcs/"+url.PathEscape(name), nil, &info)
+		return info, c.remote.Do(ctx, "GET", "/api/v1/bmcs/"+url.PathEscape(name), nil, &info)
 	}
 	systems, err := c.local.Systems(ctx, name)
 	if err != nil {

@@ -76,7 +76,7 @@ func (c *catalog) close() {
 func (c *catalog) images(ctx context.Context) (api.Catalog, error) {
 	var cat api.Catalog
 	if c.remote != nil {
-		return cat, c.remote.do(ctx, "GET", "/api/v1/images", nil, &cat)
+		return cat, c.remote.Do(ctx, "GET", "/api/v1/images", nil, &cat)
 	}
 	var err error
 	if cat.Images, err = c.st.Images(); err != nil {
@@ -89,7 +89,7 @@ func (c *catalog) images(ctx context.Context) (api.Catalog, error) {
 func (c *catalog) info(ctx context.Context, ref string) (api.ImageInfo, error) {
 	var info api.ImageInfo
 	if c.remote != nil {
-		return info, c.remote.do(ctx, "GET", "/api/v1/images/"+url.PathEscape(ref), nil, &info)
+		return info, c.remote.Do(ctx, "GET", "/api/v1/images/"+url.PathEscape(ref), nil, &info)
 	}
 	var err error
 	if info.Image, err = c.st.ResolveImage(ref); err != nil {
@@ -109,7 +109,7 @@ func (c *catalog) register(ctx context.Context, img store.Image) error {
 	if c.remote != nil {
 		req := api.RegisterRequest{Name: img.Name, Version: img.Version, Digest: img.Digest, Source: img.Source, Format: img.Format}
 		var got store.Image
-		if err := c.remote.do(ctx, "POST", "/api/v1/images", req, &got); err != nil {
+		if err := c.remote.Do(ctx, "POST", "/api/v1/images", req, &got); err != nil {
 			return err
 		}
 		if got.Digest != img.Digest || got.ManifestHash != img.ManifestHash {
@@ -125,7 +125,7 @@ func (c *catalog) register(ctx context.Context, img store.Image) error {
 func (c *catalog) promote(ctx context.Context, name, version, channel string) (store.Channel, error) {
 	var ch store.Channel
 	if c.remote != nil {
-		return ch, c.remote.do(ctx, "POST", "/api/v1/images/"+url.PathEscape(name+"@"+version)+"/promote", api.PromoteRequest{Channel: channel}, &ch)
+		return ch, c.remote.Do(ctx, "POST", "/api/v1/images/"+url.PathEscape(name+"@"+version)+"/promote", api.PromoteRequest{Channel: channel}, &ch)
 	}
 	return c.st.Promote(name, version, channel, c.by)
 }
@@ -133,7 +133,7 @@ func (c *catalog) promote(ctx context.Context, name, version, channel string) (s
 func (c *catalog) rollback(ctx context.Context, name, channel string) (store.Channel, error) {
 	var ch store.Channel
 	if c.remote != nil {
-		return ch, c.remote.do(ctx, "POST", "/api/v1/images/"+url.PathEscape(name+"@"+channel)+"/rollback", nil, &ch)
+		return ch, c.remote.Do(ctx, "POST", "/api/v1/images/"+url.PathEscape(name+"@"+channel)+"/rollback", nil, &ch)
 	}
 	return c.st.Rollback(name, channel, c.by)
 }
@@ -141,7 +141,7 @@ func (c *catalog) rollback(ctx context.Context, name, channel string) (store.Cha
 func (c *catalog) deleteImage(ctx context.Context, name, version string) (api.DeleteReply, error) {
 	var rep api.DeleteReply
 	if c.remote != nil {
-		return rep, c.remote.do(ctx, "DELETE", "/api/v1/images/"+url.PathEscape(name+"@"+version), nil, &rep)
+		return rep, c.remote.Do(ctx, "DELETE", "/api/v1/images/"+url.PathEscape(name+"@"+version), nil, &rep)
 	}
 	img, free, err := c.st.DeleteImage(name, version)
 	if err != nil {
@@ -167,7 +167,7 @@ func (c *catalog) removeBlob(img store.Image) error {
 func (c *catalog) prune(ctx context.Context, keep int) (api.PruneReply, error) {
 	var rep api.PruneReply
 	if c.remote != nil {
-		return rep, c.remote.do(ctx, "POST", "/api/v1/images/prune", api.PruneRequest{Keep: keep}, &rep)
+		return rep, c.remote.Do(ctx, "POST", "/api/v1/images/prune", api.PruneRequest{Keep: keep}, &rep)
 	}
 	removed, kept, err := c.st.Prune(keep)
 	if err != nil {
@@ -188,7 +188,7 @@ func (c *catalog) prune(ctx context.Context, keep int) (api.PruneReply, error) {
 func (c *catalog) assign(ctx context.Context, id, ref string) (api.AssignReply, error) {
 	var rep api.AssignReply
 	if c.remote != nil {
-		return rep, c.remote.do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/assign", api.AssignRequest{Image: ref}, &rep)
+		return rep, c.remote.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/assign", api.AssignRequest{Image: ref}, &rep)
 	}
 	img, err := c.st.ResolveImage(ref)
 	if err != nil {

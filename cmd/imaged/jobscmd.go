@@ -53,7 +53,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			q.Set("active", "true")
 		}
 		var js []jobs.Job
-		if err := c.do(ctx, "GET", "/api/v1/jobs?"+q.Encode(), nil, &js); err != nil {
+		if err := c.Do(ctx, "GET", "/api/v1/jobs?"+q.Encode(), nil, &js); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -75,7 +75,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return tw.Flush()
 	case "show":
 		var j jobs.Job
-		if err := c.do(ctx, "GET", "/api/v1/jobs/"+url.PathEscape(fs.Arg(0)), nil, &j); err != nil {
+		if err := c.Do(ctx, "GET", "/api/v1/jobs/"+url.PathEscape(fs.Arg(0)), nil, &j); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -85,7 +85,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	default:
 		var j jobs.Job
-		if err := c.do(ctx, "POST", "/api/v1/jobs/"+url.PathEscape(fs.Arg(0))+"/cancel", nil, &j); err != nil {
+		if err := c.Do(ctx, "POST", "/api/v1/jobs/"+url.PathEscape(fs.Arg(0))+"/cancel", nil, &j); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "job %s on %s: %s (%s)\n", j.ID, j.Machine, j.State, j.Phase)
@@ -150,7 +150,7 @@ func cmdReimage(ctx context.Context, kind string, args []string, stdout, stderr 
 	if kind == "reimage" {
 		body = api.ReimageRequest{Image: fs.Arg(1)}
 	}
-	if err := c.do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(fs.Arg(0))+"/"+kind, body, &j); err != nil {
+	if err := c.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(fs.Arg(0))+"/"+kind, body, &j); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "job %s: %s of %s submitted (imaged jobs show %s)\n", j.ID, kind, j.Machine, j.ID)
@@ -159,7 +159,7 @@ func cmdReimage(ctx context.Context, kind string, args []string, stdout, stderr 
 	}
 	last := ""
 	for {
-		if err := c.do(ctx, "GET", "/api/v1/jobs/"+url.PathEscape(j.ID), nil, &j); err != nil {
+		if err := c.Do(ctx, "GET", "/api/v1/jobs/"+url.PathEscape(j.ID), nil, &j); err != nil {
 			return err
 		}
 		if now := string(j.State) + " " + string(j.Phase); now != last {

@@ -153,7 +153,7 @@ func openSource(ctx context.Context, cfgPath, server, token string) (*source, er
 		}
 		// The daemon holds the state file: ask it over its control socket.
 		cc := newControlClient(cfg.HTTP.ControlSocket, "")
-		return &source{server: &url.URL{Scheme: "http", Host: "imaged"}, client: cc.client, ctx: ctx}, nil
+		return &source{server: &url.URL{Scheme: "http", Host: "imaged"}, client: cc.HTTP, ctx: ctx}, nil
 	}
 	u, err := url.Parse(server)
 	if err != nil || u.Host == "" {

@@ -2,10 +2,7 @@ package lab_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,20 +58,8 @@ func TestChassisBMCNetboot(t *testing.T) {
 	}
 
 	// Through the daemon's control socket, as root.
-	control := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return new(net.Dialer).DialContext(ctx, "unix", filepath.Join(dir, "state", "control.sock"))
-	}}}
-	get := func(path string, v any) error {
-		resp, err := control.Get("http://imaged" + path)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("GET %s: %s", path, resp.Status)
-		}
-		return json.NewDecoder(resp.Body).Decode(v)
-	}
+	control := api.NewControlClient(filepath.Join(dir, "state", "control.sock"), "test")
+	get := func(path string, v any) error { return control.Do(context.Background(), "GET", path, nil, v) }
 
 	start := time.Now()
 	if out := run("bmc", "boot", "-config", cfg, "ms1-c1n2", "pxe"); !strings.Contains(out, "Once: pxe") {
