@@ -7,7 +7,7 @@ if [ "$(id -u)" != 0 ]; then echo "install-deps.sh: run as root (apt-get install
 need=""
 for p in qemu-system-x86 ipxe-qemu ipxe ovmf dnsmasq busybox udhcpc isc-dhcp-client tftp-hpa atftp \
          tftpd-hpa curl iproute2 kea-admin kea-dhcp4-server nginx-light tcpdump python3 zstd systemd fdisk e2fsprogs qemu-utils bmap-tools \
-         redfishtool python3-sushy; do
+         redfishtool python3-sushy syslinux syslinux-common mtools dosfstools; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || need="$need $p"
 done
 if [ -n "$need" ]; then

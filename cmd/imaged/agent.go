@@ -7,12 +7,13 @@ import (
 	"os"
 
 	"github.com/imaged/imaged/internal/agent"
+	"github.com/imaged/imaged/internal/osimage/osinit"
 )
 
 // runAgentInit is the initramfs path: imaged is /init (PID 1) on the blade.
 func runAgentInit(ctx context.Context, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	return agent.RunInit(ctx, log)
+	return agent.RunInit(ctx, log, osinit.Mode())
 }
 
 // cmdAgent runs the agent on an already-booted system, reading its parameters from

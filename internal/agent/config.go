@@ -1,11 +1,12 @@
 // Package agent is the code that runs on the blade, inside the netboot initramfs that
 // internal/initrd builds: as PID 1 it mounts the basic filesystems, loads the kernel modules,
 // brings up the NIC that netbooted, gets an address by DHCP and says hello to the imaged server,
-// then waits for work.
+// then waits for work. Its init can run another Mode instead (imaged.mode=, see RunInit), which
+// may reuse its NIC setup (ConfigureNIC).
 //
 // Its dependency set ships in the initramfs, so it must stay small: no bbolt, AWS SDK, gofish,
-// Prometheus, nor any imaged server package (TestAgentDeps guards this). Only cmd/imaged imports
-// it.
+// Prometheus, nor any imaged server package (TestAgentDeps guards this). Only cmd/imaged and the
+// init modes (internal/osimage) import it.
 //
 // Every milestone is one console line starting with "imaged agent: ", which the lab timeline
 // greps for; keep that prefix stable.
@@ -22,6 +23,10 @@ import (
 
 	"github.com/imaged/imaged/internal/version"
 )
+
+// VendorClass is option 60 in the agent's DHCP requests, so that a DHCP server can tell the agent
+// (which wants a plain lease) from the firmware and iPXE (which want boot files).
+const VendorClass = "imaged-agent"
 
 // Config is what the agent needs to know; on a blade it comes from the kernel command line
 // (ParseCmdline). Zero durations take the defaults shown.
@@ -47,6 +52,8 @@ type Config struct {
 	PlanPoll         time.Duration // between plan requests while no image is assigned: 5 s
 	SysBlock         string        // where whole disks are listed: /sys/block
 	DevDir           string        // where their device nodes are: /dev
+
+	vendorClass string // DHCP option 60: VendorClass, unless ConfigureNIC's caller says otherwise
 }
 
 func (c *Config) setDefaults() {
@@ -74,6 +81,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AgentVersion == "" {
 		c.AgentVersion = buildVersion()
+	}
+	if c.vendorClass == "" {
+		c.vendorClass = VendorClass
 	}
 }
 

@@ -14,23 +14,31 @@ import (
 // the serial console for it: keep it stable.
 const Prefix = "imaged agent: "
 
-// console writes milestone lines.
+// console writes milestone lines, each starting with prefix (Prefix unless an init Mode or
+// ConfigureNIC's caller says otherwise).
 type console struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
 }
 
 func newConsole(w io.Writer) *console {
 	if w == nil {
 		w = os.Stdout
 	}
-	return &console{w: w}
+	return &console{w: w, prefix: Prefix}
 }
 
 func (c *console) say(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	fmt.Fprintf(c.w, Prefix+format+"\n", args...)
+	fmt.Fprintf(c.w, c.prefix+format+"\n", args...)
+}
+
+func (c *console) setPrefix(p string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prefix = p
 }
 
 // uptime is the time since the kernel booted (/proc/uptime), or 0 when unknown.

@@ -14,10 +14,6 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 )
 
-// VendorClass is option 60 in the agent's DHCP requests, so that a DHCP server can tell the agent
-// (which wants a plain lease) from the firmware and iPXE (which want boot files).
-const VendorClass = "imaged-agent"
-
 // requestLease runs DISCOVER/OFFER/REQUEST/ACK on ifname until it gets a lease or
 // cfg.DHCPTimeout passes. Each attempt sends up to cfg.DHCPAttemptRetry DISCOVERs (waiting 1, 2,
 // 4 s…) then as many REQUESTs; between attempts the agent waits 1 s, doubling up to 8 s. A switch
@@ -61,7 +57,7 @@ func dhcpOnce(ctx context.Context, ifname string, mac net.HardwareAddr, cfg *Con
 	binary.BigEndian.PutUint32(xid[:], rand.Uint32())
 	common := []dhcpv4.Modifier{
 		dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)),
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(VendorClass)),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(cfg.vendorClass)),
 		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
 			dhcpv4.OptionBroadcastAddress, dhcpv4.OptionClasslessStaticRoute),
 	}

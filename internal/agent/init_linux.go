@@ -20,24 +20,25 @@ import (
 // RunInit is the agent as PID 1, the /init of the initramfs: it mounts /dev (devtmpfs), /proc,
 // /sys and /tmp, puts stdin/stdout/stderr on /dev/console, reaps orphaned processes, reads its
 // Config from /proc/cmdline, loads the kernel modules listed in /modules.order from /lib/modules,
-// and calls Run.
+// and calls Run. When the command line says imaged.mode=<name> and modes has that Mode, RunInit
+// does the same early init and then runs the mode instead of the agent.
 //
 // PID 1 must never exit: the kernel would panic ("Attempted to kill init!") and the reason would
 // scroll away. So whatever goes wrong (a bad command line, no NIC, no lease, a refused token, even
 // a panic in Run), RunInit prints it loudly on the console and keeps the machine up for a human
 // to read; it does not return while it is PID 1. Called in any other process it returns an error
 // at once and touches nothing. log may be nil: RunInit then logs to the console.
-func RunInit(ctx context.Context, log *slog.Logger) error {
+func RunInit(ctx context.Context, log *slog.Logger, modes ...Mode) error {
 	if os.Getpid() != 1 {
 		return errors.New("agent: RunInit must run as PID 1 (the initramfs /init); use Run otherwise")
 	}
 	con := newConsole(os.Stdout)
-	err := runInit(ctx, con, log)
+	err := runInit(ctx, con, log, modes)
 	holdForever(con, err)
 	return err // not reached
 }
 
-func runInit(ctx context.Context, con *console, log *slog.Logger) (err error) {
+func runInit(ctx context.Context, con *console, log *slog.Logger, modes []Mode) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("agent: panic: %v\n%s", p, debug.Stack())
@@ -46,6 +47,15 @@ func runInit(ctx context.Context, con *console, log *slog.Logger) (err error) {
 	mountErr := mountBasics()
 	setupConsole() // os.Stdout writes to fd 1, which is now /dev/console for sure
 	cmdline, cerr := os.ReadFile("/proc/cmdline")
+	var (
+		mode    *Mode
+		modeErr error
+	)
+	if cerr == nil {
+		if mode, modeErr = pickMode(string(cmdline), modes); mode != nil {
+			con.setPrefix("imaged " + mode.Name + ": ")
+		}
+	}
 	level := new(slog.LevelVar) // Info until the command line says imaged.debug=1
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
@@ -59,6 +69,12 @@ func runInit(ctx context.Context, con *console, log *slog.Logger) (err error) {
 	if cerr != nil {
 		return fmt.Errorf("agent: read kernel command line: %w", cerr)
 	}
+	if modeErr != nil {
+		return modeErr
+	}
+	if mode != nil {
+		return runMode(ctx, con, log, level, *mode, string(cmdline))
+	}
 	cfg, err := ParseCmdline(string(cmdline))
 	if err != nil {
 		return err
@@ -67,20 +83,49 @@ func runInit(ctx context.Context, con *console, log *slog.Logger) (err error) {
 		level.Set(slog.LevelDebug)
 	}
 	if cfg.Modules {
-		start := time.Now()
-		loaded, total, err := loadModules("/modules.order", "/lib/modules", log)
-		if err != nil {
+		if err := loadModulesSay(con, log); err != nil {
 			return err
 		}
-		con.say("modules loaded: %d of %d in %.2fs", loaded, total, time.Since(start).Seconds())
 	}
+	warnRandom(log)
+	cfg.Console = os.Stdout
+	cfg.ResolvConf = "/etc/resolv.conf"
+	return Run(ctx, cfg, log)
+}
+
+// runMode finishes the early init for a Mode other than the agent and runs it.
+func runMode(ctx context.Context, con *console, log *slog.Logger, level *slog.LevelVar, mode Mode, cmdline string) error {
+	modules, debug, err := initFlags(cmdline)
+	if err != nil {
+		return err
+	}
+	if debug {
+		level.Set(slog.LevelDebug)
+	}
+	if modules {
+		if err := loadModulesSay(con, log); err != nil {
+			return err
+		}
+	}
+	warnRandom(log)
+	return mode.Run(ctx, cmdline, log)
+}
+
+func loadModulesSay(con *console, log *slog.Logger) error {
+	start := time.Now()
+	loaded, total, err := loadModules("/modules.order", "/lib/modules", log)
+	if err != nil {
+		return err
+	}
+	con.say("modules loaded: %d of %d in %.2fs", loaded, total, time.Since(start).Seconds())
+	return nil
+}
+
+func warnRandom(log *slog.Logger) {
 	if _, err := unix.Getrandom(make([]byte, 1), unix.GRND_NONBLOCK); errors.Is(err, unix.EAGAIN) {
 		// Nothing on the way to hello needs it, but crypto/rand (TLS) would block until then.
 		log.Warn("the kernel's random pool is not initialized yet (no RDRAND, no virtio-rng?)")
 	}
-	cfg.Console = os.Stdout
-	cfg.ResolvConf = "/etc/resolv.conf"
-	return Run(ctx, cfg, log)
 }
 
 // mountBasics mounts what an initramfs lacks. Already-mounted filesystems are fine.

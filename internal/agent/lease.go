@@ -39,6 +39,18 @@ func (l lease) routes() []route {
 	return nil
 }
 
+// defaultGateway is the gateway of the lease's default route, if it has one (the last, as the
+// agent has always reported it).
+func (l lease) defaultGateway() netip.Addr {
+	var gw netip.Addr
+	for _, r := range l.routes() {
+		if r.Dst.Bits() == 0 && r.Gateway.IsValid() {
+			gw = r.Gateway
+		}
+	}
+	return gw
+}
+
 // leaseFromACK reads a DHCPACK into a lease.
 func leaseFromACK(ack *dhcpv4.DHCPv4) (lease, error) {
 	if ack == nil {

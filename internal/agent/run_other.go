@@ -14,6 +14,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // RunInit needs Linux.
-func RunInit(ctx context.Context, log *slog.Logger) error {
+func RunInit(ctx context.Context, log *slog.Logger, modes ...Mode) error {
 	return errors.ErrUnsupported
+}
+
+// ConfigureNIC needs Linux.
+func ConfigureNIC(ctx context.Context, n NIC, log *slog.Logger) (Link, error) {
+	return Link{}, errors.ErrUnsupported
 }
