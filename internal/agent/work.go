@@ -162,7 +162,10 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 	w.con.say("writing %s onto %s (%d bytes, serial %q)", img.Ref, path, disk.Size, disk.Serial)
 	prog := w.startProgress(ctx, img.Digest, m.Size)
 	r, err := blockcopy.Copy(ctx, f, &blockcopy.HTTPSource{URL: blobURL, ETag: `"` + img.Digest + `"`, Client: blockcopy.NewClient()}, m,
-		blockcopy.Options{ReadBack: blockcopy.ReadBackSample, Progress: prog.update})
+		// 8 retries per block, backing off to 10 s: a block survives about 35 s of the server
+		// being away (imaged restarting) without restarting the copy; a corrupt block is tried
+		// 3 more times only.
+		blockcopy.Options{ReadBack: blockcopy.ReadBackSample, Progress: prog.update, Retries: 8, ChecksumRetries: 3})
 	prog.stop()
 	res.BytesFetched, res.BytesWritten = r.BytesFetched, r.BytesWritten
 	res.BytesSkipped = r.BytesSkippedZero + r.BytesSkippedSame
@@ -176,32 +179,57 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 	return res
 }
 
-// fetchManifest downloads a manifest and returns it with its hash (hex).
+// manifestPatience is how long the agent keeps trying to fetch a manifest while the server is
+// unreachable or failing (a restart of imaged takes seconds; a reimage must survive it).
+const manifestPatience = 5 * time.Minute
+
+// fetchManifest downloads a manifest and returns it with its hash (hex). Transport errors, 5xx,
+// 408 and 429 are tried again with backoff for manifestPatience; another answer is final.
 func (w *worker) fetchManifest(ctx context.Context, u string) (*images.Manifest, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, manifestPatience)
+	defer cancel()
+	delay := w.cfg.HelloBackoff
+	for {
+		m, sum, retry, err := w.fetchManifestOnce(ctx, u)
+		if err == nil || !retry || ctx.Err() != nil {
+			return m, sum, err
+		}
+		w.log.Warn("manifest not fetched; retrying", "err", err, "wait", delay)
+		select {
+		case <-ctx.Done():
+			return nil, "", err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, w.cfg.HelloBackoffMax)
+	}
+}
+
+func (w *worker) fetchManifestOnce(ctx context.Context, u string) (_ *images.Manifest, _ string, retry bool, _ error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	req, err := w.request(ctx, "GET", u, nil)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return nil, "", fmt.Errorf("agent: manifest: %w", err)
+		return nil, "", true, fmt.Errorf("agent: manifest: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, "", fmt.Errorf("agent: manifest %s: %s", u, resp.Status)
+		retry := resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests
+		return nil, "", retry, fmt.Errorf("agent: manifest %s: %s", u, resp.Status)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, "", fmt.Errorf("agent: manifest: %w", err)
+		return nil, "", true, fmt.Errorf("agent: manifest: %w", err)
 	}
 	var m images.Manifest
 	if err := m.UnmarshalBinary(data); err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	sum := sha256.Sum256(data)
-	return &m, hex.EncodeToString(sum[:]), nil
+	return &m, hex.EncodeToString(sum[:]), false, nil
 }
 
 // progress sends the copy's running totals to the server once a second.

@@ -32,6 +32,8 @@ type fakeServer struct {
 	digest   string
 	results  []agentapi.Result
 	progress int
+	// manifestDown answers the manifest with 503 this many times (imaged restarting).
+	manifestDown int
 }
 
 func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -46,6 +48,14 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"action":"write","image":{"ref":"debian@1","digest":%q,"size":%d,"manifest_hash":%q,"manifest_url":"http://%s/images/%s/manifest","blob_url":"http://%s/images/%s/blob"}}`,
 			f.digest, len(f.blob), hex.EncodeToString(mh[:]), r.Host, hexd, r.Host, hexd)
 	case "/images/" + hexd + "/manifest":
+		f.mu.Lock()
+		down := f.manifestDown > 0
+		f.manifestDown--
+		f.mu.Unlock()
+		if down {
+			http.Error(w, "restarting", http.StatusServiceUnavailable)
+			return
+		}
 		w.Write(f.manifest)
 	case "/images/" + hexd + "/blob":
 		w.Header().Set("ETag", `"`+f.digest+`"`)
@@ -129,6 +139,21 @@ func TestWorkerWritesAndReports(t *testing.T) {
 	}
 	if r.Digest != srv.digest || r.Device != disk || r.BlocksVerified != 17 || r.BytesWritten != int64(len(img))-4*images.BlockSize {
 		t.Errorf("result %+v", r)
+	}
+}
+
+// A server that is away for a moment (imaged restarting) does not fail the write.
+func TestWorkerWaitsOutTheServer(t *testing.T) {
+	srv, img := newImage(t)
+	srv.manifestDown = 2
+	disk := filepath.Join(t.TempDir(), "vda")
+	os.WriteFile(disk, make([]byte, 64<<20), 0o644)
+	runWorker(t, srv, disk)
+	if len(srv.results) != 1 || srv.results[0].Error != "" {
+		t.Fatalf("results: %+v", srv.results)
+	}
+	if got, _ := os.ReadFile(disk); !bytes.Equal(got[:len(img)], img) {
+		t.Fatal("the disk does not hold the image")
 	}
 }
 

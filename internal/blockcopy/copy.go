@@ -70,6 +70,9 @@ type Options struct {
 	Direct   DirectMode
 
 	Retries int           // further attempts per block after a dropped range or a bad checksum; 0 means 5, negative means none
+	// ChecksumRetries caps the attempts of a block whose bytes failed their checksum (a corrupt
+	// blob does not heal, a dropped connection may): 0 means Retries.
+	ChecksumRetries int
 	Backoff time.Duration // delay before a block's first retry, doubled for each next one up to 10 s; 0 means 250 ms
 
 	// Progress, if set, is called with the running totals after each range is written, one call
@@ -95,6 +98,9 @@ func (o Options) withDefaults() (Options, error) {
 		o.Retries = 5
 	case o.Retries < 0:
 		o.Retries = 0
+	}
+	if o.ChecksumRetries <= 0 || o.ChecksumRetries > o.Retries {
+		o.ChecksumRetries = o.Retries
 	}
 	if o.Backoff <= 0 {
 		o.Backoff = 250 * time.Millisecond

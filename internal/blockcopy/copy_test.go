@@ -121,7 +121,8 @@ func TestFlippedByte(t *testing.T) {
 			srv := newBlobServer(t, blob)
 			old := garbage(len(img))
 			f := fileTarget(t, old)
-			res, err := Copy(ctxb, f, srv.source(t), m, Options{Retries: 2, Backoff: time.Millisecond})
+			// Patient with the network (9 retries), not with corrupt bytes (2).
+			res, err := Copy(ctxb, f, srv.source(t), m, Options{Retries: 9, ChecksumRetries: 2, Backoff: time.Millisecond})
 			var ce *ChecksumError
 			if !errors.As(err, &ce) || !errors.Is(err, ErrChecksum) {
 				t.Fatalf("err = %v, want a *ChecksumError", err)

@@ -123,7 +123,12 @@ func (q *queue) retry(first, n, penalized int, cause error) (*job, error) {
 	if penalized >= 0 {
 		q.tries[penalized]++
 		t := q.tries[penalized]
-		if t > q.c.opt.Retries || !retryable(cause) {
+		limit := q.c.opt.Retries
+		var ce *ChecksumError
+		if errors.As(cause, &ce) {
+			limit = q.c.opt.ChecksumRetries
+		}
+		if t > limit || !retryable(cause) {
 			return nil, blockError(q.c, penalized, t, cause)
 		}
 		delay = q.c.opt.Backoff << (t - 1)
