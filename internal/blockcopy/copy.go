@@ -69,11 +69,11 @@ type Options struct {
 	ReadBack ReadBackMode
 	Direct   DirectMode
 
-	Retries int           // further attempts per block after a dropped range or a bad checksum; 0 means 5, negative means none
+	Retries int // further attempts per block after a dropped range or a bad checksum; 0 means 5, negative means none
 	// ChecksumRetries caps the attempts of a block whose bytes failed their checksum (a corrupt
 	// blob does not heal, a dropped connection may): 0 means Retries.
 	ChecksumRetries int
-	Backoff time.Duration // delay before a block's first retry, doubled for each next one up to 10 s; 0 means 250 ms
+	Backoff         time.Duration // delay before a block's first retry, doubled for each next one up to 10 s; 0 means 250 ms
 
 	// Progress, if set, is called with the running totals after each range is written, one call
 	// at a time, from the copy's goroutines: it must return quickly.
