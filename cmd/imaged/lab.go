@@ -15,7 +15,7 @@ import (
 const defaultLabDir = "/var/tmp/imaged-lab"
 
 func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, rest, err := subcommand(args, "lab", "demo", "up", "down", "status", "bmc")
+	sub, rest, err := subcommand(args, "lab", "demo", "netboot", "up", "down", "status", "bmc")
 	if err != nil {
 		return err
 	}
@@ -25,12 +25,17 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var keep *bool
 	var blades, diskMiB *int
 	switch sub {
-	case "demo", "up":
+	case "demo", "netboot", "up":
 		cache = fs.String("cache", "/var/cache/imaged-lab", "where Debian's kernel package is kept between runs")
+	}
+	switch sub {
+	case "netboot", "up":
 		fw = fs.String("firmware", "bios", "blade firmware: bios (SeaBIOS + iPXE ROM) or uefi (OVMF: EDK2 PXE → TFTP ipxe.efi → iPXE)")
 	}
 	switch sub {
 	case "demo":
+		blades = fs.Int("blades", 2, "blades to reimage at once")
+	case "netboot":
 		keep = fs.Bool("keep", false, "leave the lab up until Ctrl-C, to explore the API")
 	case "up":
 		blades = fs.Int("blades", 2, "blades in the chassis (1-45)")
@@ -48,6 +53,12 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	switch sub {
 	case "demo":
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		return lab.Story(ctx, lab.StoryOptions{Dir: abs, CacheDir: *cache, Imaged: exe, Blades: *blades}, stdout)
+	case "netboot":
 		exe, err := os.Executable()
 		if err != nil {
 			return err

@@ -48,7 +48,8 @@ Commands:
   token new        make an API bearer token (the config keeps only its SHA-256)
   initrd build     build the netboot initramfs that runs imaged's agent
   agent            run the agent (done automatically when imaged is /init)
-  lab demo         netboot a QEMU blade in network namespaces and show its timeline (root)
+  lab demo         the whole story on a virtual chassis: reimage its blades through the API, show the jobs (root)
+  lab netboot      netboot one QEMU blade into the agent and show its boot timeline (root)
   lab up|down|status
                    a virtual chassis: QEMU blades behind a Redfish BMC emulator, and imaged (root)
   version          print the version

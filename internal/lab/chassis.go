@@ -477,3 +477,34 @@ func RunEmulator(ctx context.Context, dir string, log *slog.Logger) error {
 	}
 	return srv.Run(ctx)
 }
+
+// KillDaemon kills the chassis's imaged with SIGKILL (no draining: what a crash or an OOM kill
+// does) and starts it again from the same config, for crash-safety tests.
+func (c *Chassis) KillDaemon(ctx context.Context) error {
+	if !c.alive(c.DaemonPID) {
+		return fmt.Errorf("lab: imaged (pid %d) is not running", c.DaemonPID)
+	}
+	if err := syscall.Kill(c.DaemonPID, syscall.SIGKILL); err != nil {
+		return err
+	}
+	for i := 0; c.alive(c.DaemonPID); i++ {
+		if i == 100 {
+			return fmt.Errorf("lab: imaged (pid %d) survived SIGKILL for 10 s", c.DaemonPID)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+// StartDaemon starts the chassis's imaged again (after KillDaemon) and waits until it serves.
+func (c *Chassis) StartDaemon(ctx context.Context) error {
+	pid, err := c.background("imaged.log", "serve", "-config", c.Config)
+	if err != nil {
+		return err
+	}
+	c.DaemonPID = pid
+	if err := c.save(); err != nil {
+		return err
+	}
+	return c.waitDaemon(ctx)
+}

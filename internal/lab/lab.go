@@ -108,7 +108,7 @@ func (l *Lab) PrepareAssets(ctx context.Context, cacheDir string) error {
 	res, err := initrd.Build(ctx, initrd.Options{
 		Binary:      l.Imaged,
 		Modules:     initrd.ModuleSource{Deb: deb},
-		ModuleNames: []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000"},
+		ModuleNames: []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000", "button", "evdev"},
 		Compression: "zstd",
 		Output:      filepath.Join(l.BootDir(), "initrd.img"),
 		KernelOut:   filepath.Join(l.BootDir(), "vmlinuz"),
