@@ -371,8 +371,12 @@ func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.
 		return err
 	}
 	secs := time.Since(start).Seconds()
-	fmt.Fprintf(stdout, "imported %s: %s\n  %d bytes (%s, %s), %d of %d blocks hold data, manifest %s\n  %.1f s, %.0f MB/s\n",
-		ref, d, m.Size, s.Format, s.Detail, blocks, len(m.Blocks), mh, secs, float64(m.Size)/secs/1e6)
+	format := string(s.Format)
+	if s.Detail != "" {
+		format += ", " + s.Detail
+	}
+	fmt.Fprintf(stdout, "imported %s: %s\n  %d bytes (%s), %d of %d blocks hold data, manifest %s\n  %.1f s, %.0f MB/s\n",
+		ref, d, m.Size, format, blocks, len(m.Blocks), mh, secs, float64(m.Size)/secs/1e6)
 	return nil
 }
 

@@ -57,7 +57,8 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		return lab.Story(ctx, lab.StoryOptions{Dir: abs, CacheDir: *cache, Imaged: exe, Blades: *blades}, stdout)
+		_, err = lab.Story(ctx, lab.StoryOptions{Dir: abs, CacheDir: *cache, Imaged: exe, Blades: *blades}, stdout)
+		return err
 	case "netboot":
 		exe, err := os.Executable()
 		if err != nil {

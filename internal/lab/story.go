@@ -31,20 +31,20 @@ type StoryOptions struct {
 // blade reimaged through the API at once (BMC power and one-time PXE, netboot, the agent's
 // verified write, the reboot into the disk, the booted OS checking in with the digest of its own
 // disk), and each job's timeline. The chassis and its API stay up for a person to explore.
-func Story(ctx context.Context, o StoryOptions, out io.Writer) error {
+func Story(ctx context.Context, o StoryOptions, out io.Writer) ([]jobs.Job, error) {
 	if o.Blades == 0 {
 		o.Blades = 2
 	}
 	if _, err := LoadChassis(o.Dir); err == nil {
 		fmt.Fprintf(out, "lab: taking down the chassis left in %s by an earlier run\n", o.Dir)
 		if err := ChassisDown(o.Dir, io.Discard); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	const size = 64 << 20
 	c, err := ChassisUp(ctx, ChassisOptions{Dir: o.Dir, CacheDir: o.CacheDir, Imaged: o.Imaged, Blades: o.Blades, DiskMiB: size >> 20}, out)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(out, "lab: chassis up: %d blades, powered off, behind the Redfish BMC at %s; imaged serves at %s\n", len(c.Blades), c.BMCURL, BaseURL())
 
@@ -52,7 +52,7 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) error {
 	img, err := osimage.Build(ctx, osimage.BuildOptions{Output: filepath.Join(o.Dir, "labos-1.raw"), Size: size, URL: u,
 		Kernel: filepath.Join(o.Dir, "boot", "vmlinuz"), Initrd: filepath.Join(o.Dir, "boot", "initrd.img")})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(out, "lab: built a bootable image (MBR, SYSLINUX, Debian's kernel; its init hashes its disk and checks in): %s, %s\n", img.Path, img.Digest)
 	for _, args := range [][]string{
@@ -63,7 +63,7 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) error {
 		cmd.Stdout, cmd.Stderr = out, out
 		fmt.Fprintf(out, "$ imaged %s\n", joinArgs(args))
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("lab: imaged %s: %w", args[0]+" "+args[1], err)
+			return nil, fmt.Errorf("lab: imaged %s: %w", args[0]+" "+args[1], err)
 		}
 	}
 
@@ -73,7 +73,7 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) error {
 	for _, b := range c.Blades {
 		var j jobs.Job
 		if err := ctl.Do(ctx, "POST", "/api/v1/machines/"+b.ID+"/reimage", api.ReimageRequest{Image: "labos@stable"}, &j); err != nil {
-			return err
+			return nil, err
 		}
 		ids[b.ID] = j.ID
 		fmt.Fprintf(out, "lab: POST /api/v1/machines/%s/reimage {\"image\": \"labos@stable\"} → job %s\n", b.ID, j.ID)
@@ -117,14 +117,16 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) error {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return nil, err
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 	failed := 0
+	var all []jobs.Job
 	for _, b := range c.Blades {
 		j := final[b.ID]
+		all = append(all, j)
 		fmt.Fprintf(out, "\nlab: %s: job %s %s", b.ID, j.ID, j.State)
 		if j.Reason != "" {
 			fmt.Fprintf(out, " in %s: %s", j.Phase, j.Reason)
@@ -150,9 +152,9 @@ lab: the chassis stays up. Explore:
   imaged lab down -dir %[5]s                                          (removes it all)
 `, c.ControlSocket(), c.Config, c.Blades[0].ID, filepath.Join(o.Dir, "console"), o.Dir)
 	if failed > 0 {
-		return fmt.Errorf("lab: %d of %d reimages did not succeed", failed, len(c.Blades))
+		return all, fmt.Errorf("lab: %d of %d reimages did not succeed", failed, len(c.Blades))
 	}
-	return nil
+	return all, nil
 }
 
 func printPhases(w io.Writer, j jobs.Job) {
