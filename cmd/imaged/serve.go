@@ -303,7 +303,8 @@ func machinesFromConfig(cfg *config.File) []store.Machine {
 	out := make([]store.Machine, 0, len(cfg.Machines))
 	for _, m := range cfg.Machines {
 		sm := store.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot,
-			WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType, BMC: m.BMC, Boot: m.Boot}
+			WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType, BMC: m.BMC, Boot: m.Boot,
+			DiskSerial: m.Disk.Serial, DiskByPath: m.Disk.ByPath}
 		for _, mac := range m.MACs {
 			sm.MACs = append(sm.MACs, mac.String())
 		}

@@ -62,7 +62,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hexd := strings.TrimPrefix(p.Image.Digest, "sha256:")
-	writeJSON(w, http.StatusOK, agentapi.Plan{Action: agentapi.ActionWrite, Image: &agentapi.PlanImage{
+	writeJSON(w, http.StatusOK, agentapi.Plan{Action: agentapi.ActionWrite, Target: agentapi.PlanTarget{Serial: p.Machine.DiskSerial, ByPath: p.Machine.DiskByPath}, Image: &agentapi.PlanImage{
 		Ref: p.Image.Ref(), Digest: p.Image.Digest, Size: p.Image.Size, ManifestHash: p.Image.ManifestHash,
 		ManifestURL: s.publicURL.JoinPath("images", hexd, "manifest").String(),
 		BlobURL:     s.publicURL.JoinPath("images", hexd, "blob").String(),

@@ -46,11 +46,12 @@ func TestAgentWorkLoop(t *testing.T) {
 	if w.Code != 200 || !strings.Contains(w.Body.String(), `"action": "wait"`) {
 		t.Fatalf("plan without an assignment: %d %s", w.Code, w.Body)
 	}
+	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{mac}, Boot: "agent", DiskSerial: "WD-1234"}})
 	st.AssignImage("ms1-c1n1", digest)
 	w = agentReq(mux, "GET", "/agent/v1/plan", tok, mac, "")
 	var plan agentapi.Plan
 	json.Unmarshal(w.Body.Bytes(), &plan)
-	if plan.Action != "write" || plan.Image.BlobURL != "http://10.99.0.1:8080/images/"+strings.Repeat("ab", 32)+"/blob" || plan.Image.ManifestHash != "mh" {
+	if plan.Action != "write" || plan.Image.BlobURL != "http://10.99.0.1:8080/images/"+strings.Repeat("ab", 32)+"/blob" || plan.Image.ManifestHash != "mh" || plan.Target.Serial != "WD-1234" {
 		t.Fatalf("plan: %s", w.Body)
 	}
 	if w := agentReq(mux, "POST", "/agent/v1/progress", tok, mac, `{"digest": "x", "bytes_done": 5, "bytes_total": 4}`); w.Code != 400 {

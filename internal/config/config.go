@@ -60,6 +60,12 @@ type Jobs struct {
 	LeaveFailedOn bool `yaml:"leave_failed_on"`
 }
 
+// Disk names the disk the agent writes, by serial number or by /dev/disk/by-path name.
+type Disk struct {
+	Serial string `yaml:"serial"`
+	ByPath string `yaml:"by_path"` // like pci-0000:00:1f.2-ata-1
+}
+
 // Probe is a readiness check against a machine's address after it booted its new image.
 type Probe struct {
 	Kind    string `yaml:"kind"` // tcp or http
@@ -171,6 +177,7 @@ type Machine struct {
 	BMC         string `yaml:"bmc"`        // a bmcs[].name
 	BMCSystem   string `yaml:"bmc_system"` // its Redfish System Id there; default: the system with one of macs
 	Probe       *Probe `yaml:"probe"`      // readiness after a reimage; default jobs.probe
+	Disk        Disk   `yaml:"disk"`       // the disk to write; default the only non-removable disk large enough
 	Boot        string `yaml:"boot"`       // profile; default boot.default_profile
 }
 

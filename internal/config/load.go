@@ -274,5 +274,6 @@ machines:
     worker_type: b-linux-large
     bmc: ms1
     bmc_system: ms1-c1n1    # its Redfish System Id; default: the system with one of macs
+    disk: {serial: S3Z8NX0K123456}   # or by_path: pci-…; default the only non-removable disk
     boot: agent
 `), "\n")

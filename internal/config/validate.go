@@ -333,5 +333,11 @@ func (v *validator) validateMachines(f *File) {
 		if m.Slot < 0 {
 			v.fail(key+".slot", "%d is negative", m.Slot)
 		}
+		if m.Disk.Serial != "" && m.Disk.ByPath != "" {
+			v.fail(key+".disk", "give serial or by_path, not both")
+		}
+		if strings.ContainsAny(m.Disk.ByPath, "/ ") {
+			v.fail(key+".disk.by_path", "%q is a name in /dev/disk/by-path, like pci-0000:00:1f.2-ata-1 (no slashes)", m.Disk.ByPath)
+		}
 	}
 }

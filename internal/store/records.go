@@ -23,6 +23,10 @@ type Machine struct {
 	WorkerType  string   `json:"worker_type,omitempty"`
 	BMC         string   `json:"bmc,omitempty"`
 	Boot        string   `json:"boot"`
+	// DiskSerial and DiskByPath pick the disk the agent writes (from the config); empty: the
+	// only non-removable disk large enough.
+	DiskSerial string `json:"disk_serial,omitempty"`
+	DiskByPath string `json:"disk_by_path,omitempty"`
 	LastHello   *Hello   `json:"last_hello,omitempty"`
 	// AssignedImage is the digest the machine should run; CurrentImage the digest it was last
 	// verified to run. Both are kept across config reloads.
