@@ -27,7 +27,7 @@ type Machine struct {
 	// only non-removable disk large enough.
 	DiskSerial string `json:"disk_serial,omitempty"`
 	DiskByPath string `json:"disk_by_path,omitempty"`
-	LastHello   *Hello   `json:"last_hello,omitempty"`
+	LastHello  *Hello `json:"last_hello,omitempty"`
 	// AssignedImage is the digest the machine should run; CurrentImage the digest it was last
 	// verified to run. Both are kept across config reloads.
 	AssignedImage string `json:"assigned_image,omitempty"`
