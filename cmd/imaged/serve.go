@@ -154,7 +154,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)},
+	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)}, ReimageStale: cfg.Jobs.ReimageStale,
 		PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api")})
 	apiSrv.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))

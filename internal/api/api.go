@@ -31,15 +31,16 @@ const maxBody = 64 << 10
 
 // Server holds the API's collaborators.
 type Server struct {
-	inv       *inventory.Inventory
-	blobs     Blobs
-	bmcs      BMCs
-	jobs      Jobs
-	routes    []Route
-	closing   chan struct{} // closed by CloseStreams
-	closeOnce sync.Once
-	log       *slog.Logger
-	publicURL *url.URL
+	inv         *inventory.Inventory
+	blobs       Blobs
+	bmcs        BMCs
+	jobs        Jobs
+	stalePolicy bool
+	routes      []Route
+	closing     chan struct{} // closed by CloseStreams
+	closeOnce   sync.Once
+	log         *slog.Logger
+	publicURL   *url.URL
 }
 
 // Deps are the API's collaborators. Blobs and BMCs may be nil (then those endpoints answer that
@@ -49,13 +50,15 @@ type Deps struct {
 	Blobs     Blobs
 	BMCs      BMCs
 	Jobs      Jobs
-	PublicURL *url.URL // how blades reach imaged (for the URLs in plans)
-	Log       *slog.Logger
+	// ReimageStale submits a reimage to the assigned image when a machine checks in with another.
+	ReimageStale bool
+	PublicURL    *url.URL // how blades reach imaged (for the URLs in plans)
+	Log          *slog.Logger
 }
 
 // New returns the API server.
 func New(d Deps) *Server {
-	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, log: d.Log, publicURL: d.PublicURL, closing: make(chan struct{})}
+	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, stalePolicy: d.ReimageStale, log: d.Log, publicURL: d.PublicURL, closing: make(chan struct{})}
 }
 
 // Register adds the API's routes to mux.

@@ -332,6 +332,28 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) {
 	}
 	if c.Stale {
 		s.log.Warn("machine checked in with an image other than its assigned one", "machine", m.ID, "digest", req.Digest, "assigned", m.AssignedImage)
+		s.reimageStale(r, m)
 	}
 	writeJSON(w, http.StatusOK, c)
+}
+
+// reimageStale applies jobs.reimage_stale: a machine that runs another image than its assigned
+// one is reimaged with it (unless a job already has it, or it cannot be powered).
+func (s *Server) reimageStale(r *http.Request, m store.Machine) {
+	if !s.stalePolicy || m.AssignedImage == "" || s.bmcs == nil || s.bmcs.BMCName(m.ID) == "" {
+		return
+	}
+	img, err := s.inv.Store().ResolveImage(m.AssignedImage)
+	if err != nil {
+		s.log.Warn("stale machine not reimaged: its assigned image is not in the catalog", "machine", m.ID, "assigned", m.AssignedImage, "err", err)
+		return
+	}
+	j, err := s.jobs.Submit(r.Context(), jobs.Request{Kind: jobs.KindReimage, Machine: m.ID, Image: img, By: "policy jobs.reimage_stale"})
+	switch {
+	case errors.Is(err, jobs.ErrBusy):
+	case err != nil:
+		s.log.Warn("stale machine not reimaged", "machine", m.ID, "err", err)
+	default:
+		s.log.Info("stale machine: reimage submitted", "machine", m.ID, "job", j.ID, "image", img.Ref())
+	}
 }

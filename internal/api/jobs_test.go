@@ -96,7 +96,7 @@ func TestJobsAPI(t *testing.T) {
 	fj := &fakeJobs{}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, BMCs: &fakeBMCs{}, Jobs: fj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, BMCs: &fakeBMCs{}, Jobs: fj, ReimageStale: true, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	h := Authenticate(AuthConfig{AnonymousRead: true}, mux)
 	op := &Principal{Name: "roller", Scope: ScopeOperate}
 	steps := []struct {
@@ -156,5 +156,22 @@ func TestJobsAPI(t *testing.T) {
 	}
 	if len(fj.checkIns) != 1 || !strings.HasPrefix(fj.checkIns[0], "ms1-c1n1 sha256:cdcd") {
 		t.Errorf("check-ins: %v", fj.checkIns)
+	}
+	// jobs.reimage_stale: a stale check-in of a machine with an assigned image and no job
+	// submits a reimage with the assigned image.
+	for i := range fj.jobs {
+		fj.jobs[i].State = jobs.StateSucceeded
+	}
+	st.AssignImage("ms1-c1n1", digest)
+	inv.Reload()
+	before := len(fj.jobs)
+	req("POST", "/api/v1/check-in", `{"digest":"sha256:`+strings.Repeat("cd", 32)+`"}`, "192.0.2.1:4000")
+	if len(fj.jobs) != before+1 || fj.jobs[before].By != "policy jobs.reimage_stale" || fj.jobs[before].Image.Digest != digest {
+		t.Errorf("stale policy: jobs %+v", fj.jobs[before:])
+	}
+	// A check-in with the right image submits nothing.
+	req("POST", "/api/v1/check-in", `{"digest":"`+digest+`"}`, "192.0.2.1:4000")
+	if len(fj.jobs) != before+1 {
+		t.Errorf("a good check-in submitted a job")
 	}
 }

@@ -58,6 +58,9 @@ type Jobs struct {
 	// LeaveFailedOn leaves a machine whose write failed in the agent for inspection instead of
 	// powering it off.
 	LeaveFailedOn bool `yaml:"leave_failed_on"`
+	// ReimageStale reimages a machine (with its assigned image) when its OS checks in with
+	// another image: a machine never keeps running what it should not.
+	ReimageStale bool `yaml:"reimage_stale"`
 }
 
 // Disk names the disk the agent writes, by serial number or by /dev/disk/by-path name.

@@ -264,6 +264,7 @@ jobs:
   per_chassis: 8
   link_mbps: 10000
   probe: {kind: tcp, port: 22}  # readiness after the reboot; default: the OS checks in
+  reimage_stale: true           # an OS that checks in with another image is reimaged
 machines:
   - id: ms1-c1n1
     macs: [52:54:00:99:00:11]
