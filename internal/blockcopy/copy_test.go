@@ -77,8 +77,11 @@ func TestCopy(t *testing.T) {
 			if workers == 0 {
 				workers = 4
 			}
-			if n := srv.connections(); n > workers {
-				t.Errorf("%d connections for %d workers: ranges do not reuse their connection", n, workers)
+			// Each worker keeps its connection. net/http puts a connection back in the idle pool
+			// just after the body's EOF is read, so a worker that asks again at once may now and
+			// then dial one more: allow two such, but no connection per range.
+			if n, reqs := srv.connections(), len(srv.requests()); n > workers+2 || reqs > workers+2 && n >= reqs {
+				t.Errorf("%d connections for %d workers and %d ranges: ranges do not reuse their connection", n, workers, reqs)
 			}
 			if fi, _ := f.Stat(); fi.Size() < int64(len(img)) {
 				t.Errorf("target is %d bytes, image %d", fi.Size(), len(img))
