@@ -1,40 +1,18 @@
 package agent
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/imaged/imaged/internal/deptest"
 )
 
 // TestAgentDeps guards the initramfs: the agent's dependency set ships on every blade, so none
-// of the server's heavy dependencies and no imaged server package may creep in (tailscale's
-// deptest does the same).
+// of the server's heavy dependencies and no imaged server package may creep in.
 func TestAgentDeps(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/imaged/imaged/internal/agent").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps: %v\n%s", err, out)
-	}
-	forbidden := []string{
-		"go.etcd.io/bbolt",
-		"github.com/aws/",
-		"github.com/stmcginnis/gofish",
-		"github.com/prometheus",
-	}
-	allowedImaged := map[string]bool{"github.com/imaged/imaged/internal/agent": true, "github.com/imaged/imaged/internal/version": true,
-		"github.com/imaged/imaged/images": true, "github.com/imaged/imaged/internal/blockcopy": true,
-		"github.com/imaged/imaged/internal/agentapi": true}
-	deps := strings.Fields(string(out))
-	if len(deps) < 10 {
-		t.Fatalf("go list printed too little to trust: %q", out)
-	}
-	for _, d := range deps {
-		for _, f := range forbidden {
-			if strings.HasPrefix(d, f) {
-				t.Errorf("the agent depends on %s, which must not ship in the initramfs", d)
-			}
-		}
-		if strings.HasPrefix(d, "github.com/imaged/imaged/") && !allowedImaged[d] {
-			t.Errorf("the agent depends on %s: only leaf packages that are safe to ship on blades may be added to allowedImaged here; server packages never", d)
-		}
-	}
+	deptest.Check(t, "github.com/imaged/imaged/internal/agent", deptest.Rules{
+		Forbidden: deptest.ServerModules,
+		Imaged: []string{"github.com/imaged/imaged/internal/agent", "github.com/imaged/imaged/internal/version",
+			"github.com/imaged/imaged/images", "github.com/imaged/imaged/internal/blockcopy", "github.com/imaged/imaged/internal/agentapi"},
+		Why: "it ships in the initramfs; only leaf packages safe on blades may be added here, server packages never",
+	})
 }
