@@ -72,6 +72,8 @@ type Chassis struct {
 	EmulatorPID int            `json:"emulator_pid"`
 	DaemonPID   int            `json:"daemon_pid"`
 	Created     time.Time      `json:"created"`
+
+	exits map[int]chan error // how the processes this process started ended
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "lab.json") }
@@ -197,22 +199,10 @@ func ChassisUp(ctx context.Context, o ChassisOptions, out io.Writer) (_ *Chassis
 	if err := c.save(); err != nil {
 		return nil, err
 	}
-	if c.EmulatorPID, err = c.background("bmc.log", "lab", "bmc", "-dir", o.Dir); err != nil {
+	if err := c.startWait(ctx, "bmc.log", &c.EmulatorPID, c.bmcReady(), "lab", "bmc", "-dir", o.Dir); err != nil {
 		return nil, err
 	}
-	if err := c.save(); err != nil {
-		return nil, err
-	}
-	if err := c.waitBMC(ctx); err != nil {
-		return nil, err
-	}
-	if c.DaemonPID, err = c.background("imaged.log", "serve", "-config", c.Config); err != nil {
-		return nil, err
-	}
-	if err := c.save(); err != nil {
-		return nil, err
-	}
-	if err := c.waitDaemon(ctx); err != nil {
+	if err := c.startWait(ctx, "imaged.log", &c.DaemonPID, c.daemonReady(), "serve", "-config", c.Config); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -252,9 +242,39 @@ func (c *Chassis) background(logName string, args ...string) (int, error) {
 		return 0, fmt.Errorf("lab: start imaged %s: %w", args[0], err)
 	}
 	pid := cmd.Process.Pid
-	go cmd.Wait() // reap it if it dies while this process still runs
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reap it if it dies while this process still runs
+	if c.exits == nil {
+		c.exits = map[int]chan error{}
+	}
+	c.exits[pid] = exited
 	return pid, nil
 }
+
+// startWait starts `imaged args…` and waits until ready says it serves. A start that dies at
+// once is tried once more (it has been seen, rarely, right after another chassis went down),
+// with how it ended in the log.
+func (c *Chassis) startWait(ctx context.Context, logName string, pid *int, ready func() error, args ...string) error {
+	var err error
+	for attempt := 1; attempt <= 2; attempt++ {
+		if *pid, err = c.background(logName, args...); err != nil {
+			return err
+		}
+		if err = c.save(); err != nil {
+			return err
+		}
+		if err = c.wait(ctx, *pid, logName, ready); err == nil || !errors.Is(err, errExited) {
+			return err
+		}
+		if f, ferr := os.OpenFile(filepath.Join(c.Dir, logName), os.O_WRONLY|os.O_APPEND, 0); ferr == nil {
+			fmt.Fprintf(f, "# lab: %v; starting it again\n", err)
+			f.Close()
+		}
+	}
+	return err
+}
+
+var errExited = errors.New("exited at start-up")
 
 // alive reports whether pid is one of this chassis's imaged processes (not a recycled pid).
 func (c *Chassis) alive(pid int) bool {
@@ -286,12 +306,13 @@ func (c *Chassis) httpsClient() (*http.Client, error) {
 	}}, nil
 }
 
-func (c *Chassis) waitBMC(ctx context.Context) error {
+// bmcReady answers whether the emulator serves its service root.
+func (c *Chassis) bmcReady() func() error {
 	hc, err := c.httpsClient()
-	if err != nil {
-		return err
-	}
-	return c.wait(ctx, c.EmulatorPID, "bmc.log", func() error {
+	return func() error {
+		if err != nil {
+			return err
+		}
 		resp, err := hc.Get(c.BMCURL + "/redfish/v1/")
 		if err != nil {
 			return err
@@ -301,12 +322,13 @@ func (c *Chassis) waitBMC(ctx context.Context) error {
 			return fmt.Errorf("%s", resp.Status)
 		}
 		return nil
-	})
+	}
 }
 
-func (c *Chassis) waitDaemon(ctx context.Context) error {
+// daemonReady answers whether imaged serves /healthz.
+func (c *Chassis) daemonReady() func() error {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: Dialer(c.Network().Srv())}}
-	return c.wait(ctx, c.DaemonPID, "imaged.log", func() error {
+	return func() error {
 		resp, err := hc.Get(BaseURL() + "/healthz")
 		if err != nil {
 			return err
@@ -316,7 +338,7 @@ func (c *Chassis) waitDaemon(ctx context.Context) error {
 			return fmt.Errorf("%s", resp.Status)
 		}
 		return nil
-	})
+	}
 }
 
 // wait polls ready for 30 s while pid lives.
@@ -328,8 +350,14 @@ func (c *Chassis) wait(ctx context.Context, pid int, logName string, ready func(
 			return nil
 		}
 		if !c.alive(pid) {
+			how := "not running"
+			select {
+			case werr := <-c.exits[pid]:
+				how = fmt.Sprint(werr)
+			case <-time.After(time.Second):
+			}
 			log, _ := os.ReadFile(filepath.Join(c.Dir, logName))
-			return fmt.Errorf("lab: imaged (pid %d) exited at start-up:\n%s", pid, log)
+			return fmt.Errorf("lab: imaged (pid %d) %w (%s):\n%s", pid, errExited, how, log)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("lab: no answer within 30 s (%v); see %s", err, filepath.Join(c.Dir, logName))
@@ -498,13 +526,5 @@ func (c *Chassis) KillDaemon(ctx context.Context) error {
 
 // StartDaemon starts the chassis's imaged again (after KillDaemon) and waits until it serves.
 func (c *Chassis) StartDaemon(ctx context.Context) error {
-	pid, err := c.background("imaged.log", "serve", "-config", c.Config)
-	if err != nil {
-		return err
-	}
-	c.DaemonPID = pid
-	if err := c.save(); err != nil {
-		return err
-	}
-	return c.waitDaemon(ctx)
+	return c.startWait(ctx, "imaged.log", &c.DaemonPID, c.daemonReady(), "serve", "-config", c.Config)
 }

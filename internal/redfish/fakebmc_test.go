@@ -309,7 +309,10 @@ func (f *fakeBMC) patch(w http.ResponseWriter, r *http.Request, p string, body [
 	}
 	boot := maps.Clone(doc["Boot"].(map[string]any))
 	old := doc["Boot"]
-	for k, v := range req.Boot {
+	// In a fixed order (a map's is random): the refusal a test expects must not depend on which
+	// property the fake happens to look at first.
+	for _, k := range slices.Sorted(maps.Keys(req.Boot)) {
+		v := req.Boot[k]
 		switch k {
 		case "BootSourceOverrideMode":
 			if f.rules.modeWriteStatus != 0 {
