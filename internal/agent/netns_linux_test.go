@@ -67,7 +67,7 @@ func TestRunInNamespace(t *testing.T) {
 func TestRunRefusedInNamespace(t *testing.T) {
 	env := startAgentLab(t, true)
 	env.waitFile(t, "agent.err", 60*time.Second, func(b []byte) error {
-		if !bytes.Contains(b, []byte("hello refused")) || !bytes.Contains(b, []byte("403")) {
+		if !bytes.Contains(b, []byte("refused by imaged: agent: hello")) || !bytes.Contains(b, []byte("403")) {
 			return fmt.Errorf("agent.err is %q", b)
 		}
 		return nil

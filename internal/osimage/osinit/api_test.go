@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/agent"
 	"github.com/imaged/imaged/internal/osimage"
 )
 
@@ -180,8 +181,8 @@ func TestCheckInBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		statuses := []int{503, 503, 429, 500, 500, 500, 500, 500, 503}
 		var times []time.Time
-		c := &client{
-			http: &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+		c := &client{retry: agent.Retry{
+			HTTP: &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
 				i := len(times)
 				times = append(times, time.Now())
 				rec := httptest.NewRecorder()
@@ -197,8 +198,8 @@ func TestCheckInBackoff(t *testing.T) {
 				json.NewEncoder(rec).Encode(osimage.CheckInResponse{})
 				return rec.Result(), nil
 			})},
-			attempt: 10 * time.Second, backoff: time.Second, maxOff: 30 * time.Second, log: slog.New(slog.DiscardHandler),
-		}
+			Attempt: 10 * time.Second, Backoff: time.Second, MaxBackoff: 30 * time.Second, Log: slog.New(slog.DiscardHandler),
+		}}
 		_, a, err := checkIn(t.Context(), c, testURL(), testDigest)
 		if err != nil || a.Attempts != 10 {
 			t.Fatalf("%+v %v", a, err)
