@@ -45,6 +45,7 @@ Commands:
   bmc power        show or change a machine's power through its BMC (on, off, shutdown, restart, graceful-restart, cycle)
   bmc boot         set a machine's next boot, once: pxe, disk, none or uefi-http
   bmc inventory    a machine's system as its BMC reports it, or every system behind a BMC
+  ami push         publish an image to EC2 as an AMI (EBS direct APIs; only non-zero blocks; a second push is a no-op)
   token new        make an API bearer token (the config keeps only its SHA-256)
   initrd build     build the netboot initramfs that runs imaged's agent
   agent            run the agent (done automatically when imaged is /init)
@@ -94,6 +95,8 @@ func dispatch(ctx context.Context, cmd string, rest []string, stdout, stderr io.
 		return cmdJobs(ctx, rest, stdout, stderr)
 	case "token":
 		return cmdToken(rest, stdout, stderr)
+	case "ami":
+		return cmdAMI(ctx, rest, stdout, stderr)
 	case "lab":
 		return cmdLab(ctx, rest, stdout, stderr)
 	case "version", "--version":
