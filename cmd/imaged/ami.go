@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -75,8 +75,11 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if ac.Region == "" {
 		return usageError{"no AWS region: give -region or set AWS_REGION"}
 	}
-	// Enough idle connections for every worker to keep its own.
-	ac.HTTPClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *workers, MaxIdleConns: 2 * *workers, IdleConnTimeout: 90 * time.Second}}
+	// The SDK's own client (its dial and TLS timeouts, the environment's proxy), with enough idle
+	// connections for every worker to keep its own.
+	ac.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConnsPerHost, tr.MaxIdleConns = *workers, 2**workers
+	})
 	e := ebs.NewFromConfig(ac, func(o *ebs.Options) {
 		if *endpoint != "" {
 			o.BaseEndpoint = aws.String(*endpoint)
