@@ -107,9 +107,14 @@ func PushSnapshot(ctx context.Context, c EBS, src io.ReaderAt, m *images.Manifes
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opt.Workers)
+	// One 512 KiB buffer per block in flight, reused: memory stays Workers × 512 KiB.
+	pool := sync.Pool{New: func() any { return new([images.BlockSize]byte) }}
 	for _, i := range todo {
 		g.Go(func() error {
-			buf := make([]byte, images.BlockSize) // EBS blocks are always 524288 bytes: the tail is zeros
+			arr := pool.Get().(*[images.BlockSize]byte)
+			defer pool.Put(arr)
+			buf := arr[:]
+			clear(buf) // EBS blocks are always 524288 bytes: a short last block's tail is zeros
 			n, err := src.ReadAt(buf[:min(int64(images.BlockSize), m.Size-m.Offset(i))], m.Offset(i))
 			if err != nil && !(errors.Is(err, io.EOF) && int64(n) == m.Size-m.Offset(i)) {
 				return fmt.Errorf("cloud: read block %d: %w", i, err)
