@@ -48,6 +48,9 @@ type Retry struct {
 // Do sends the request that newReq makes (anew for each attempt, so a body can be fresh) until
 // a 2xx answer or a final refusal.
 func (r Retry) Do(ctx context.Context, what string, newReq func(ctx context.Context) (*http.Request, error)) (Answer, error) {
+	if r.Log == nil {
+		r.Log = slog.New(slog.DiscardHandler)
+	}
 	backoff := r.Backoff
 	var last error // the last failure that was not ctx's end cutting an attempt short
 	giveUp := func(attempts int) error {
