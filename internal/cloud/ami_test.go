@@ -13,8 +13,11 @@ import (
 	"github.com/imaged/imaged/internal/cloud/awsfake"
 )
 
-func ec2Client(url string) *ec2.Client {
-	return ec2.New(ec2.Options{BaseEndpoint: aws.String(url), Region: "us-east-1", Retryer: aws.NopRetryer{},
+func ec2Client(url string) *ec2.Client { return ec2In(url, "us-east-1") }
+
+// ec2In is a client for one region: the fake routes requests by their signing region.
+func ec2In(url, region string) *ec2.Client {
+	return ec2.New(ec2.Options{BaseEndpoint: aws.String(url), Region: region, Retryer: aws.NopRetryer{},
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")})
 }
 
@@ -49,5 +52,55 @@ func TestPublishAMI(t *testing.T) {
 	again, err := PublishAMI(ctx, e, c, im, PublishOptions{Region: "us-east-1"})
 	if err != nil || !again.Existing || again.AMI != pub.AMI || f.RequestCount("PutSnapshotBlock") != puts || f.RequestCount("StartSnapshot") != 1 {
 		t.Errorf("second publish: %+v %v; puts %d → %d", again, err, puts, f.RequestCount("PutSnapshotBlock"))
+	}
+}
+
+// With CopyTo, the AMI is copied by each destination region's own CopyImage, tagged like the
+// source; a second publish finds every copy by its digest tag and copies nothing again.
+func TestPublishAMICopyTo(t *testing.T) {
+	img, m := halfZero(t, 16)
+	f := awsfake.New(awsfake.Options{ImageAvailableDelay: 20 * time.Millisecond})
+	srv := f.Start(t)
+	im := Image{Name: "labos", Version: "2", Manifest: m, ManifestHash: "mh", Blob: bytes.NewReader(img)}
+	opt := PublishOptions{Region: "us-east-1", CopyTo: []RegionClient{{"eu-west-1", ec2In(srv.URL, "eu-west-1")}, {"ap-south-1", ec2In(srv.URL, "ap-south-1")}}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pub, err := PublishAMI(ctx, ebsClient(srv.URL), ec2Client(srv.URL), im, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pub.Copies) != 2 {
+		t.Fatalf("copies %+v", pub.Copies)
+	}
+	for i, region := range []string{"eu-west-1", "ap-south-1"} {
+		cp := pub.Copies[i]
+		a, ok := f.Image(cp.AMI)
+		if !ok || cp.Region != region || a.Region != region || a.State != "available" || a.SourceImageID != pub.AMI ||
+			a.Tags[TagDigest] != m.Digest.String() || a.Tags[TagVersion] != "2" || a.Architecture != "x86_64" {
+			t.Errorf("copy into %s: %+v (%+v)", region, cp, a)
+		}
+	}
+	again, err := PublishAMI(ctx, ebsClient(srv.URL), ec2Client(srv.URL), im, opt)
+	if err != nil || !again.Existing || !again.Copies[0].Existing || !again.Copies[1].Existing || again.Copies[1].AMI != pub.Copies[1].AMI ||
+		f.RequestCount("CopyImage") != 2 {
+		t.Errorf("second publish %+v, %v; %d CopyImage calls", again, err, f.RequestCount("CopyImage"))
+	}
+}
+
+// A snapshot completed by a run that stopped before RegisterImage is registered, not pushed again.
+func TestPublishAMIRegistersCompletedSnapshot(t *testing.T) {
+	img, m := halfZero(t, 16)
+	f := awsfake.New(awsfake.Options{})
+	srv := f.Start(t)
+	res, err := PushSnapshot(context.Background(), ebsClient(srv.URL), bytes.NewReader(img), m,
+		PushOptions{Tags: map[string]string{TagDigest: m.Digest.String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts := f.RequestCount("PutSnapshotBlock")
+	pub, err := PublishAMI(context.Background(), ebsClient(srv.URL), ec2Client(srv.URL),
+		Image{Name: "labos", Version: "3", Manifest: m, Blob: bytes.NewReader(img)}, PublishOptions{Region: "us-east-1"})
+	if err != nil || pub.SnapshotID != res.SnapshotID || f.RequestCount("PutSnapshotBlock") != puts || f.RequestCount("StartSnapshot") != 1 {
+		t.Errorf("publish %+v, %v: snapshot %s, %d → %d puts", pub, err, res.SnapshotID, puts, f.RequestCount("PutSnapshotBlock"))
 	}
 }

@@ -3,8 +3,12 @@ package cloud
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"io/fs"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,8 +31,10 @@ func halfZero(t *testing.T, n int) ([]byte, *images.Manifest) {
 			continue // zero
 		}
 		blk := img[i*images.BlockSize : min((i+1)*images.BlockSize, len(img))]
-		for j := range blk {
-			blk[j] = byte(rng.Uint32())
+		for j := 0; j < len(blk); j += 8 {
+			var w [8]byte
+			binary.LittleEndian.PutUint64(w[:], rng.Uint64())
+			copy(blk[j:], w[:])
 		}
 	}
 	b := images.NewBuilder()
@@ -105,5 +111,97 @@ func TestPushSnapshotRefusesChangedBlob(t *testing.T) {
 	_, err := PushSnapshot(context.Background(), ebsClient(srv.URL), bytes.NewReader(img), m, PushOptions{})
 	if !errors.Is(err, ErrBlockChanged) || f.RequestCount("CompleteSnapshot") != 0 {
 		t.Errorf("err %v, completes %d", err, f.RequestCount("CompleteSnapshot"))
+	}
+}
+
+// The case: a 1 GiB image, half of it zero, sends exactly its non-zero blocks, and the
+// fake (checking every block's checksum and the aggregate) completes it.
+func TestPushSnapshot1GiBHalfZero(t *testing.T) {
+	img, m := halfZero(t, 2048)
+	f := awsfake.New(awsfake.Options{DiscardBlockData: true})
+	srv := f.Start(t)
+	res, err := PushSnapshot(context.Background(), ebsClient(srv.URL), bytes.NewReader(img), m, PushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := f.Snapshot(res.SnapshotID)
+	if res.Blocks != 1024 || res.Sent != 1024 || res.Skipped != 1024 || f.RequestCount("PutSnapshotBlock") != 1024+res.Retries ||
+		len(s.Blocks) != 1024 || s.VolumeSize != 1 || s.AggregateChecksum != res.Aggregate {
+		t.Errorf("result %+v; %d puts; snapshot of %d GiB holds %d blocks", res, f.RequestCount("PutSnapshotBlock"), s.VolumeSize, len(s.Blocks))
+	}
+	for i := range s.Blocks {
+		if m.Blocks[i].Zero {
+			t.Fatalf("zero block %d was sent", i)
+		}
+	}
+}
+
+// A push interrupted half-way resumes from its journal: the second run sends only what the first
+// did not get accepted, into the same snapshot, and completes it with a valid aggregate; the
+// journal is gone afterwards.
+func TestPushSnapshotResumes(t *testing.T) {
+	img, m := halfZero(t, 256)
+	nz, _ := m.NonZero()
+	f := awsfake.New(awsfake.Options{})
+	srv := f.Start(t)
+	journal := filepath.Join(t.TempDir(), "push.journal")
+	ctx, cancel := context.WithCancel(context.Background())
+	opt := PushOptions{Workers: 4, ClientToken: "resume-1", Journal: journal, Progress: func(done, _ int) {
+		if done == nz/2 {
+			cancel()
+		}
+	}}
+	first, err := PushSnapshot(ctx, ebsClient(srv.URL), bytes.NewReader(img), m, opt)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted push: %v", err)
+	}
+	if s, _ := f.Snapshot(first.SnapshotID); s.State != "pending" || len(s.Blocks) < nz/2 {
+		t.Fatalf("after the interruption the snapshot is %s with %d blocks", s.State, len(s.Blocks))
+	}
+	puts := f.RequestCount("PutSnapshotBlock")
+	opt.Progress = nil
+	second, err := PushSnapshot(context.Background(), ebsClient(srv.URL), bytes.NewReader(img), m, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (A put the first run had in flight when it was cancelled may still reach the fake late.)
+	again := f.RequestCount("PutSnapshotBlock") - puts
+	if second.SnapshotID != first.SnapshotID || again < second.Sent || again > second.Sent+opt.Workers || second.Sent > nz-nz/2 || second.Blocks != nz {
+		t.Errorf("resumed push %+v sent %d blocks (%d puts); want the same snapshot and at most %d blocks", second, second.Sent, again, nz-nz/2)
+	}
+	s, _ := f.Snapshot(second.SnapshotID)
+	if len(s.Blocks) != nz || s.ChangedBlocksCount != int32(nz) || s.AggregateChecksum != second.Aggregate {
+		t.Errorf("snapshot holds %d of %d blocks, count %d", len(s.Blocks), nz, s.ChangedBlocksCount)
+	}
+	if _, err := os.Stat(journal); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("journal left behind: %v", err)
+	}
+}
+
+// A journal whose snapshot timed out in EBS (state error) is not resumed: a fresh token starts a
+// new snapshot and every block is sent to it.
+func TestPushSnapshotAfterTimeout(t *testing.T) {
+	img, m := halfZero(t, 32)
+	nz, _ := m.NonZero()
+	f := awsfake.New(awsfake.Options{TimeoutUnit: time.Millisecond}) // StartSnapshot's 60 minutes become 60 ms
+	srv := f.Start(t)
+	journal := filepath.Join(t.TempDir(), "push.journal")
+	ctx, cancel := context.WithCancel(context.Background())
+	opt := PushOptions{Workers: 1, ClientToken: "timeout-1", Journal: journal, Progress: func(done, _ int) {
+		if done == 3 {
+			cancel()
+		}
+	}}
+	first, _ := PushSnapshot(ctx, ebsClient(srv.URL), bytes.NewReader(img), m, opt)
+	time.Sleep(150 * time.Millisecond)
+	opt.Progress = nil
+	second, err := PushSnapshot(context.Background(), ebsClient(srv.URL), bytes.NewReader(img), m, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := f.Snapshot(first.SnapshotID)
+	s, _ := f.Snapshot(second.SnapshotID)
+	if second.SnapshotID == first.SnapshotID || old.State != "error" || second.Sent != nz || len(s.Blocks) != nz || s.ClientToken != "timeout-1-2" {
+		t.Errorf("first %s (%s), second %+v (token %q, %d blocks)", first.SnapshotID, old.State, second, s.ClientToken, len(s.Blocks))
 	}
 }
