@@ -26,6 +26,7 @@ type File struct {
 	BMCs     []BMC     `yaml:"bmcs"`
 	Jobs     Jobs      `yaml:"jobs"`
 	Machines []Machine `yaml:"machines"`
+	EC2      EC2       `yaml:"ec2"`
 }
 
 // API is who may use the operator API over TCP. The control socket needs no token.
@@ -44,6 +45,28 @@ type APIToken struct {
 	Name   string `yaml:"name"`
 	Scope  string `yaml:"scope"`  // read, operate or admin
 	SHA256 string `yaml:"sha256"` // hex SHA-256 of the token; the token itself is never stored
+}
+
+// EC2 is where `imaged ami` publishes the catalog's images as AMIs. Credentials come from the
+// AWS SDK's default chain (environment, shared files, SSO, instance role), never from here.
+type EC2 struct {
+	Region   string   `yaml:"region"`   // pushed to; default the SDK's (AWS_REGION, ~/.aws/config)
+	CopyTo   []string `yaml:"copy_to"`  // copied into, after the push
+	Endpoint string   `yaml:"endpoint"` // an EC2/EBS/S3-compatible endpoint instead of AWS's (private clouds, tests)
+	Workers  int      `yaml:"workers"`  // blocks in flight (64)
+	// Contract is the published amis.json, s3://bucket/key: per image, channel → AMI per region.
+	Contract string   `yaml:"contract"`
+	Keep     int      `yaml:"keep"` // ami prune keeps the newest (10), and whatever a channel points at
+	Smoke    EC2Smoke `yaml:"smoke"`
+}
+
+// EC2Smoke is how `imaged ami smoke` launches a test instance by default.
+type EC2Smoke struct {
+	Subnet         string   `yaml:"subnet"`
+	SecurityGroups []string `yaml:"security_groups"`
+	InstanceType   string   `yaml:"instance_type"` // t3.micro
+	Probe          string   `yaml:"probe"`         // tcp:22 or http://:PORT/PATH
+	ReportDir      string   `yaml:"report_dir"`    // <state_dir>/smoke
 }
 
 // Jobs tunes the reimage jobs. Zero values take the defaults for real hardware.
@@ -227,6 +250,18 @@ func (f *File) applyDefaults() {
 	}
 	if f.HTTP.ControlSocket == "" {
 		f.HTTP.ControlSocket = f.StateDir + "/control.sock"
+	}
+	if f.EC2.Workers == 0 {
+		f.EC2.Workers = 64
+	}
+	if f.EC2.Keep == 0 {
+		f.EC2.Keep = 10
+	}
+	if f.EC2.Smoke.InstanceType == "" {
+		f.EC2.Smoke.InstanceType = "t3.micro"
+	}
+	if f.EC2.Smoke.ReportDir == "" {
+		f.EC2.Smoke.ReportDir = f.StateDir + "/smoke"
 	}
 	if f.Boot.IPXEDir == "" {
 		f.Boot.IPXEDir = "/usr/lib/ipxe"

@@ -80,6 +80,9 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 		{"token stored in clear", "    - {name: roller, scope: operate, sha256: ", "    - {name: roller, scope: operate, sha256: 0123}\n    - {name: x, scope: operate, sha256: ", "sha256: 0123", []string{"never the token"}},
 		{"bad scope", "    - {name: roller, scope: operate,", "    - {name: roller, scope: write,", "scope: write", []string{`"write" is not a scope`}},
 		{"unknown job phase", "  timeouts: {netbooting: 15m}", "  timeouts: {netboot: 15m}", "netboot:", []string{`"netboot" is not a phase`}},
+		{"bad region", "  region: us-east-1", "  region: us-east", "region: us-east", []string{`"us-east" is not an AWS region`}},
+		{"copy into the source region", "  copy_to: [eu-west-1]", "  copy_to: [us-east-1]", "copy_to", []string{"ec2.copy_to[0]", "ec2.region itself"}},
+		{"contract not in S3", "  contract: s3://release-amis/amis.json", "  contract: https://release-amis/amis.json", "contract:", []string{"s3://my-bucket/amis.json"}},
 		{"probe without a port", "  probe: {kind: tcp, port: 22}", "  probe: {kind: tcp}", "probe:", []string{"is not a port"}},
 	}
 	for _, c := range cases {

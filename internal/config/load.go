@@ -265,6 +265,12 @@ jobs:
   link_mbps: 10000
   probe: {kind: tcp, port: 22}  # readiness after the reboot; default: the OS checks in
   reimage_stale: true           # an OS that checks in with another image is reimaged
+ec2:                            # imaged ami: credentials from the AWS SDK's default chain
+  region: us-east-1
+  copy_to: [eu-west-1]
+  contract: s3://release-amis/amis.json   # the published amis.json
+  keep: 10
+  smoke: {subnet: subnet-0abc, security_groups: [sg-0abc], instance_type: t3.micro, probe: "tcp:22"}
 machines:
   - id: ms1-c1n1
     macs: [52:54:00:99:00:11]

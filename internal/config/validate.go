@@ -101,6 +101,7 @@ func (v *validator) validate(f *File) {
 	v.validateBMCs(f)
 	v.validateAPI(f)
 	v.validateJobs(f)
+	v.validateEC2(f)
 	v.validateMachines(f)
 }
 
@@ -339,5 +340,54 @@ func (v *validator) validateMachines(f *File) {
 		if strings.ContainsAny(m.Disk.ByPath, "/ ") {
 			v.fail(key+".disk.by_path", "%q is a name in /dev/disk/by-path, like pci-0000:00:1f.2-ata-1 (no slashes)", m.Disk.ByPath)
 		}
+	}
+}
+
+// An AWS region name, like us-east-1, eu-central-2 or us-gov-west-1.
+var awsRegion = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+
+func (v *validator) validateEC2(f *File) {
+	e := &f.EC2
+	if e.Region != "" && !awsRegion.MatchString(e.Region) {
+		v.fail("ec2.region", "%q is not an AWS region (like us-east-1)", e.Region)
+	}
+	seen := map[string]bool{e.Region: true}
+	for i, r := range e.CopyTo {
+		key := fmt.Sprintf("ec2.copy_to[%d]", i)
+		switch {
+		case !awsRegion.MatchString(r):
+			v.fail(key, "%q is not an AWS region (like eu-west-1)", r)
+		case seen[r]:
+			v.fail(key, "%q is listed twice or is ec2.region itself", r)
+		}
+		seen[r] = true
+	}
+	if e.Endpoint != "" {
+		if u, err := url.Parse(e.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.fail("ec2.endpoint", "%q is not an absolute http(s) URL", e.Endpoint)
+		}
+	}
+	if e.Workers < 1 || e.Workers > 1024 {
+		v.fail("ec2.workers", "%d is out of range (1-1024)", e.Workers)
+	}
+	if e.Contract != "" {
+		if b, k, ok := strings.Cut(strings.TrimPrefix(e.Contract, "s3://"), "/"); !strings.HasPrefix(e.Contract, "s3://") || !ok || b == "" || k == "" {
+			v.fail("ec2.contract", "%q is not an S3 object URL like s3://my-bucket/amis.json", e.Contract)
+		}
+	}
+	if e.Keep < 1 {
+		v.fail("ec2.keep", "must be at least 1")
+	}
+	s := &e.Smoke
+	if s.Subnet != "" && !strings.HasPrefix(s.Subnet, "subnet-") {
+		v.fail("ec2.smoke.subnet", "%q is not a subnet id (subnet-…)", s.Subnet)
+	}
+	for i, g := range s.SecurityGroups {
+		if !strings.HasPrefix(g, "sg-") {
+			v.fail(fmt.Sprintf("ec2.smoke.security_groups[%d]", i), "%q is not a security group id (sg-…)", g)
+		}
+	}
+	if p := s.Probe; p != "" && !strings.HasPrefix(p, "tcp:") && !strings.HasPrefix(p, "http://") {
+		v.fail("ec2.smoke.probe", "%q is not a probe (write tcp:22 or http://:8080/healthz)", p)
 	}
 }
