@@ -195,8 +195,8 @@ func copyTo(ctx context.Context, pub Published, name, digest string, tags map[st
 			} else {
 				out, err := dst.EC2.CopyImage(gctx, &ec2.CopyImageInput{
 					Name: aws.String(name), SourceImageId: aws.String(pub.AMI), SourceRegion: aws.String(pub.Region),
-					Description: aws.String(fmt.Sprintf("imaged %s@%s %s (copied from %s %s)", tags[TagName], tags[TagVersion], digest, pub.Region, pub.AMI)),
-					ClientToken: aws.String(fmt.Sprintf("imaged-copy-%s-%s", dst.Region, pub.AMI)),
+					Description:       aws.String(fmt.Sprintf("imaged %s@%s %s (copied from %s %s)", tags[TagName], tags[TagVersion], digest, pub.Region, pub.AMI)),
+					ClientToken:       aws.String(fmt.Sprintf("imaged-copy-%s-%s", dst.Region, pub.AMI)),
 					TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeImage, Tags: tagList}},
 				})
 				if err != nil {
