@@ -22,6 +22,8 @@ type s3Error struct {
 	msg    string
 	bucket string
 	key    string
+	// condition names the header whose precondition failed (PreconditionFailed).
+	condition string
 }
 
 func writeS3Error(w http.ResponseWriter, r *http.Request, e *s3Error) {
@@ -41,6 +43,9 @@ func writeS3Error(w http.ResponseWriter, r *http.Request, e *s3Error) {
 	}
 	if e.key != "" {
 		b.elem("Key", e.key)
+	}
+	if e.condition != "" {
+		b.elem("Condition", e.condition)
 	}
 	b.elem("RequestId", requestID())
 	b.close("Error")
@@ -103,6 +108,10 @@ func (f *Fake) serveS3(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if op == "PutObject" {
+		if e := putPrecondition(r, objs[key], key); e != nil {
+			writeS3Error(w, r, e)
+			return
+		}
 		sum := md5.Sum(body)
 		o := &Object{
 			Data:         body,
@@ -139,6 +148,44 @@ func (f *Fake) serveS3(w http.ResponseWriter, r *http.Request) {
 	if op == "GetObject" {
 		w.Write(o.Data)
 	}
+}
+
+// putPrecondition checks PutObject's conditional-write headers against the
+// current object (nil when the key does not exist). Checked under f.mu, so
+// concurrent conditional writes of one key are serialized and the loser sees
+// 412 (S3 may also answer 409 ConditionalRequestConflict while another write
+// is in flight; this fake never has one in flight).
+func putPrecondition(r *http.Request, cur *Object, key string) *s3Error {
+	// If-None-Match: "Uploads the object only if the object key name does
+	// not already exist in the bucket specified. Otherwise, Amazon S3 returns
+	// a 412 Precondition Failed error. … Expects the '*' (asterisk)
+	// character." (PutObject, S3 API Reference.)
+	if v := r.Header.Get("If-None-Match"); v != "" {
+		if v != "*" {
+			return &s3Error{status: http.StatusNotImplemented, code: "NotImplemented",
+				msg: "A header you provided implies functionality that is not implemented: If-None-Match other than *"}
+		}
+		if cur != nil {
+			return &s3Error{status: http.StatusPreconditionFailed, code: "PreconditionFailed",
+				msg: "At least one of the pre-conditions you specified did not hold", condition: "If-None-Match"}
+		}
+	}
+	// If-Match: "Uploads the object only if the ETag (entity tag) value
+	// provided during the WRITE operation matches the ETag of the object in
+	// S3. If the ETag values do not match, the operation returns a 412
+	// Precondition Failed error." With no object under the key, the user
+	// guide's conditional-write behavior is 404 Not Found (NoSuchKey).
+	if v := r.Header.Get("If-Match"); v != "" {
+		if cur == nil {
+			return &s3Error{status: http.StatusNotFound, code: "NoSuchKey",
+				msg: "The specified key does not exist.", key: key}
+		}
+		if v != "*" && strings.Trim(v, `"`) != strings.Trim(cur.ETag, `"`) {
+			return &s3Error{status: http.StatusPreconditionFailed, code: "PreconditionFailed",
+				msg: "At least one of the pre-conditions you specified did not hold", condition: "If-Match"}
+		}
+	}
+	return nil
 }
 
 // readS3Body reads a PutObject body, decoding aws-chunked encoding (used by
