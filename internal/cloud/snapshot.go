@@ -47,7 +47,7 @@ type PushOptions struct {
 	// cannot tell which blocks a pending snapshot holds, so the journal is the only record.
 	// Removed once the snapshot is complete. "" keeps none.
 	Journal  string
-	Progress func(done, total int) // blocks accepted so far, of the non-zero blocks
+	Progress func(done, total int) // blocks accepted so far, of the non-zero blocks; never called concurrently
 }
 
 // PushResult describes a pushed snapshot.
@@ -135,6 +135,7 @@ func PushSnapshot(ctx context.Context, c EBS, src io.ReaderAt, m *images.Manifes
 	}
 
 	var done, retries, throttled atomic.Int64
+	var progressMu sync.Mutex
 	done.Store(int64(resumed))
 	pace := newPacer(opt.MaxRate)
 	g, gctx := errgroup.WithContext(ctx)
@@ -158,9 +159,12 @@ func PushSnapshot(ctx context.Context, c EBS, src io.ReaderAt, m *images.Manifes
 			if err := j.accept(i); err != nil {
 				return err
 			}
-			d := done.Add(1)
 			if opt.Progress != nil {
-				opt.Progress(int(d), len(todo))
+				progressMu.Lock() // one call at a time, counts ascending
+				opt.Progress(int(done.Add(1)), len(todo))
+				progressMu.Unlock()
+			} else {
+				done.Add(1)
 			}
 			return nil
 		})

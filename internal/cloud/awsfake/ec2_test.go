@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"image/jpeg"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -222,6 +223,7 @@ func TestInstancesLifecycle(t *testing.T) {
 	snap := completedSnapshot(t, e)
 	in := registerInput("smoke", snap)
 	in.Architecture, in.VirtualizationType = ec2types.ArchitectureValuesX8664, aws.String("hvm")
+	in.EnaSupport = aws.Bool(true) // t3 requires it
 	ami := register(t, e, in)
 	run := &ec2.RunInstancesInput{
 		ImageId: aws.String(ami), InstanceType: ec2types.InstanceTypeT3Micro,
@@ -288,5 +290,197 @@ func TestInstancesLifecycle(t *testing.T) {
 	_, err = e.ec2.DescribeInstances(t.Context(), &ec2.DescribeInstancesInput{InstanceIds: []string{"i-0000000000000dead"}})
 	if code := apiCode(t, err); code != "InvalidInstanceID.NotFound" {
 		t.Errorf("unknown instance: %s", code)
+	}
+}
+
+// hvmAMI registers an available x86_64 HVM AMI, with ENA and IMDSv2-only when asked.
+func hvmAMI(t *testing.T, e *env, name string, ena, imdsV2 bool) string {
+	t.Helper()
+	in := registerInput(name, completedSnapshot(t, e))
+	in.Architecture, in.VirtualizationType = ec2types.ArchitectureValuesX8664, aws.String("hvm")
+	in.EnaSupport = aws.Bool(ena)
+	if imdsV2 {
+		in.ImdsSupport = ec2types.ImdsSupportValuesV20
+	}
+	return register(t, e, in)
+}
+
+func runOne(ami string, typ ec2types.InstanceType) *ec2.RunInstancesInput {
+	return &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: typ, MinCount: aws.Int32(1), MaxCount: aws.Int32(1)}
+}
+
+// Instances have a private address from launch until terminated and, when the subnet maps them,
+// a public one while running.
+func TestInstanceAddresses(t *testing.T) {
+	e := newEnv(t, awsfake.Options{InstanceRunningDelay: 10 * time.Second, InstanceTerminateDelay: 5 * time.Second,
+		InstancePublicIP: netip.MustParseAddr("203.0.113.7")})
+	ami := hvmAMI(t, e, "addresses", true, false)
+	run := runOne(ami, ec2types.InstanceTypeT3Micro)
+	run.MaxCount = aws.Int32(2)
+	out, err := e.ec2.RunInstances(t.Context(), run)
+	if err != nil {
+		t.Fatalf("RunInstances: %v", err)
+	}
+	type addrs struct{ private, public string }
+	got := func(in ec2types.Instance) addrs {
+		return addrs{aws.ToString(in.PrivateIpAddress), aws.ToString(in.PublicIpAddress)}
+	}
+	// The first four addresses of a subnet are AWS's.
+	want := []addrs{{"10.0.0.4", ""}, {"10.0.0.5", ""}}
+	for i, in := range out.Instances {
+		if got(in) != want[i] {
+			t.Errorf("RunInstances: instance %d has %+v, want %+v", i, got(in), want[i])
+		}
+	}
+	ids := []string{aws.ToString(out.Instances[0].InstanceId), aws.ToString(out.Instances[1].InstanceId)}
+	describe := func() []ec2types.Instance {
+		out, err := e.ec2.DescribeInstances(t.Context(), &ec2.DescribeInstancesInput{InstanceIds: ids})
+		if err != nil {
+			t.Fatalf("DescribeInstances: %v", err)
+		}
+		return out.Reservations[0].Instances
+	}
+	e.clock.Advance(10 * time.Second)
+	for i, in := range describe() {
+		if w := (addrs{want[i].private, "203.0.113.7"}); got(in) != w {
+			t.Errorf("running: instance %d has %+v, want %+v", i, got(in), w)
+		}
+	}
+	if _, err := e.ec2.TerminateInstances(t.Context(), &ec2.TerminateInstancesInput{InstanceIds: ids[:1]}); err != nil {
+		t.Fatalf("TerminateInstances: %v", err)
+	}
+	if in := describe()[0]; got(in) != (addrs{"10.0.0.4", ""}) {
+		t.Errorf("shutting-down: %+v, want the private address only", got(in))
+	}
+	e.clock.Advance(5 * time.Second)
+	if in := describe()[0]; got(in) != (addrs{}) {
+		t.Errorf("terminated: %+v, want no address", got(in))
+	}
+
+	local := newEnv(t, awsfake.Options{InstancePrivateIP: netip.MustParseAddr("127.0.0.1")})
+	out, err = local.ec2.RunInstances(t.Context(), runOne(hvmAMI(t, local, "local", true, false), ec2types.InstanceTypeT3Micro))
+	if err != nil || aws.ToString(out.Instances[0].PrivateIpAddress) != "127.0.0.1" {
+		t.Errorf("with InstancePrivateIP: %v, %v", err, out)
+	}
+}
+
+// IMDS defaults to optional tokens, required (hop limit 2) for an AMI registered IMDSv2-only;
+// what RunInstances asks for wins; invalid values are refused.
+func TestRunInstancesMetadataOptions(t *testing.T) {
+	e := newEnv(t, awsfake.Options{})
+	plain, v2 := hvmAMI(t, e, "plain", true, false), hvmAMI(t, e, "imdsv2", true, true)
+	for _, tt := range []struct {
+		name, ami string
+		opts      *ec2types.InstanceMetadataOptionsRequest
+		tokens    ec2types.HttpTokensState
+		hops      int32
+		code      string
+	}{
+		{"default", plain, nil, ec2types.HttpTokensStateOptional, 1, ""},
+		{"AMI v2.0", v2, nil, ec2types.HttpTokensStateRequired, 2, ""},
+		{"required", plain, &ec2types.InstanceMetadataOptionsRequest{HttpTokens: ec2types.HttpTokensStateRequired}, ec2types.HttpTokensStateRequired, 1, ""},
+		{"bad tokens", plain, &ec2types.InstanceMetadataOptionsRequest{HttpTokens: "sometimes"}, "", 0, "InvalidParameterValue"},
+		{"bad endpoint", plain, &ec2types.InstanceMetadataOptionsRequest{HttpEndpoint: "on"}, "", 0, "InvalidParameterValue"},
+		{"hop limit 65", plain, &ec2types.InstanceMetadataOptionsRequest{HttpPutResponseHopLimit: aws.Int32(65)}, "", 0, "InvalidParameterValue"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			run := runOne(tt.ami, ec2types.InstanceTypeT3Micro)
+			run.MetadataOptions = tt.opts
+			out, err := e.ec2.RunInstances(t.Context(), run)
+			if tt.code != "" {
+				if code := apiCode(t, err); code != tt.code {
+					t.Errorf("code %s, want %s", code, tt.code)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("RunInstances: %v", err)
+			}
+			m := out.Instances[0].MetadataOptions
+			if m == nil || m.HttpTokens != tt.tokens || aws.ToInt32(m.HttpPutResponseHopLimit) != tt.hops || m.HttpEndpoint != ec2types.InstanceMetadataEndpointStateEnabled {
+				t.Errorf("metadata options %+v, want tokens %s, hop limit %d", m, tt.tokens, tt.hops)
+			}
+		})
+	}
+}
+
+func TestRunInstancesRefuses(t *testing.T) {
+	e := newEnv(t, awsfake.Options{})
+	noENA := hvmAMI(t, e, "no-ena", false, false)
+	_, err := e.ec2.RunInstances(t.Context(), runOne(noENA, ec2types.InstanceTypeT3Micro))
+	if code := apiCode(t, err); code != "InvalidParameterCombination" {
+		t.Errorf("an AMI without ENA on t3.micro: %s, want InvalidParameterCombination", code)
+	}
+	if _, err := e.ec2.RunInstances(t.Context(), runOne(noENA, ec2types.InstanceTypeT2Micro)); err != nil {
+		t.Errorf("an AMI without ENA on t2.micro (Xen): %v", err)
+	}
+	run := runOne(noENA, ec2types.InstanceTypeT2Micro)
+	run.InstanceInitiatedShutdownBehavior = "hibernate"
+	_, err = e.ec2.RunInstances(t.Context(), run)
+	if code := apiCode(t, err); code != "InvalidParameterValue" {
+		t.Errorf("InstanceInitiatedShutdownBehavior hibernate: %s, want InvalidParameterValue", code)
+	}
+}
+
+// A retried RunInstances with the same client token launches nothing more; one with other
+// parameters is refused; the token finds the instance.
+func TestRunInstancesClientToken(t *testing.T) {
+	e := newEnv(t, awsfake.Options{})
+	ami := hvmAMI(t, e, "token", true, false)
+	launch := func(typ ec2types.InstanceType) (string, error) {
+		run := runOne(ami, typ)
+		run.ClientToken = aws.String("smoke-1")
+		out, err := e.ec2.RunInstances(t.Context(), run)
+		if err != nil {
+			return "", err
+		}
+		if aws.ToString(out.Instances[0].ClientToken) != "smoke-1" {
+			t.Errorf("clientToken %q", aws.ToString(out.Instances[0].ClientToken))
+		}
+		return aws.ToString(out.Instances[0].InstanceId), nil
+	}
+	first, err := launch(ec2types.InstanceTypeT3Micro)
+	if err != nil {
+		t.Fatalf("RunInstances: %v", err)
+	}
+	again, err := launch(ec2types.InstanceTypeT3Micro)
+	if err != nil || again != first || len(e.fake.Instances("")) != 1 {
+		t.Errorf("retry: %s %v, %d instances; want %s and 1 instance", again, err, len(e.fake.Instances("")), first)
+	}
+	_, err = launch(ec2types.InstanceTypeT3Small)
+	if code := apiCode(t, err); code != "IdempotentParameterMismatch" {
+		t.Errorf("same token, other instance type: %s, want IdempotentParameterMismatch", code)
+	}
+	out, err := e.ec2.DescribeInstances(t.Context(), &ec2.DescribeInstancesInput{
+		Filters: []ec2types.Filter{{Name: aws.String("client-token"), Values: []string{"smoke-1"}}}})
+	if err != nil || len(out.Reservations) != 1 || aws.ToString(out.Reservations[0].Instances[0].InstanceId) != first {
+		t.Errorf("client-token filter: %v %+v", err, out)
+	}
+}
+
+// GetConsoleOutput Latest is for Nitro instances only.
+func TestConsoleOutputLatest(t *testing.T) {
+	e := newEnv(t, awsfake.Options{ConsoleOutput: "login:"})
+	ami := hvmAMI(t, e, "console", true, false)
+	for _, tt := range []struct {
+		typ    ec2types.InstanceType
+		latest bool
+		code   string
+	}{
+		{ec2types.InstanceTypeT3Micro, true, ""},
+		{ec2types.InstanceTypeT2Micro, true, "UnsupportedOperation"},
+		{ec2types.InstanceTypeT2Micro, false, ""},
+	} {
+		out, err := e.ec2.RunInstances(t.Context(), runOne(ami, tt.typ))
+		if err != nil {
+			t.Fatalf("RunInstances: %v", err)
+		}
+		_, err = e.ec2.GetConsoleOutput(t.Context(), &ec2.GetConsoleOutputInput{InstanceId: out.Instances[0].InstanceId, Latest: aws.Bool(tt.latest)})
+		if tt.code == "" && err != nil {
+			t.Errorf("%s, latest %v: %v", tt.typ, tt.latest, err)
+		}
+		if tt.code != "" && apiCode(t, err) != tt.code {
+			t.Errorf("%s, latest %v: %v, want %s", tt.typ, tt.latest, err, tt.code)
+		}
 	}
 }

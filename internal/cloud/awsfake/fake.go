@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -72,6 +73,14 @@ type Options struct {
 	// ConsoleOutput is what GetConsoleOutput returns for every instance
 	// unless SetConsoleOutput overrides it.
 	ConsoleOutput string
+	// InstancePrivateIP, when valid, is every instance's private IPv4
+	// address (a test sets 127.0.0.1 to probe a listener of its own);
+	// otherwise instances get 10.0.x.y in launch order.
+	InstancePrivateIP netip.Addr
+	// InstancePublicIP, when valid, is every running instance's public IPv4
+	// address, as in a subnet that maps public addresses on launch;
+	// otherwise instances have none.
+	InstancePublicIP netip.Addr
 }
 
 // FaultKind names an injected failure; how it looks on the wire depends on
@@ -128,6 +137,9 @@ type Fake struct {
 	tokens    map[string]string // region/client token → snapshot id
 	images    map[string]*image
 	instances map[string]*instance
+	launches  map[string]*launch  // instance id → how it was launched
+	runTokens map[string]runToken // region/client token → RunInstances call
+	hosts     int                 // private addresses handed out
 	buckets   map[string]map[string]*Object
 	limiters  map[string]*limiter
 	console   map[string]string
@@ -159,6 +171,8 @@ func New(opts Options) *Fake {
 		tokens:    map[string]string{},
 		images:    map[string]*image{},
 		instances: map[string]*instance{},
+		launches:  map[string]*launch{},
+		runTokens: map[string]runToken{},
 		buckets:   map[string]map[string]*Object{},
 		limiters:  map[string]*limiter{},
 		console:   map[string]string{},
