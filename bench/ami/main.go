@@ -41,6 +41,7 @@ func main() {
 	zero := flag.Float64("zero", 0.5, "fraction of the image's blocks that are zero")
 	latency := flag.Duration("latency", 20*time.Millisecond, "added to every request")
 	limit := flag.Int("limit", 1000, "PutSnapshotBlock requests per second per snapshot")
+	burst := flag.Duration("burst", 50*time.Millisecond, "the per-snapshot bucket holds this much of the limit (the fake's default is 1 s, which a short push would profit from)")
 	workers := flag.Int("workers", 64, "blocks in flight (imaged ami push -workers)")
 	runs := flag.Int("runs", 3, "pushes; the table shows the median")
 	flag.Parse()
@@ -57,7 +58,8 @@ func main() {
 	}
 	nz, _ := m.NonZero()
 
-	f := awsfake.New(awsfake.Options{Latency: *latency, BlockRateLimit: *limit, DiscardBlockData: true})
+	burstN := max(1, int(float64(*limit)*burst.Seconds()))
+	f := awsfake.New(awsfake.Options{Latency: *latency, BlockRateLimit: *limit, BlockRateBurst: burstN, DiscardBlockData: true})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -92,23 +94,26 @@ func main() {
 		durs = append(durs, res.Duration)
 		rates = append(rates, float64(res.BytesPushed)/res.Duration.Seconds())
 		cpu = append(cpu, (cpuTime()-u0).Seconds()/res.Duration.Seconds())
-		fmt.Fprintf(os.Stderr, "run %d: %d blocks in %.2f s, %.0f MB/s, %d retried\n", r+1, res.Blocks, res.Duration.Seconds(), rates[r]/1e6, res.Retries)
+		fmt.Fprintf(os.Stderr, "run %d: %d blocks in %.2f s, %.0f MB/s, %d throttled\n", r+1, res.Blocks, res.Duration.Seconds(), rates[r]/1e6, res.Throttled)
 	}
 	med := median(rates)
 	frac := med / ceiling
-	fmt.Printf("image %d GiB, %d blocks: %d non-zero, %d zero; awsfake latency %v, %d PutSnapshotBlock/s per snapshot; %d workers; %d runs on %d CPUs\n\n",
-		*gib, len(m.Blocks), nz, len(m.Blocks)-nz, *latency, *limit, *workers, *runs, runtime.NumCPU())
+	fmt.Printf("image %d GiB, %d blocks: %d non-zero, %d zero; awsfake latency %v, %d PutSnapshotBlock/s per snapshot (burst %d); %d workers; %d runs on %d CPUs\n\n",
+		*gib, len(m.Blocks), nz, len(m.Blocks)-nz, *latency, *limit, burstN, *workers, *runs, runtime.NumCPU())
 	t := [][4]string{{"measure", "imaged ami push", "peer: the limit's ceiling", "target"}}
 	t = append(t,
 		[4]string{"push rate (median)", fmt.Sprintf("%.1f MB/s (%.1f MiB/s)", med/1e6, med/(1<<20)),
 			fmt.Sprintf("%.1f MB/s (%.1f MiB/s)", ceiling/1e6, ceiling/(1<<20)), ""},
 		[4]string{"fraction of the ceiling", fmt.Sprintf("%.1f %%", 100*frac), "100 %", "≥ 80 %: " + met(frac >= 0.8)},
-		[4]string{"fraction of 512 MiB/s", fmt.Sprintf("%.1f %%", 100*med/(512<<20)), "", "≥ 80 %: " + met(med >= 0.8*(512<<20))},
 		[4]string{"runs (s)", secs(durs), fmt.Sprintf("%.2f", float64(nz)/float64(*limit)), ""},
 		[4]string{"blocks sent / skipped as zero", fmt.Sprintf("%d / %d", res.Blocks, res.Skipped), fmt.Sprintf("%d / %d", nz, len(m.Blocks)-nz), "all zero blocks skipped: " + met(res.Skipped == len(m.Blocks)-nz)},
-		[4]string{"throttled and retried (last run)", fmt.Sprint(res.Retries), "", ""},
+		[4]string{"throttled and retried (last run)", fmt.Sprintf("%d (%.1f %% of the puts)", res.Throttled, 100*float64(res.Throttled)/float64(res.Sent+res.Retries)), "", ""},
 		[4]string{"CPU of this process (bench + fake)", fmt.Sprintf("%.2f cores", median(cpu)), "", ""},
 	)
+	if *limit == 1000 {
+		// The issue states the ceiling as 512 MiB/s; 1000 × 512 KiB is 500 MiB/s.
+		t = slices.Insert(t, 3, [4]string{"fraction of 512 MiB/s", fmt.Sprintf("%.1f %%", 100*med/(512<<20)), "", "≥ 80 %: " + met(med >= 0.8*(512<<20))})
+	}
 	printTable(os.Stdout, t)
 }
 

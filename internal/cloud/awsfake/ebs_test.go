@@ -334,3 +334,26 @@ func TestLatency(t *testing.T) {
 		t.Errorf("request took %v, want at least the 20ms latency", d)
 	}
 }
+
+// BlockRateBurst bounds the bucket: with 100/s and a burst of 3, three writes pass at once, the
+// fourth is throttled, and 10 ms later one more fits.
+func TestThrottlingBurst(t *testing.T) {
+	e := newEnv(t, awsfake.Options{BlockRateLimit: 100, BlockRateBurst: 3})
+	id := startSnapshot(t, e, 1)
+	for i := range int32(3) {
+		if err := putBlock(t, e, id, i, block(1)); err != nil {
+			t.Fatalf("write %d within the burst: %v", i, err)
+		}
+	}
+	var te *ebstypes.RequestThrottledException
+	if err := putBlock(t, e, id, 3, block(1)); !errors.As(err, &te) || te.Reason != "RESOURCE_LEVEL_THROTTLE" {
+		t.Fatalf("past the burst: %v", err)
+	}
+	e.clock.Advance(10 * time.Millisecond)
+	if err := putBlock(t, e, id, 3, block(1)); err != nil {
+		t.Fatalf("after 10 ms at 100/s: %v", err)
+	}
+	if err := putBlock(t, e, id, 4, block(1)); err == nil {
+		t.Fatal("a second write in the same 10 ms passed")
+	}
+}

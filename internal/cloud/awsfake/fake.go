@@ -56,6 +56,9 @@ type Options struct {
 	// per second ("1,000 requests per second per snapshot" in the EBS direct
 	// API quotas). 0 means the default 1000; negative disables the limit.
 	BlockRateLimit int
+	// BlockRateBurst is how many requests the per-snapshot bucket holds
+	// (a burst above the rate). Default: one second's worth.
+	BlockRateBurst int
 	// Latency is added to every request before it is handled.
 	Latency time.Duration
 
@@ -161,6 +164,9 @@ func New(opts Options) *Fake {
 	}
 	if opts.BlockRateLimit == 0 {
 		opts.BlockRateLimit = 1000
+	}
+	if opts.BlockRateBurst <= 0 {
+		opts.BlockRateBurst = max(opts.BlockRateLimit, 1)
 	}
 	f := &Fake{
 		opts:      opts,
@@ -345,12 +351,13 @@ func (f *Fake) allow(key string, now time.Time) bool {
 	if rate < 0 {
 		return true
 	}
+	burst := float64(f.opts.BlockRateBurst)
 	l, ok := f.limiters[key]
 	if !ok {
-		l = &limiter{tokens: rate, last: now}
+		l = &limiter{tokens: burst, last: now}
 		f.limiters[key] = l
 	}
-	l.tokens = min(rate, l.tokens+now.Sub(l.last).Seconds()*rate)
+	l.tokens = min(burst, l.tokens+now.Sub(l.last).Seconds()*rate)
 	l.last = now
 	if l.tokens < 1 {
 		return false
