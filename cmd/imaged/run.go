@@ -45,7 +45,10 @@ Commands:
   bmc power        show or change a machine's power through its BMC (on, off, shutdown, restart, graceful-restart, cycle)
   bmc boot         set a machine's next boot, once: pxe, disk, none or uefi-http
   bmc inventory    a machine's system as its BMC reports it, or every system behind a BMC
-  ami push         publish an image to EC2 as an AMI (EBS direct APIs; only non-zero blocks; a second push is a no-op)
+  ami push         publish an image to EC2 as an AMI and copy it to other regions (only non-zero blocks; resumable; a second push is a no-op)
+  ami promote      point a channel of the published amis.json at a version's AMIs (ami rollback: back one step)
+  ami prune        deregister old AMIs and delete their snapshots (never what a channel points at)
+  ami smoke        launch an AMI, probe it, capture its console, terminate it; the exit status is the verdict
   token new        make an API bearer token (the config keeps only its SHA-256)
   initrd build     build the netboot initramfs that runs imaged's agent
   agent            run the agent (done automatically when imaged is /init)

@@ -85,20 +85,50 @@ func TestPushSnapshot(t *testing.T) {
 	}
 }
 
-// Under throttling on a fifth of the puts, no block is lost and the aggregate still checks out.
+// Under throttling of every kind EBS answers with (each reason of RequestThrottledException, a
+// 429 ThrottlingException) and 503s and 500s on a good part of the puts, no block is lost and the
+// aggregate the fake checks at completion is valid.
 func TestPushSnapshotThrottled(t *testing.T) {
 	img, m := halfZero(t, 64)
 	f := awsfake.New(awsfake.Options{Seed: 7})
-	f.InjectFault(awsfake.Fault{Operation: "PutSnapshotBlock", Kind: awsfake.FaultThrottle, Reason: "ACCOUNT_THROTTLED", Probability: 0.2})
+	for _, ft := range []awsfake.Fault{
+		{Kind: awsfake.FaultThrottle, Reason: "ACCOUNT_THROTTLED", Probability: 0.1},
+		{Kind: awsfake.FaultThrottle, Reason: "RESOURCE_LEVEL_THROTTLE", Probability: 0.1},
+		{Kind: awsfake.FaultThrottle, Reason: "DEPENDENCY_REQUEST_THROTTLED", Probability: 0.1},
+		{Kind: awsfake.FaultThrottling429, Probability: 0.05},
+		{Kind: awsfake.FaultUnavailable, Probability: 0.05},
+		{Kind: awsfake.FaultInternal, Probability: 0.05},
+	} {
+		ft.Operation = "PutSnapshotBlock"
+		f.InjectFault(ft)
+	}
 	srv := f.Start(t)
-	res, err := PushSnapshot(context.Background(), ebsClient(srv.URL), bytes.NewReader(img), m, PushOptions{Workers: 16, Backoff: time.Millisecond})
+	res, err := PushSnapshot(context.Background(), ebsClient(srv.URL), bytes.NewReader(img), m, PushOptions{Workers: 16, Backoff: time.Millisecond, MaxAttempts: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	nz, _ := m.NonZero()
 	s, _ := f.Snapshot(res.SnapshotID)
-	if res.Retries == 0 || len(s.Blocks) != nz || s.ChangedBlocksCount != int32(nz) {
-		t.Errorf("retries %d, blocks %d of %d, count %d", res.Retries, len(s.Blocks), nz, s.ChangedBlocksCount)
+	if res.Retries < 10 || res.Throttled == 0 || res.Throttled >= res.Retries || len(s.Blocks) != nz || s.ChangedBlocksCount != int32(nz) ||
+		s.State == "error" || s.AggregateChecksum != res.Aggregate {
+		t.Errorf("retries %d (throttled %d), blocks %d of %d, count %d, state %s", res.Retries, res.Throttled, len(s.Blocks), nz, s.ChangedBlocksCount, s.State)
+	}
+}
+
+// The pace shared by the workers: throttling lowers it (once per burst), accepted blocks raise it
+// back, never above the quota.
+func TestPacer(t *testing.T) {
+	p := newPacer(1000)
+	p.slow()
+	p.slow() // the same burst
+	if p.rate != 1000*5/6.0 {
+		t.Errorf("after one burst of throttling: %.1f/s", p.rate)
+	}
+	for range 5000 {
+		p.ok()
+	}
+	if p.rate != 1000 {
+		t.Errorf("after 5000 accepted blocks: %.1f/s, want the quota", p.rate)
 	}
 }
 
