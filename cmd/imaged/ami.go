@@ -54,6 +54,7 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "push":
 		f.workers = fs.Int("workers", 0, "blocks in flight (default: ec2.workers, 64)")
 		f.copyTo = fs.String("copy-to", "", "regions to copy the AMI into, comma-separated (default: ec2.copy_to; - for none)")
+		f.bootMode = fs.String("boot-mode", "", "legacy-bios, uefi or uefi-preferred (default: read from the image: MBR boot code, EFI System Partition, or both)")
 	case "promote", "rollback", "prune":
 		f.contract = fs.String("contract", "", "the published amis.json, s3://bucket/key (default: ec2.contract)")
 		f.copyTo = fs.String("copy-to", "", "the other regions the contract covers (default: ec2.copy_to; - for none)")
@@ -75,6 +76,13 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	want := map[string]int{"push": 1, "promote": 2, "rollback": 1, "smoke": 1}[sub]
 	if sub != "prune" && fs.NArg() != want || sub == "prune" && *f.keep < 0 {
 		return usageError{amiUsage[sub]}
+	}
+	if sub == "push" {
+		switch *f.bootMode {
+		case "", cloud.BootLegacyBIOS, cloud.BootUEFI, cloud.BootUEFIPreferred:
+		default:
+			return usageError{fmt.Sprintf("-boot-mode %q: use legacy-bios, uefi or uefi-preferred (or leave it out to read it from the image)", *f.bootMode)}
+		}
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -101,7 +109,7 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // amiFlags are the subcommands' own flags; nil when a subcommand has no such flag.
 type amiFlags struct {
 	workers, keep                               *int
-	copyTo, contract                            *string
+	copyTo, contract, bootMode                  *string
 	dryRun                                      *bool
 	subnet, groups, instanceType, probe, report *string
 	timeout                                     *time.Duration
@@ -240,7 +248,7 @@ func (e *amiEnv) push(ctx context.Context, ref string, stdout, stderr io.Writer)
 	nz, _ := m.NonZero()
 	bar := progress.New(stderr, int64(nz)*images.BlockSize, progress.Options{Desc: "push " + info.Image.Ref()})
 	pub, err := cloud.PublishAMI(ctx, eb, e.ec2In(e.region), cloud.Image{Name: info.Image.Name, Version: info.Image.Version, Manifest: m,
-		ManifestHash: info.Image.ManifestHash, Blob: blob}, cloud.PublishOptions{Region: e.region, CopyTo: copies,
+		ManifestHash: info.Image.ManifestHash, Blob: blob, BootMode: *e.flags.bootMode}, cloud.PublishOptions{Region: e.region, CopyTo: copies,
 		JournalDir: filepath.Join(e.cfg.StateDir, "ami-push"),
 		Push:       cloud.PushOptions{Workers: *e.flags.workers, Progress: func(done, _ int) { bar.Set(int64(done) * images.BlockSize) }}})
 	bar.Finish(err)

@@ -22,7 +22,7 @@ func TestAMIPush(t *testing.T) {
 	dir := t.TempDir()
 	cfg := imageConfig(t, dir)
 	raw := filepath.Join(dir, "img.raw")
-	data := make([]byte, 6<<20)
+	data := mbrDisk(6 << 20)
 	copy(data[2<<20:], strings.Repeat("imaged", 100000))
 	os.WriteFile(raw, data, 0o644)
 	if out, _, err := runCmd(t, "image", "import", "-config", cfg, "labos@1", raw); err != nil {
@@ -31,7 +31,7 @@ func TestAMIPush(t *testing.T) {
 	f := awsfake.New(awsfake.Options{SnapshotCompletionDelay: 10 * time.Millisecond, ImageAvailableDelay: 10 * time.Millisecond})
 	srv := f.Start(t)
 	out, _, err := runCmd(t, "ami", "push", "-config", cfg, "-endpoint", srv.URL, "labos@1")
-	if err != nil || !strings.Contains(out, "published in eu-west-1: ami-") || !strings.Contains(out, "2 blocks sent (0 resumed), 10 zero blocks skipped") {
+	if err != nil || !strings.Contains(out, "published in eu-west-1: ami-") || !strings.Contains(out, "3 blocks sent (0 resumed), 9 zero blocks skipped") {
 		t.Fatalf("ami push: %v\n%s", err, out)
 	}
 	ims := f.Images("eu-west-1")
@@ -45,6 +45,15 @@ func TestAMIPush(t *testing.T) {
 	if _, _, err := runCmd(t, "ami", "push", "-config", cfg, "-endpoint", srv.URL, "labos@9"); err == nil {
 		t.Error("push of a missing image succeeded")
 	}
+}
+
+// mbrDisk is a disk image of size bytes that BIOS firmware would boot: boot code and the
+// signature in its MBR (push reads the boot mode from the image).
+func mbrDisk(size int) []byte {
+	d := make([]byte, size)
+	copy(d, []byte{0xeb, 0x63, 0x90})
+	d[510], d[511] = 0x55, 0xaa
+	return d
 }
 
 // awsEnv gives the SDK's default chain static credentials and eu-west-1, and nothing else.
@@ -76,7 +85,7 @@ func TestAMIChannels(t *testing.T) {
 	}
 	for v := 1; v <= 3; v++ {
 		raw := filepath.Join(dir, fmt.Sprintf("v%d.raw", v))
-		data := make([]byte, 4<<20)
+		data := mbrDisk(4 << 20)
 		copy(data[1<<20:], strings.Repeat(fmt.Sprintf("version %d ", v), 50000))
 		os.WriteFile(raw, data, 0o644)
 		run("image", "import", "-config", cfg, fmt.Sprintf("labos@%d", v), raw)
@@ -133,8 +142,7 @@ func TestAMISmoke(t *testing.T) {
 	dir := t.TempDir()
 	cfg := imageConfig(t, dir)
 	raw := filepath.Join(dir, "img.raw")
-	data := make([]byte, 2<<20)
-	copy(data, "boot sector")
+	data := mbrDisk(2 << 20)
 	os.WriteFile(raw, data, 0o644)
 	if out, _, err := runCmd(t, "image", "import", "-config", cfg, "labos@1", raw); err != nil {
 		t.Fatalf("import: %v %s", err, out)

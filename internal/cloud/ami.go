@@ -40,7 +40,7 @@ type Image struct {
 	Manifest      *images.Manifest
 	ManifestHash  string
 	Blob          io.ReaderAt
-	BootMode      string // uefi (default) or legacy-bios
+	BootMode      string // legacy-bios, uefi or uefi-preferred; default: DetectBootMode
 }
 
 // Published is an AMI in one region.
@@ -81,7 +81,11 @@ func PublishAMI(ctx context.Context, e EBS, c EC2, img Image, opt PublishOptions
 		opt.Wait = 30 * time.Minute
 	}
 	if img.BootMode == "" {
-		img.BootMode = "uefi"
+		mode, err := DetectBootMode(img.Blob, img.Manifest.Size)
+		if err != nil {
+			return Published{Region: opt.Region}, fmt.Errorf("%w (imaged ami push -boot-mode)", err)
+		}
+		img.BootMode = mode
 	}
 	digest := img.Manifest.Digest.String()
 	pub := Published{Region: opt.Region}

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/cloud/awsfake"
 )
 
@@ -29,7 +30,7 @@ func TestPublishAMI(t *testing.T) {
 	f := awsfake.New(awsfake.Options{SnapshotCompletionDelay: 10 * time.Millisecond, ImageAvailableDelay: 10 * time.Millisecond})
 	srv := f.Start(t)
 	e, c := ebsClient(srv.URL), ec2Client(srv.URL)
-	im := Image{Name: "labos", Version: "1", Manifest: m, ManifestHash: "mh", Blob: bytes.NewReader(img)}
+	im := Image{Name: "labos", Version: "1", Manifest: m, ManifestHash: "mh", Blob: bytes.NewReader(img), BootMode: BootUEFI}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pub, err := PublishAMI(ctx, e, c, im, PublishOptions{Region: "us-east-1"})
@@ -61,7 +62,7 @@ func TestPublishAMICopyTo(t *testing.T) {
 	img, m := halfZero(t, 16)
 	f := awsfake.New(awsfake.Options{ImageAvailableDelay: 20 * time.Millisecond})
 	srv := f.Start(t)
-	im := Image{Name: "labos", Version: "2", Manifest: m, ManifestHash: "mh", Blob: bytes.NewReader(img)}
+	im := Image{Name: "labos", Version: "2", Manifest: m, ManifestHash: "mh", Blob: bytes.NewReader(img), BootMode: BootUEFIPreferred}
 	opt := PublishOptions{Region: "us-east-1", CopyTo: []RegionClient{{"eu-west-1", ec2In(srv.URL, "eu-west-1")}, {"ap-south-1", ec2In(srv.URL, "ap-south-1")}}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -99,8 +100,30 @@ func TestPublishAMIRegistersCompletedSnapshot(t *testing.T) {
 	}
 	puts := f.RequestCount("PutSnapshotBlock")
 	pub, err := PublishAMI(context.Background(), ebsClient(srv.URL), ec2Client(srv.URL),
-		Image{Name: "labos", Version: "3", Manifest: m, Blob: bytes.NewReader(img)}, PublishOptions{Region: "us-east-1"})
+		Image{Name: "labos", Version: "3", Manifest: m, Blob: bytes.NewReader(img), BootMode: BootLegacyBIOS}, PublishOptions{Region: "us-east-1"})
 	if err != nil || pub.SnapshotID != res.SnapshotID || f.RequestCount("PutSnapshotBlock") != puts || f.RequestCount("StartSnapshot") != 1 {
 		t.Errorf("publish %+v, %v: snapshot %s, %d → %d puts", pub, err, res.SnapshotID, puts, f.RequestCount("PutSnapshotBlock"))
+	}
+}
+
+// Without a boot mode, PublishAMI reads it from the image; an image no firmware can boot is
+// refused before anything is sent.
+func TestPublishAMIDetectsBootMode(t *testing.T) {
+	f := awsfake.New(awsfake.Options{})
+	srv := f.Start(t)
+	img, m := halfZero(t, 8) // its first blocks are zero: no MBR, no GPT
+	_, err := PublishAMI(context.Background(), ebsClient(srv.URL), ec2Client(srv.URL),
+		Image{Name: "blank", Version: "1", Manifest: m, Blob: bytes.NewReader(img)}, PublishOptions{Region: "us-east-1"})
+	if err == nil || f.RequestCount("StartSnapshot") != 0 {
+		t.Fatalf("an unbootable image: %v, %d snapshots started", err, f.RequestCount("StartSnapshot"))
+	}
+	raw := disk(true, nil, 0x83)
+	b := images.NewBuilder()
+	b.Write(raw)
+	m, _ = b.Manifest()
+	pub, err := PublishAMI(context.Background(), ebsClient(srv.URL), ec2Client(srv.URL),
+		Image{Name: "bios", Version: "1", Manifest: m, Blob: bytes.NewReader(raw)}, PublishOptions{Region: "us-east-1"})
+	if a, _ := f.Image(pub.AMI); err != nil || a.BootMode != BootLegacyBIOS {
+		t.Errorf("an MBR image: %v, boot mode %q", err, a.BootMode)
 	}
 }

@@ -93,7 +93,7 @@ func (e *channelEnv) publish(t *testing.T, name, version string, regions ...stri
 	}
 	eb := ebs.New(ebs.Options{BaseEndpoint: aws.String(e.url), Region: "us-east-1", Retryer: aws.NopRetryer{}, Credentials: testCreds})
 	pub, err := PublishAMI(ctx, eb, e.clients["us-east-1"], Image{Name: name, Version: version, Manifest: m, ManifestHash: "mh-" + version,
-		Blob: bytes.NewReader(img)}, PublishOptions{Region: "us-east-1"})
+		Blob: bytes.NewReader(img), BootMode: BootUEFI}, PublishOptions{Region: "us-east-1"})
 	if err != nil {
 		t.Fatalf("publish %s@%s: %v", name, version, err)
 	}

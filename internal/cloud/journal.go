@@ -156,11 +156,7 @@ func openJournal(ctx context.Context, c EBS, m *images.Manifest, opt PushOptions
 	if err := os.MkdirAll(filepath.Dir(opt.Journal), 0o750); err != nil {
 		return nil, fmt.Errorf("cloud: push journal: %w", err)
 	}
-	tmp := opt.Journal + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o640); err != nil {
-		return nil, fmt.Errorf("cloud: push journal: %w", err)
-	}
-	if err := os.Rename(tmp, opt.Journal); err != nil {
+	if err := writeFileAtomic(opt.Journal, []byte(b.String())); err != nil {
 		return nil, fmt.Errorf("cloud: push journal: %w", err)
 	}
 	f, err := os.OpenFile(opt.Journal, os.O_WRONLY|os.O_APPEND, 0)

@@ -213,7 +213,8 @@ func TestPushSnapshotResumes(t *testing.T) {
 func TestPushSnapshotAfterTimeout(t *testing.T) {
 	img, m := halfZero(t, 32)
 	nz, _ := m.NonZero()
-	f := awsfake.New(awsfake.Options{TimeoutUnit: time.Millisecond}) // StartSnapshot's 60 minutes become 60 ms
+	clk := &testClock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)}
+	f := awsfake.New(awsfake.Options{Now: clk.Now})
 	srv := f.Start(t)
 	journal := filepath.Join(t.TempDir(), "push.journal")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -223,7 +224,7 @@ func TestPushSnapshotAfterTimeout(t *testing.T) {
 		}
 	}}
 	first, _ := PushSnapshot(ctx, ebsClient(srv.URL), bytes.NewReader(img), m, opt)
-	time.Sleep(150 * time.Millisecond)
+	clk.Advance(61 * time.Minute) // past StartSnapshot's 60-minute timeout
 	opt.Progress = nil
 	second, err := PushSnapshot(context.Background(), ebsClient(srv.URL), bytes.NewReader(img), m, opt)
 	if err != nil {
