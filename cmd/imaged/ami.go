@@ -246,7 +246,7 @@ func (e *amiEnv) push(ctx context.Context, ref string, stdout, stderr io.Writer)
 		copies = append(copies, cloud.RegionClient{Region: r, EC2: e.ec2In(r)})
 	}
 	nz, _ := m.NonZero()
-	bar := progress.New(stderr, int64(nz)*images.BlockSize, progress.Options{Desc: "push " + info.Image.Ref()})
+	bar := progress.New(stderr, int64(nz)*images.BlockSize, progress.Options{Desc: fmt.Sprintf("push %s (%d blocks of 512 KiB)", info.Image.Ref(), nz)})
 	pub, err := cloud.PublishAMI(ctx, eb, e.ec2In(e.region), cloud.Image{Name: info.Image.Name, Version: info.Image.Version, Manifest: m,
 		ManifestHash: info.Image.ManifestHash, Blob: blob, BootMode: *e.flags.bootMode}, cloud.PublishOptions{Region: e.region, CopyTo: copies,
 		JournalDir: filepath.Join(e.cfg.StateDir, "ami-push"),
