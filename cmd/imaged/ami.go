@@ -32,6 +32,7 @@ var amiUsage = map[string]string{
 	"push":     "usage: imaged ami push [flags] NAME@VERSION|NAME@CHANNEL|sha256:DIGEST",
 	"promote":  "usage: imaged ami promote [flags] NAME@VERSION CHANNEL",
 	"rollback": "usage: imaged ami rollback [flags] NAME@CHANNEL",
+	"list":     "usage: imaged ami list [flags] [NAME]",
 	"prune":    "usage: imaged ami prune [-keep N] [-dry-run] [NAME ...]   (default: every image in the catalog and the contract)",
 	"smoke":    "usage: imaged ami smoke [flags] ami-ID|NAME@VERSION",
 }
@@ -41,7 +42,7 @@ var amiUsage = map[string]string{
 // an AMI on a real instance (smoke). The ec2 section of the config gives the defaults; the
 // credentials come from the AWS SDK's default chain.
 func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	sub, rest, err := subcommand(args, "ami", "push", "promote", "rollback", "prune", "smoke")
+	sub, rest, err := subcommand(args, "ami", "push", "list", "promote", "rollback", "prune", "smoke")
 	if err != nil {
 		return err
 	}
@@ -55,6 +56,9 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		f.workers = fs.Int("workers", 0, "blocks in flight (default: ec2.workers, 64)")
 		f.copyTo = fs.String("copy-to", "", "regions to copy the AMI into, comma-separated (default: ec2.copy_to; - for none)")
 		f.bootMode = fs.String("boot-mode", "", "legacy-bios, uefi or uefi-preferred (default: read from the image: MBR boot code, EFI System Partition, or both)")
+	case "list":
+		f.contract = fs.String("contract", "", "the published amis.json, to show what the channels point at (default: ec2.contract; optional)")
+		f.copyTo = fs.String("copy-to", "", "the other regions to list (default: ec2.copy_to; - for none)")
 	case "promote", "rollback", "prune":
 		f.contract = fs.String("contract", "", "the published amis.json, s3://bucket/key (default: ec2.contract)")
 		f.copyTo = fs.String("copy-to", "", "the other regions the contract covers (default: ec2.copy_to; - for none)")
@@ -74,7 +78,8 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	want := map[string]int{"push": 1, "promote": 2, "rollback": 1, "smoke": 1}[sub]
-	if sub != "prune" && fs.NArg() != want || sub == "prune" && *f.keep < 0 {
+	switch {
+	case sub == "prune" && *f.keep < 0, sub == "list" && fs.NArg() > 1, sub != "prune" && sub != "list" && fs.NArg() != want:
 		return usageError{amiUsage[sub]}
 	}
 	if sub == "push" {
@@ -87,6 +92,9 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
+	}
+	if sub == "list" && *f.contract == "" && cfg.EC2.Contract == "" {
+		f.contract = nil // listing works without a contract
 	}
 	env, err := newAMIEnv(ctx, cfg, *region, *endpoint, f)
 	if err != nil {
@@ -101,6 +109,8 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return env.rollback(ctx, fs.Arg(0), stdout)
 	case "prune":
 		return env.prune(ctx, fs.Args(), stdout)
+	case "list":
+		return env.list(ctx, fs.Arg(0), stdout)
 	default:
 		return env.smoke(ctx, fs.Arg(0), stdout, stderr)
 	}
@@ -173,6 +183,9 @@ func newAMIEnv(ctx context.Context, cfg *config.File, region, endpoint string, f
 			return nil, usageError{fmt.Sprintf("no published contract: give -contract s3://bucket/amis.json or set ec2.contract (got %q)", u)}
 		}
 		e.contract = cloud.Contract{S3: s3.NewFromConfig(ac, func(o *s3.Options) {
+			// amis.json is checked by parsing it; an S3-compatible store that keeps no checksums
+			// (or one written before S3 kept them) is no reason for a log line on every read.
+			o.DisableLogOutputChecksumValidationSkipped = true
 			if e.endpoint != "" {
 				o.BaseEndpoint, o.UsePathStyle = aws.String(e.endpoint), true
 			}
@@ -276,6 +289,39 @@ func (e *amiEnv) push(ctx context.Context, ref string, stdout, stderr io.Writer)
 		fmt.Fprintf(stdout, "  %s %s: %s\n", verb, cp.Region, cp.AMI)
 	}
 	return nil
+}
+
+func (e *amiEnv) list(ctx context.Context, name string, stdout io.Writer) error {
+	all, err := cloud.List(ctx, e.regions(), name)
+	if err != nil {
+		return err
+	}
+	// What the channels point at, when there is a contract.
+	channels := map[string][]string{} // AMI id → name@channel
+	if e.contract.S3 != nil {
+		doc, _, err := e.contract.Load(ctx)
+		if err != nil {
+			return err
+		}
+		for n, ic := range doc.Images {
+			for ch, entry := range ic.Channels {
+				for _, ami := range entry.AMIs {
+					channels[ami] = append(channels[ami], n+"@"+ch)
+				}
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tIMAGE\tAMI\tSTATE\tDIGEST\tCREATED\tCHANNELS")
+	for _, l := range all {
+		slices.Sort(channels[l.ID])
+		fmt.Fprintf(tw, "%s\t%s@%s\t%s\t%s\t%s\t%s\t%s\n", l.Region, l.Name, l.Version, l.ID, l.State, shortDigest(l.Digest),
+			l.Created.Local().Format(time.DateTime), dash(strings.Join(channels[l.ID], ",")))
+	}
+	if len(all) == 0 {
+		fmt.Fprintln(tw, "(no AMIs published by imaged)")
+	}
+	return tw.Flush()
 }
 
 func (e *amiEnv) promote(ctx context.Context, ref, channel string, stdout io.Writer) error {

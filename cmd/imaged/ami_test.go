@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -121,6 +122,11 @@ func TestAMIChannels(t *testing.T) {
 	out := run(append(append([]string{"ami", "rollback"}, contract...), "labos@stable")...)
 	if e, _ := contractDoc().Current("labos", "stable"); e.Version != "1" || !strings.Contains(out, "rolled back from 2 to 1") {
 		t.Fatalf("stable after rollback: %+v\n%s", e, out)
+	}
+	out = run(append(append([]string{"ami", "list"}, contract...), "labos")...)
+	if strings.Count(out, "\neu-") != 6 || !strings.Contains(out, amiOf("eu-central-1", "1")+"  available") ||
+		!regexp.MustCompile(amiOf("eu-west-1", "1")+`.*labos@stable`).MatchString(out) {
+		t.Errorf("ami list:\n%s", out)
 	}
 	// keep 1: version 3 is the newest, version 1 is what stable points at; version 2 goes.
 	out = run(append(append([]string{"ami", "prune"}, contract...), "-keep", "1", "labos")...)

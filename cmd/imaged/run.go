@@ -46,6 +46,7 @@ Commands:
   bmc boot         set a machine's next boot, once: pxe, disk, none or uefi-http
   bmc inventory    a machine's system as its BMC reports it, or every system behind a BMC
   ami push         publish an image to EC2 as an AMI and copy it to other regions (only non-zero blocks; resumable; a second push is a no-op)
+  ami list         imaged's AMIs in every region, and the channels pointing at them
   ami promote      point a channel of the published amis.json at a version's AMIs (ami rollback: back one step)
   ami prune        deregister old AMIs and delete their snapshots (never what a channel points at)
   ami smoke        launch an AMI, probe it, capture its console, terminate it; the exit status is the verdict

@@ -190,3 +190,39 @@ func snapshots(im ec2types.Image) []string {
 	}
 	return out
 }
+
+// Listed is one of imaged's AMIs in one region.
+type Listed struct {
+	Region, ID, Name, Version, Digest, State string
+	Created                                  time.Time
+}
+
+// List returns this account's AMIs that imaged published (tagged with a digest), of image name
+// or of every image when name is "", in each region of ec2s: by region, newest first.
+func List(ctx context.Context, ec2s map[string]ImagesEC2, name string) ([]Listed, error) {
+	f := ec2types.Filter{Name: aws.String("tag-key"), Values: []string{TagDigest}}
+	if name != "" {
+		f = filter("tag:"+TagName, name)
+	}
+	var out []Listed
+	for _, region := range slices.Sorted(maps.Keys(ec2s)) {
+		ims, err := listImages(ctx, ec2s[region], f)
+		if err != nil {
+			return out, fmt.Errorf("cloud: list AMIs in %s: %w", region, err)
+		}
+		for _, im := range ims {
+			l := Listed{Region: region, State: string(im.State)}
+			l.ID, l.Version, l.Created = describe(im)
+			for _, t := range im.Tags {
+				switch aws.ToString(t.Key) {
+				case TagName:
+					l.Name = aws.ToString(t.Value)
+				case TagDigest:
+					l.Digest = aws.ToString(t.Value)
+				}
+			}
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
