@@ -28,27 +28,10 @@ import (
 // The regions every channel test publishes to; the fake tells them apart by the SigV4 region.
 var testRegions = []string{"ap-southeast-2", "eu-west-1", "us-east-1"}
 
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // channelEnv is a fake AWS with a bucket for the contract and an EC2 client per region.
 type channelEnv struct {
 	fake    *awsfake.Fake
-	clock   *testClock
+	clock   *awsfake.Clock
 	url     string
 	s3      *s3.Client
 	clients map[string]*ec2.Client
@@ -60,7 +43,7 @@ var testCreds = credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "
 
 func newChannelEnv(t *testing.T) *channelEnv {
 	t.Helper()
-	clk := &testClock{t: time.Date(2026, 11, 4, 12, 0, 0, 0, time.UTC)}
+	clk := awsfake.NewClock(time.Date(2026, 11, 4, 12, 0, 0, 0, time.UTC))
 	f := awsfake.New(awsfake.Options{Now: clk.Now, Buckets: []string{"imaged-amis"}})
 	srv := f.Start(t)
 	e := &channelEnv{fake: f, clock: clk, url: srv.URL, clients: map[string]*ec2.Client{}, ec2s: map[string]ImagesEC2{}}

@@ -213,7 +213,7 @@ func TestPushSnapshotResumes(t *testing.T) {
 func TestPushSnapshotAfterTimeout(t *testing.T) {
 	img, m := halfZero(t, 32)
 	nz, _ := m.NonZero()
-	clk := &testClock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)}
+	clk := awsfake.NewClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
 	f := awsfake.New(awsfake.Options{Now: clk.Now})
 	srv := f.Start(t)
 	journal := filepath.Join(t.TempDir(), "push.journal")

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,29 +18,11 @@ import (
 	"github.com/imaged/imaged/internal/cloud/awsfake"
 )
 
-// clock is a manual clock for the Fake's delays.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // env is a started Fake with SDK clients that never retry, so each test sees
 // the first answer.
 type env struct {
 	fake  *awsfake.Fake
-	clock *clock
+	clock *awsfake.Clock
 	url   string
 	ebs   *ebs.Client
 	ec2   *ec2.Client
@@ -50,7 +31,7 @@ type env struct {
 
 func newEnv(t *testing.T, opts awsfake.Options) *env {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 11, 4, 12, 0, 0, 0, time.UTC)}
+	c := awsfake.NewClock(time.Date(2026, 11, 4, 12, 0, 0, 0, time.UTC))
 	if opts.Now == nil {
 		opts.Now = c.Now
 	}
