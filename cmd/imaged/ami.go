@@ -82,6 +82,19 @@ func cmdAMI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case sub == "prune" && *f.keep < 0, sub == "list" && fs.NArg() > 1, sub != "prune" && sub != "list" && fs.NArg() != want:
 		return usageError{amiUsage[sub]}
 	}
+	if *region != "" && !config.IsAWSRegion(*region) {
+		return usageError{fmt.Sprintf("-region %q is not an AWS region (like us-east-1)", *region)}
+	}
+	if f.copyTo != nil && *f.copyTo != "-" {
+		for _, r := range strings.Split(*f.copyTo, ",") {
+			if r = strings.TrimSpace(r); r != "" && !config.IsAWSRegion(r) {
+				return usageError{fmt.Sprintf("-copy-to: %q is not an AWS region (write -copy-to eu-west-1,ap-southeast-2, or - for none)", r)}
+			}
+		}
+	}
+	if f.workers != nil && (*f.workers < 0 || *f.workers > 1024) {
+		return usageError{fmt.Sprintf("-workers %d is out of range (1-1024)", *f.workers)}
+	}
 	if sub == "push" {
 		switch *f.bootMode {
 		case "", cloud.BootLegacyBIOS, cloud.BootUEFI, cloud.BootUEFIPreferred:

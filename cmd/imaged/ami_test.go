@@ -46,6 +46,22 @@ func TestAMIPush(t *testing.T) {
 	if _, _, err := runCmd(t, "ami", "push", "-config", cfg, "-endpoint", srv.URL, "labos@9"); err == nil {
 		t.Error("push of a missing image succeeded")
 	}
+	// Bad flags are refused before anything reaches AWS, naming the flag.
+	puts := f.RequestCount("StartSnapshot")
+	for flag, args := range map[string][]string{
+		"-copy-to":   {"-copy-to", "eu-west-2,eu_central"},
+		"-region":    {"-region", "Frankfurt"},
+		"-workers":   {"-workers", "5000"},
+		"-boot-mode": {"-boot-mode", "bios"},
+	} {
+		_, _, err := runCmd(t, append(append([]string{"ami", "push", "-config", cfg, "-endpoint", srv.URL}, args...), "labos@1")...)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%v: %v (exit %d)", args, err, exitCode(err))
+		}
+	}
+	if f.RequestCount("StartSnapshot") != puts {
+		t.Error("a refused push reached EBS")
+	}
 }
 
 // mbrDisk is a disk image of size bytes that BIOS firmware would boot: boot code and the

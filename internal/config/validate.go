@@ -346,6 +346,10 @@ func (v *validator) validateMachines(f *File) {
 // An AWS region name, like us-east-1, eu-central-2 or us-gov-west-1.
 var awsRegion = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 
+// IsAWSRegion reports whether s is shaped like an AWS region name (us-east-1, us-gov-west-1), as
+// ec2.region and ec2.copy_to must be; command-line flags are checked the same way.
+func IsAWSRegion(s string) bool { return awsRegion.MatchString(s) }
+
 func (v *validator) validateEC2(f *File) {
 	e := &f.EC2
 	if e.Region != "" && !awsRegion.MatchString(e.Region) {
