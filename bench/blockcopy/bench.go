@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imaged/imaged/bench/internal/benchtab"
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/blockcopy"
 )
@@ -164,8 +165,8 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 		return err
 	}
 
-	var t table
-	t.add("image", fmt.Sprintf("%d MiB, %d of %d blocks non-zero (%d MiB)", *size>>20, nzBlocks, len(e.m.Blocks), nzBytes>>20), "", "", "")
+	t := newTable()
+	t.Add("image", fmt.Sprintf("%d MiB, %d of %d blocks non-zero (%d MiB)", *size>>20, nzBlocks, len(e.m.Blocks), nzBytes>>20), "", "", "")
 
 	// Part 1: one 2 GiB image onto a new file, side by side, alternating run by run.
 	e.log("part 1: blockcopy vs bmaptool vs curl|tee(sha256sum), %d runs", *runs)
@@ -217,13 +218,13 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 		}
 	}
 	e.clean(out)
-	bcW, bmW, cuW := median(wBC), median(wBmap), median(wCurl)
-	t.add("1. 2 GiB image → new file, wall (median)",
+	bcW, bmW, cuW := benchtab.Median(wBC), benchtab.Median(wBmap), benchtab.Median(wCurl)
+	t.Add("1. 2 GiB image → new file, wall (median)",
 		fmt.Sprintf("%.2f s  blockcopy, 4 conns", bcW.Seconds()),
 		fmt.Sprintf("%.2f s  bmaptool copy --bmap", bmW.Seconds()),
-		fmt.Sprintf("≤ %.2f s (2/3 bmaptool)", bmW.Seconds()*2/3), yes(bcW.Seconds() <= bmW.Seconds()*2/3))
-	t.add("", fmt.Sprintf("runs: %s", secs(wBC)), fmt.Sprintf("%.2f s  curl | tee >(sha256sum), + sync (1 run)", cuW.Seconds()), "", "")
-	t.add("", "", fmt.Sprintf("runs: bmaptool %s; curl %s", secs(wBmap), secs(wCurl)), "", "")
+		fmt.Sprintf("≤ %.2f s (2/3 bmaptool)", bmW.Seconds()*2/3), benchtab.Met(bcW.Seconds() <= bmW.Seconds()*2/3))
+	t.Add("", fmt.Sprintf("runs: %s", benchtab.Secs(wBC)), fmt.Sprintf("%.2f s  curl | tee >(sha256sum), + sync (1 run)", cuW.Seconds()), "", "")
+	t.Add("", "", fmt.Sprintf("runs: bmaptool %s; curl %s", benchtab.Secs(wBmap), benchtab.Secs(wCurl)), "", "")
 
 	// Part 2: single stream (one connection), verified write rate, against one core of
 	// sha256sum and the disk's O_DIRECT write rate; then with the network and the disk taken out
@@ -257,17 +258,17 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	bc1Rate := mbps(nzBytes, bc1run.wall)
 	lower := min(shaRate, ddRate)
 	hashCores := func(r copyResult) float64 { return r.HashTime.Seconds() / r.Duration.Seconds() }
-	t.add("2. single stream (1 conn), verified write",
+	t.Add("2. single stream (1 conn), verified write",
 		fmt.Sprintf("%.0f MB/s data (%.0f MB/s image)", bc1Rate, mbps(*size, bc1run.wall)),
 		fmt.Sprintf("%.0f sha256sum (1 core), %.0f dd oflag=direct", shaRate, ddRate),
-		fmt.Sprintf("≥ %.0f (90%% of lower)", 0.9*lower), yes(bc1Rate >= 0.9*lower))
+		fmt.Sprintf("≥ %.0f (90%% of lower)", 0.9*lower), benchtab.Met(bc1Rate >= 0.9*lower))
 	cpu := func(r copyResult, p proc) float64 { return p.cpu().Seconds() / r.Duration.Seconds() }
-	t.add("   cores: hashing (HashTime/wall), CPU/wall",
+	t.Add("   cores: hashing (HashTime/wall), CPU/wall",
 		fmt.Sprintf("%.2f hashing, %.2f CPU, max %d at once", hashCores(bc1), cpu(bc1, bc1run), bc1.MaxHashing),
 		fmt.Sprintf("(openssl dgst -sha256: %.0f MB/s, 1 core SHA-NI)", osslRate), "", "")
-	t.add("   network+disk out: file src → no-op target",
+	t.Add("   network+disk out: file src → no-op target",
 		fmt.Sprintf("%.0f MB/s data, %.2f hashing, %.2f CPU", mbps(nzBytes, bcNull.Duration), hashCores(bcNull), cpu(bcNull, bcNullRun)),
-		"", "> 1 core hashing", yes(hashCores(bcNull) > 1 && cpu(bcNull, bcNullRun) > 1.2))
+		"", "> 1 core hashing", benchtab.Met(hashCores(bcNull) > 1 && cpu(bcNull, bcNullRun) > 1.2))
 
 	// Part 3: clients at once.
 	e.log("part 3: %d blockcopy agents vs %d curl from nginx", *clients, *clients)
@@ -310,10 +311,10 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	}
 	e.clean(outs...)
 	ngAgg := mbps(int64(*clients)**size, nwall)
-	t.add(fmt.Sprintf("3. %d clients → %d files, aggregate", *clients, *clients),
+	t.Add(fmt.Sprintf("3. %d clients → %d files, aggregate", *clients, *clients),
 		fmt.Sprintf("%.0f MB/s image (%.2f s; %.0f MB/s on the wire)", bcAgg, wall.Seconds(), mbps(wire, wall)),
 		fmt.Sprintf("%.0f MB/s  curl from nginx, + sync (%.2f s)", ngAgg, nwall.Seconds()),
-		fmt.Sprintf("≥ %.0f (90%% nginx)", 0.9*ngAgg), yes(bcAgg >= 0.9*ngAgg))
+		fmt.Sprintf("≥ %.0f (90%% nginx)", 0.9*ngAgg), benchtab.Met(bcAgg >= 0.9*ngAgg))
 	// The servers alone: the same clients (curl) pulling the whole blob to /dev/null, the two
 	// servers alternating run by run (the median of each, so that a burst of other load on this
 	// 2-core machine does not decide the row).
@@ -331,16 +332,16 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 			srvRuns[i] = append(srvRuns[i], mbps(int64(*clients)**size, w))
 		}
 	}
-	srvRates := []float64{median(srvRuns[0]), median(srvRuns[1])}
-	t.add(fmt.Sprintf("   servers only: %d curl → /dev/null (median)", *clients),
+	srvRates := []float64{benchtab.Median(srvRuns[0]), benchtab.Median(srvRuns[1])}
+	t.Add(fmt.Sprintf("   servers only: %d curl → /dev/null (median)", *clients),
 		fmt.Sprintf("%.0f MB/s  imaged serve", srvRates[0]),
 		fmt.Sprintf("%.0f MB/s  nginx sendfile", srvRates[1]),
-		fmt.Sprintf("≥ %.0f (90%% nginx)", 0.9*srvRates[1]), yes(srvRates[0] >= 0.9*srvRates[1]))
-	t.add("", fmt.Sprintf("runs: %s", joinf(srvRuns[0])), fmt.Sprintf("runs: %s", joinf(srvRuns[1])), "", "")
+		fmt.Sprintf("≥ %.0f (90%% nginx)", 0.9*srvRates[1]), benchtab.Met(srvRates[0] >= 0.9*srvRates[1]))
+	t.Add("", fmt.Sprintf("runs: %s", joinf(srvRuns[0])), fmt.Sprintf("runs: %s", joinf(srvRuns[1])), "", "")
 
 	// Part 4: memory.
-	t.add("4. agent peak RSS writing 2 GiB", fmt.Sprintf("%.1f MiB (4 conns); %.1f MiB (1 conn)", float64(bc4run.ru.Maxrss)/1024, float64(bc1run.ru.Maxrss)/1024),
-		fmt.Sprintf("max of %d agents: %.1f MiB", *clients, float64(rss)/1024), "< 128 MiB", yes(bc4run.ru.Maxrss < 128<<10 && rss < 128<<10))
+	t.Add("4. agent peak RSS writing 2 GiB", fmt.Sprintf("%.1f MiB (4 conns); %.1f MiB (1 conn)", float64(bc4run.ru.Maxrss)/1024, float64(bc1run.ru.Maxrss)/1024),
+		fmt.Sprintf("max of %d agents: %.1f MiB", *clients, float64(rss)/1024), "< 128 MiB", benchtab.Met(bc4run.ru.Maxrss < 128<<10 && rss < 128<<10))
 
 	// Part 5: O_DIRECT or the page cache, on a file and on a loop device.
 	e.log("part 5: O_DIRECT vs buffered")
@@ -348,7 +349,7 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	t.add("5. O_DIRECT on a file (ext4 on virtio)", fmt.Sprintf("%.2f s  O_DIRECT (part 1, Direct=%v)", bcW.Seconds(), bc4.Direct), fmt.Sprintf("%.2f s  page cache + fsync (median)", bcOff.wall.Seconds()), "", "")
+	t.Add("5. O_DIRECT on a file (ext4 on virtio)", fmt.Sprintf("%.2f s  O_DIRECT (part 1, Direct=%v)", bcW.Seconds(), bc4.Direct), fmt.Sprintf("%.2f s  page cache + fsync (median)", bcOff.wall.Seconds()), "", "")
 	if *loop {
 		lw := map[string][]time.Duration{}
 	loop:
@@ -363,12 +364,12 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 			}
 		}
 		if len(lw["off"]) == *runs {
-			t.add("   O_DIRECT on a loop device (median)", fmt.Sprintf("%.2f s  O_DIRECT", median(lw["on"]).Seconds()), fmt.Sprintf("%.2f s  page cache + fsync", median(lw["off"]).Seconds()), "", "")
+			t.Add("   O_DIRECT on a loop device (median)", fmt.Sprintf("%.2f s  O_DIRECT", benchtab.Median(lw["on"]).Seconds()), fmt.Sprintf("%.2f s  page cache + fsync", benchtab.Median(lw["off"]).Seconds()), "", "")
 		}
 	}
 
 	fmt.Fprintf(stdout, "load average before: %s", load)
-	t.print(stdout)
+	t.Print(stdout)
 	fmt.Fprintf(stdout, "(image served over 127.0.0.1 by `imaged serve`, GET /images/{digest}/blob from its blob store after `imaged image import`; nginx %s only in part 3; bench took %.0f s)\n",
 		strings.TrimPrefix(strings.TrimSpace(versionOf("nginx", "-v")), "nginx version: "), time.Since(benchStart).Seconds())
 	return nil

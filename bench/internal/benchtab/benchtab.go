@@ -1,0 +1,64 @@
+// Package benchtab prints the benchmarks' tables: columns padded to their widest cell, and the
+// small helpers every table uses (medians, lists of run times, a target's verdict).
+package benchtab
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Table is rows of cells; the first row is the header.
+type Table [][]string
+
+// Add appends a row.
+func (t *Table) Add(cells ...string) { *t = append(*t, cells) }
+
+// Print writes the table with every column padded to its widest cell.
+func (t Table) Print(w io.Writer) {
+	var width []int
+	for _, r := range t {
+		for i, c := range r {
+			if i == len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	for _, r := range t {
+		var b strings.Builder
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", width[i]-len([]rune(c))+2))
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+}
+
+// Median is the middle of xs (the upper one of an even count).
+func Median[T time.Duration | float64](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// Secs lists durations in seconds, "2.15 2.14 2.13".
+func Secs(ds []time.Duration) string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, fmt.Sprintf("%.2f", d.Seconds()))
+	}
+	return strings.Join(s, " ")
+}
+
+// Met is a target's verdict.
+func Met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
