@@ -66,7 +66,8 @@ func (d *daemon) addNetboot(obs *observer, roots []string) error {
 		d.components["ra"] = s
 	}
 	if cfg.TFTPEnabled() {
-		s, err := tftp.New(tftp.Config{Listen: cfg.TFTP.Listen.String(), Roots: roots},
+		s, err := tftp.New(tftp.Config{Listen: cfg.TFTP.Listen.String(), Roots: roots, MaxTransfers: cfg.TFTP.MaxTransfers,
+			MaxPerClient: cfg.TFTP.MaxPerClient, MaxTimeout: cfg.TFTP.MaxTimeout.Duration},
 			tftp.Deps{Log: d.log.With("component", "tftp"), Registerer: d.reg, Observer: obs})
 		if err != nil {
 			return err

@@ -164,10 +164,13 @@ type RA struct {
 	Interval Duration `yaml:"interval"`
 }
 
-// TFTP serves the network boot programs.
+// TFTP serves the network boot programs. Zero values take the TFTP server's defaults.
 type TFTP struct {
-	Enabled *bool    `yaml:"enabled"` // default on
-	Listen  AddrPort `yaml:"listen"`  // default <dhcp.server_ip>:69
+	Enabled      *bool    `yaml:"enabled"`        // default on
+	Listen       AddrPort `yaml:"listen"`         // default <dhcp.server_ip>:69
+	MaxTransfers int      `yaml:"max_transfers"`  // transfers in flight (64)
+	MaxPerClient int      `yaml:"max_per_client"` // transfers in flight from one address (4)
+	MaxTimeout   Duration `yaml:"max_timeout"`    // longest RFC 2349 timeout a client may negotiate (5s)
 }
 
 // Boot says what blades load when they netboot.

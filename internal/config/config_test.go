@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestExampleParses(t *testing.T) {
@@ -83,6 +84,9 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 		{"bad region", "  region: us-east-1", "  region: us-east", "region: us-east", []string{`"us-east" is not an AWS region`}},
 		{"copy into the source region", "  copy_to: [eu-west-1]", "  copy_to: [us-east-1]", "copy_to", []string{"ec2.copy_to[0]", "ec2.region itself"}},
 		{"contract not in S3", "  contract: s3://release-amis/amis.json", "  contract: https://release-amis/amis.json", "contract:", []string{"s3://my-bucket/amis.json"}},
+		{"tftp slots", "  listen: 10.99.0.1:69", "  listen: 10.99.0.1:69\n  max_transfers: -1", "max_transfers", []string{"tftp.max_transfers", "out of range"}},
+		{"tftp per-client cap above the slots", "  listen: 10.99.0.1:69", "  listen: 10.99.0.1:69\n  max_transfers: 16\n  max_per_client: 32", "max_per_client", []string{"tftp.max_per_client", "above tftp.max_transfers 16"}},
+		{"tftp timeout cap above RFC 2349's", "  listen: 10.99.0.1:69", "  listen: 10.99.0.1:69\n  max_timeout: 10m", "max_timeout", []string{"tftp.max_timeout", "1s to 255s"}},
 		{"probe without a port", "  probe: {kind: tcp, port: 22}", "  probe: {kind: tcp}", "probe:", []string{"is not a port"}},
 	}
 	for _, c := range cases {
@@ -99,6 +103,24 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestTFTPLimits(t *testing.T) {
+	f, err := Parse("imaged.yaml", replace(t, "  listen: 10.99.0.1:69", "  listen: 10.99.0.1:69\n  max_transfers: 128\n  max_per_client: 2\n  max_timeout: 3s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tf := f.TFTP; tf.MaxTransfers != 128 || tf.MaxPerClient != 2 || tf.MaxTimeout.Duration != 3*time.Second {
+		t.Errorf("tftp = %+v", tf)
+	}
+	// Unset, they stay zero: the TFTP server applies its own defaults.
+	f, err = Parse("imaged.yaml", Example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tf := f.TFTP; tf.MaxTransfers != 0 || tf.MaxPerClient != 0 || tf.MaxTimeout.Duration != 0 {
+		t.Errorf("tftp defaults = %+v", tf)
 	}
 }
 

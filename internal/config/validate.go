@@ -97,12 +97,30 @@ func (v *validator) validate(f *File) {
 			f.TFTP.Listen = AddrPort{Port: 69}
 		}
 	}
+	v.validateTFTP(f)
 	v.validateBoot(f)
 	v.validateBMCs(f)
 	v.validateAPI(f)
 	v.validateJobs(f)
 	v.validateEC2(f)
 	v.validateMachines(f)
+}
+
+func (v *validator) validateTFTP(f *File) {
+	t := &f.TFTP
+	// Each transfer in flight holds an OS thread while it waits for ACKs.
+	if t.MaxTransfers < 0 || t.MaxTransfers > 1024 {
+		v.fail("tftp.max_transfers", "%d is out of range (0 for the default 64, at most 1024)", t.MaxTransfers)
+	}
+	if t.MaxPerClient < 0 || t.MaxPerClient > 1024 {
+		v.fail("tftp.max_per_client", "%d is out of range (0 for the default 4, at most 1024)", t.MaxPerClient)
+	} else if t.MaxTransfers > 0 && t.MaxPerClient > t.MaxTransfers {
+		v.fail("tftp.max_per_client", "%d is above tftp.max_transfers %d, so one host could take every slot (lower it: a PXE client needs 2 at once)", t.MaxPerClient, t.MaxTransfers)
+	}
+	// RFC 2349: "Valid values range between "1" and "255" seconds, inclusive."
+	if d := t.MaxTimeout.Duration; d != 0 && (d < time.Second || d > 255*time.Second) {
+		v.fail("tftp.max_timeout", "%s is out of range (0 for the default 5s, else 1s to 255s)", t.MaxTimeout)
+	}
 }
 
 func (v *validator) validateAPI(f *File) {

@@ -173,7 +173,13 @@ type rawClient struct {
 
 func (ts *testServer) raw() *rawClient {
 	ts.t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return ts.rawFrom(net.IPv4(127, 0, 0, 1))
+}
+
+// rawFrom is raw from another loopback address, such as 127.0.0.2: another host to the server.
+func (ts *testServer) rawFrom(ip net.IP) *rawClient {
+	ts.t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
 	if err != nil {
 		ts.t.Fatal(err)
 	}

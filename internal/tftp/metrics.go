@@ -15,11 +15,12 @@ const (
 	// OutcomeTsizeProbe is UEFI's normal size probe: the client asks for tsize, reads the
 	// OACK and aborts, then asks again for the transfer. Not a failure.
 	OutcomeTsizeProbe = "aborted_tsize_probe"
-	OutcomeBusy       = "busy" // refused: Config.MaxTransfers already in flight
+	OutcomeBusy       = "busy"        // refused: Config.MaxTransfers already in flight
+	OutcomeClientBusy = "client_busy" // refused: Config.MaxPerClient already in flight from that address
 	OutcomeError      = "error"
 )
 
-var outcomes = []string{OutcomeOK, OutcomeNotFound, OutcomeAccessViolation, OutcomeTsizeProbe, OutcomeBusy, OutcomeError}
+var outcomes = []string{OutcomeOK, OutcomeNotFound, OutcomeAccessViolation, OutcomeTsizeProbe, OutcomeBusy, OutcomeClientBusy, OutcomeError}
 
 // Reasons a packet on the listening port started no transfer (label of
 // imaged_tftp_requests_ignored_total).
@@ -45,7 +46,7 @@ func newMetrics() *metrics {
 	m := &metrics{
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imaged_tftp_transfers_total",
-			Help: "TFTP read requests by outcome (ok, not_found, access_violation, aborted_tsize_probe, busy, error).",
+			Help: "TFTP read requests by outcome (ok, not_found, access_violation, aborted_tsize_probe, busy, client_busy, error).",
 		}, []string{"outcome"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "imaged_tftp_sent_bytes_total",

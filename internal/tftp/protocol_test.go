@@ -173,6 +173,10 @@ func TestNegotiate(t *testing.T) {
 		{[]string{"tsize", "0"}, "netascii", 0, 512, 1, time.Second, ""},
 		{[]string{"timeout", "3"}, "octet", 0, 512, 1, 3 * time.Second, "timeout=3"},
 		{[]string{"timeout", "0"}, "octet", 0, 512, 1, time.Second, ""},
+		{[]string{"timeout", "5"}, "octet", 0, 512, 1, 5 * time.Second, "timeout=5"}, // MaxTimeout itself
+		// Above MaxTimeout: declined, left out of the OACK (RFC 2349 allows no other value).
+		{[]string{"timeout", "6", "blksize", "1024"}, "octet", 1500, 1024, 1, time.Second, "blksize=1024"},
+		{[]string{"timeout", "255"}, "octet", 0, 512, 1, time.Second, ""},
 		{[]string{"windowsize", "64", "blksize", "1468"}, "octet", 1500, 1468, 16, time.Second, "windowsize=16 blksize=1468"},
 		{[]string{"windowsize", "16", "blksize", "65464"}, "octet", 65536, 65464, 16, time.Second, "windowsize=16 blksize=65464"},
 		{[]string{"windowsize", "0"}, "octet", 0, 512, 1, time.Second, ""},
@@ -182,7 +186,7 @@ func TestNegotiate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{cfg: Config{Timeout: time.Second, MaxBlockSize: maxBlockSize, MaxWindow: 16}}
+		s := &Server{cfg: Config{Timeout: time.Second, MaxTimeout: 5 * time.Second, MaxBlockSize: maxBlockSize, MaxWindow: 16}}
 		tr := &transfer{s: s, req: r, remote: netip.MustParseAddrPort("10.0.0.2:1234")}
 		tr.negotiate(42, func() int { return tc.ifMTU })
 		var oack []string

@@ -171,6 +171,9 @@ func TestNew(t *testing.T) {
 		{"root is a file", Config{Listen: "127.0.0.1:0", Roots: []string{os.Args[0]}}},
 		{"block size too small", Config{Listen: "127.0.0.1:0", Roots: []string{dir}, MaxBlockSize: 100}},
 		{"negative timeout", Config{Listen: "127.0.0.1:0", Roots: []string{dir}, Timeout: -1}},
+		{"negative max timeout", Config{Listen: "127.0.0.1:0", Roots: []string{dir}, MaxTimeout: -1}},
+		{"negative first-ACK timeout", Config{Listen: "127.0.0.1:0", Roots: []string{dir}, FirstACKTimeout: -1}},
+		{"negative per-client cap", Config{Listen: "127.0.0.1:0", Roots: []string{dir}, MaxPerClient: -1}},
 	} {
 		if _, err := New(tc.cfg, Deps{}); err == nil {
 			t.Errorf("%s: New succeeded", tc.name)

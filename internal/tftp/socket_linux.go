@@ -50,12 +50,20 @@ func dialUDP(local netip.Addr, remote netip.AddrPort, ifIndex int, timeout time.
 		u.close()
 		return nil, fmt.Errorf("connect to %s: %w", remote, err)
 	}
-	tv := syscall.NsecToTimeval(timeout.Nanoseconds())
-	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+	if err := u.setTimeout(timeout); err != nil {
 		u.close()
-		return nil, fmt.Errorf("set SO_RCVTIMEO: %w", err)
+		return nil, err
 	}
 	return u, nil
+}
+
+// setTimeout sets how long one read waits (SO_RCVTIMEO).
+func (u *udpSock) setTimeout(d time.Duration) error {
+	tv := syscall.NsecToTimeval(max(d, time.Microsecond).Nanoseconds())
+	if err := syscall.SetsockoptTimeval(u.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("set SO_RCVTIMEO: %w", err)
+	}
+	return nil
 }
 
 func sockaddr(ap netip.AddrPort, ifIndex int) syscall.Sockaddr {

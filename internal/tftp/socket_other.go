@@ -21,6 +21,7 @@ func dialUDP(netip.Addr, netip.AddrPort, int, time.Duration) (*udpSock, error) {
 }
 func (u *udpSock) write([]byte) error                        { return errors.ErrUnsupported }
 func (u *udpSock) read([]byte) (int, error)                  { return 0, errors.ErrUnsupported }
+func (u *udpSock) setTimeout(time.Duration) error            { return errors.ErrUnsupported }
 func (u *udpSock) interrupt()                                {}
 func (u *udpSock) close()                                    {}
 func sendOnce(netip.Addr, netip.AddrPort, int, []byte) error { return errors.ErrUnsupported }

@@ -36,8 +36,17 @@ type Config struct {
 	// e.g. /usr/lib/ipxe. The first root holding a name serves it.
 	Roots []string
 	// Timeout is how long to wait for an ACK before retransmitting (default 1 s). A client's
-	// RFC 2349 timeout option replaces it for its transfer.
+	// RFC 2349 timeout option replaces it for its transfer, up to MaxTimeout.
 	Timeout time.Duration
+	// MaxTimeout bounds the RFC 2349 timeout a client may negotiate (default 5 s). A larger one is
+	// declined (left out of the OACK) and Timeout applies: see negotiate.
+	MaxTimeout time.Duration
+	// FirstACKTimeout bounds the time from a request to the client's first ACK (of the OACK or of
+	// block 1), across retransmissions (default 10 s). A PXE client answers within milliseconds;
+	// a client that never answers frees its slot by then even with a long negotiated timeout.
+	// After the first ACK, a client that stops answering holds its slot for at most its timeout
+	// × (Retries + 1).
+	FirstACKTimeout time.Duration
 	// Retries is how many times one packet is retransmitted before the transfer is given up
 	// (default 5).
 	Retries int
@@ -50,6 +59,11 @@ type Config struct {
 	// MaxTransfers bounds the transfers in flight (default 64); more are refused with an ERROR.
 	// Each transfer holds one OS thread while it waits for ACKs.
 	MaxTransfers int
+	// MaxPerClient bounds the transfers in flight from one client address (default 4), so that
+	// one host cannot take every slot; more are refused with an ERROR. A PXE client needs two at
+	// most (UEFI's tsize probe and the transfer); the rest is room for a ROM that resends its
+	// request from a new port while its first transfer is still timing out.
+	MaxPerClient int
 	// DrainTimeout bounds how long Run waits for transfers in flight once its context is done
 	// (default 10 s); those still running then are aborted with an ERROR to the client.
 	DrainTimeout time.Duration
@@ -60,6 +74,9 @@ const (
 	defaultRetries      = 5
 	defaultMaxWindow    = 16
 	defaultMaxTransfers = 64
+	defaultMaxPerClient = 4
+	defaultMaxTimeout   = 5 * time.Second
+	defaultFirstACK     = 10 * time.Second
 	defaultDrainTimeout = 10 * time.Second
 	// windowBytes bounds the memory of one transfer's window (windowsize × blksize).
 	windowBytes = 1 << 20
@@ -102,9 +119,10 @@ type Server struct {
 	running  atomic.Bool
 	stopping atomic.Bool // set when the drain deadline passes: transfers abort
 
-	mu     sync.Mutex
-	active map[netip.AddrPort]*transfer // by client TID
-	wg     sync.WaitGroup
+	mu        sync.Mutex
+	active    map[netip.AddrPort]*transfer // by client TID
+	perClient map[netip.Addr]int           // transfers in flight by client address
+	wg        sync.WaitGroup
 }
 
 // New validates cfg, opens the roots and binds the UDP socket, so that a bad address or a missing
@@ -114,12 +132,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    deps.Log,
-		obs:    deps.Observer,
-		m:      newMetrics(),
-		slots:  make(chan struct{}, cfg.MaxTransfers),
-		active: make(map[netip.AddrPort]*transfer),
+		cfg:       cfg,
+		log:       deps.Log,
+		obs:       deps.Observer,
+		m:         newMetrics(),
+		slots:     make(chan struct{}, cfg.MaxTransfers),
+		active:    make(map[netip.AddrPort]*transfer),
+		perClient: make(map[netip.Addr]int),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -163,7 +182,8 @@ func setDefaults(c *Config) error {
 		return errors.New("tftp: config: no listen address")
 	case len(c.Roots) == 0:
 		return errors.New("tftp: config: no roots")
-	case c.Timeout < 0, c.Retries < 0, c.MaxWindow < 0, c.MaxTransfers < 0, c.DrainTimeout < 0:
+	case c.Timeout < 0, c.MaxTimeout < 0, c.FirstACKTimeout < 0, c.Retries < 0, c.MaxWindow < 0,
+		c.MaxTransfers < 0, c.MaxPerClient < 0, c.DrainTimeout < 0:
 		return errors.New("tftp: config: negative timeout, retries, window, transfers or drain timeout")
 	case c.MaxBlockSize != 0 && (c.MaxBlockSize < defaultBlockSize || c.MaxBlockSize > maxBlockSize):
 		return fmt.Errorf("tftp: config: max block size %d outside [%d, %d]", c.MaxBlockSize, defaultBlockSize, maxBlockSize)
@@ -179,12 +199,16 @@ func setDefaults(c *Config) error {
 	set(&c.MaxBlockSize, maxBlockSize)
 	set(&c.MaxWindow, defaultMaxWindow)
 	set(&c.MaxTransfers, defaultMaxTransfers)
-	if c.Timeout == 0 {
-		c.Timeout = defaultTimeout
+	set(&c.MaxPerClient, defaultMaxPerClient)
+	setD := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
 	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = defaultDrainTimeout
-	}
+	setD(&c.Timeout, defaultTimeout)
+	setD(&c.MaxTimeout, defaultMaxTimeout)
+	setD(&c.FirstACKTimeout, defaultFirstACK)
+	setD(&c.DrainTimeout, defaultDrainTimeout)
 	return nil
 }
 
@@ -260,13 +284,25 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, ifInd
 		return
 	}
 
-	t := &transfer{s: s, log: log, req: req, remote: from, local: local, ifIndex: ifIndex, start: time.Now()}
+	now := time.Now()
+	t := &transfer{s: s, log: log, req: req, remote: from, local: local, ifIndex: ifIndex, start: now,
+		firstACKBy: now.Add(s.cfg.FirstACKTimeout)}
 	s.mu.Lock()
 	if _, dup := s.active[from]; dup {
 		s.mu.Unlock()
 		// The client retransmitted its RRQ before our first answer reached it; the transfer
 		// already running answers it.
 		s.ignore(ignoredDuplicate, from, req.name)
+		return
+	}
+	// The per-client cap comes first: a host over it is told so even when every slot is taken,
+	// and the two refusals are counted apart (client_busy: one host asks too much; busy: the
+	// server is full).
+	if s.perClient[from.Addr()] >= s.cfg.MaxPerClient {
+		s.mu.Unlock()
+		log.Warn("tftp: too many transfers from this client, request refused", "max", s.cfg.MaxPerClient)
+		refuse(codeUndefined, "too many transfers from this address, retry later")
+		s.done(Transfer{Remote: from, File: req.name, Outcome: OutcomeClientBusy})
 		return
 	}
 	select {
@@ -279,6 +315,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, ifInd
 		return
 	}
 	s.active[from] = t
+	s.perClient[from.Addr()]++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.m.inFlight.Inc()
@@ -287,6 +324,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, ifInd
 		tr := t.run()
 		s.mu.Lock()
 		delete(s.active, from)
+		if s.perClient[from.Addr()]--; s.perClient[from.Addr()] == 0 {
+			delete(s.perClient, from.Addr())
+		}
 		s.mu.Unlock()
 		<-s.slots
 		s.m.inFlight.Dec()

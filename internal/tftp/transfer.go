@@ -23,6 +23,12 @@ type transfer struct {
 	ifIndex int
 	start   time.Time
 
+	// firstACKBy is when the transfer gives up if the client has not acknowledged anything yet
+	// (Config.FirstACKTimeout after the request); started is set at the first ACK.
+	firstACKBy time.Time
+	started    bool
+	shortWait  bool // SO_RCVTIMEO is below timeout, to end at firstACKBy
+
 	sock *udpSock // set under s.mu, so that drain can interrupt it
 
 	// negotiated, see negotiate
@@ -35,7 +41,10 @@ type transfer struct {
 	acked int64 // file bytes the client acknowledged
 }
 
-var errShutdown = errors.New("server shutting down")
+var (
+	errShutdown = errors.New("server shutting down")
+	errNoACK    = errors.New("no ACK from the client within the first-ACK timeout")
+)
 
 // clientError is an ERROR packet from the client.
 type clientError struct {
@@ -136,7 +145,7 @@ func (t *transfer) fail(err error) error {
 	}
 	msg := "transfer aborted"
 	switch {
-	case errors.Is(err, errTimeout):
+	case errors.Is(err, errTimeout), errors.Is(err, errNoACK):
 		msg = "timeout"
 	case errors.Is(err, errShutdown):
 		msg = errShutdown.Error()
@@ -193,6 +202,17 @@ func (t *transfer) negotiate(size int64, mtu func() int) {
 			if !ok {
 				continue
 			}
+			// A long timeout lets a client that never answers hold a transfer slot for
+			// timeout × (Retries + 1): 255 s × 6 is 25 minutes. The server cannot offer a
+			// shorter one instead, RFC 2349: "If the server is willing to accept the timeout
+			// option, it sends an Option Acknowledgment (OACK) to the client. The specified
+			// timeout value must match the value specified by the client." So it declines one
+			// above MaxTimeout; RFC 2347: "Options not acknowledged by the server must be
+			// ignored by the client and server as if they were never requested", and the
+			// server's own Timeout applies.
+			if time.Duration(n)*time.Second > cfg.MaxTimeout {
+				continue
+			}
 			t.timeout = time.Duration(n) * time.Second
 			t.oack = append(t.oack, option{"timeout", strconv.Itoa(n)})
 		case "windowsize":
@@ -213,6 +233,19 @@ func (t *transfer) negotiate(size int64, mtu func() int) {
 			t.oack[i].value = strconv.Itoa(t.window)
 		}
 	}
+}
+
+// startedNow records the client's first ACK and gives the socket back its full receive timeout.
+func (t *transfer) startedNow() error {
+	if t.started {
+		return nil
+	}
+	t.started = true
+	if t.shortWait {
+		t.shortWait = false
+		return t.sock.setTimeout(t.timeout)
+	}
+	return nil
 }
 
 // blockLimit is the largest block that fits one datagram on a link of this MTU: MTU − IP header −
@@ -309,13 +342,30 @@ func (t *transfer) sendData(r io.Reader) error {
 
 // await reads until the client acknowledges a block numbered in [lo, hi] and returns that number.
 // Other ACKs are ignored; an ERROR from the client is a *clientError.
+//
+// Until the client's first ACK the wait also ends at firstACKBy (errNoACK), and the socket's
+// receive timeout is shortened to match.
 func (t *transfer) await(buf []byte, lo, hi int64) (int64, error) {
 	deadline := time.Now().Add(t.timeout)
+	if !t.started && !t.firstACKBy.After(deadline) {
+		deadline = t.firstACKBy
+		left := time.Until(deadline)
+		if left <= 0 {
+			return 0, errNoACK
+		}
+		if err := t.sock.setTimeout(left); err != nil {
+			return 0, err
+		}
+		t.shortWait = true
+	}
 	for {
 		if t.s.stopping.Load() {
 			return 0, errShutdown
 		}
 		n, err := t.sock.read(buf)
+		if errors.Is(err, errTimeout) && !t.started && !time.Now().Before(t.firstACKBy) {
+			return 0, errNoACK
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -328,7 +378,7 @@ func (t *transfer) await(buf []byte, lo, hi int64) (int64, error) {
 				// Map the 16-bit block number onto the window [lo, hi].
 				d := int64(binary.BigEndian.Uint16(buf[2:]) - uint16(lo))
 				if d <= hi-lo {
-					return lo + d, nil
+					return lo + d, t.startedNow()
 				}
 			case opERROR:
 				code, msg, _ := parseError(buf[:n])
