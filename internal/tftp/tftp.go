@@ -243,6 +243,11 @@ func (s *Server) accept(ctx context.Context) error {
 			}
 			return fmt.Errorf("tftp: read request: %w", err)
 		}
+		if ctx.Err() != nil {
+			// Read before context.AfterFunc closed the socket: once ctx is done no request
+			// starts a transfer, however the two race.
+			return nil
+		}
 		if flags&syscall.MSG_TRUNC != 0 {
 			s.ignore(ignoredMalformed, from, "oversized packet")
 			continue
