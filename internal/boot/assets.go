@@ -2,11 +2,13 @@ package boot
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -41,12 +43,17 @@ func (h *Handler) observe(name string, r *http.Request, status int, n int64, sta
 	}
 }
 
+// open finds name in the first root that holds it. Only a regular file is served: anything else
+// there (a directory, a FIFO, a socket, a device) is an error that serveAsset refuses with 403.
 func (h *Handler) open(name string) (*os.File, os.FileInfo, error) {
 	if name == "" || strings.HasSuffix(name, "/") {
 		return nil, nil, fs.ErrNotExist
 	}
 	for _, root := range h.roots {
-		f, err := root.Open(name)
+		// O_NONBLOCK, as internal/tftp opens: opening a FIFO for reading otherwise blocks until
+		// a writer comes, holding the handler and its connection. It has no effect on the reads
+		// of a regular file.
+		f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -54,16 +61,32 @@ func (h *Handler) open(name string) (*os.File, os.FileInfo, error) {
 			return nil, nil, err
 		}
 		st, err := f.Stat()
-		if err != nil || !st.Mode().IsRegular() {
+		if err == nil && !st.Mode().IsRegular() {
+			err = fmt.Errorf("%s is not a regular file but %s", name, kind(st.Mode()))
+		}
+		if err != nil {
 			f.Close()
-			if err == nil {
-				err = fs.ErrNotExist
-			}
 			return nil, nil, err
 		}
 		return f, st, nil
 	}
 	return nil, nil, fs.ErrNotExist
+}
+
+// kind names a file type for the log line of a refusal.
+func kind(m fs.FileMode) string {
+	switch t := m.Type(); {
+	case t&fs.ModeDir != 0:
+		return "a directory"
+	case t&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case t&fs.ModeSocket != 0:
+		return "a socket"
+	case t&fs.ModeDevice != 0:
+		return "a device"
+	default:
+		return "of type " + t.String()
+	}
 }
 
 // countingWriter records the status and body bytes of a response. It forwards ReadFrom so that

@@ -12,8 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 type inv map[string]Machine
@@ -162,6 +165,56 @@ func TestAssetsRangeAndConfinement(t *testing.T) {
 	}
 	if o.assets[0] != "vmlinuz:Partial Content" {
 		t.Errorf("observed %v", o.assets)
+	}
+}
+
+// A FIFO in the assets directory: opening it for reading blocked until a writer came, so each GET
+// for it held a handler (and its connection) for good. Now only regular files are served: the
+// FIFO, a directory or a device is refused at once with 403, logged and counted, and the regular
+// file beside it is served.
+func TestAssetsServeRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ipxe.efi"), []byte("efi"), 0o644)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+	var logs bytes.Buffer
+	h, _, o := newHandler(t, Config{Roots: []string{dir}})
+	h.deps.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/boot/assets/fifo", 403},
+		{"/boot/assets/sub", 403},
+		{"/boot/assets/ipxe.efi", 200},
+	} {
+		done := make(chan *httptest.ResponseRecorder, 1)
+		go func() { done <- get(t, h, tc.path) }()
+		select {
+		case w := <-done:
+			if w.Code != tc.want {
+				t.Errorf("%s: %d, want %d", tc.path, w.Code, tc.want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Errorf("%s: no answer within 3s", tc.path)
+			// Unblock the handler stuck in open(2) on the FIFO, so the test can end.
+			if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				f.Close()
+			}
+			<-done
+		}
+	}
+	if got := strings.Join(o.assets, " "); got != "fifo:Forbidden sub:Forbidden ipxe.efi:OK" {
+		t.Errorf("observed %s", got)
+	}
+	if got := testutil.ToFloat64(h.metrics.assets.WithLabelValues("Forbidden")); got != 2 {
+		t.Errorf(`asset_requests_total{status="Forbidden"} = %v, want 2`, got)
+	}
+	if n := strings.Count(logs.String(), "boot asset refused"); n != 2 || !strings.Contains(logs.String(), "not a regular file") {
+		t.Errorf("want two Warn lines naming a file that is not regular, got %q", logs.String())
 	}
 }
 
