@@ -99,6 +99,7 @@ func (v *validator) validate(f *File) {
 	}
 	v.validateTFTP(f)
 	v.validateBoot(f)
+	v.validatePaths(f)
 	v.validateBMCs(f)
 	v.validateAPI(f)
 	v.validateJobs(f)
