@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -35,10 +36,21 @@ func (b bootInventory) ByMAC(mac net.HardwareAddr) (boot.Machine, bool) {
 	return boot.Machine{ID: m.ID, MAC: mac, Profile: profile, Hostname: m.Hostname, WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType}, true
 }
 
-type bootTokens struct{ inv *inventory.Inventory }
+type bootTokens struct {
+	inv  *inventory.Inventory
+	jobs *jobs.Manager // may be nil
+}
 
-func (b bootTokens) Issue(m boot.Machine) (string, error) {
-	return b.inv.IssueToken(m.ID, m.MAC, m.Profile)
+// Issue hands out a boot token for a script fetched from remote; the inventory refuses a client
+// that does not hold the address imaged leased to the MAC. A token that a job waits for is
+// stored, so that the hello still counts after a restart; others stay in memory.
+func (b bootTokens) Issue(m boot.Machine, remote netip.Addr) (string, error) {
+	persist := m.ID != "" && b.jobs != nil && b.jobs.Netbooting(m.ID)
+	tok, err := b.inv.IssueToken(inventory.TokenRequest{Machine: m.ID, MAC: m.MAC, Profile: m.Profile, Remote: remote, Persist: persist})
+	if errors.Is(err, inventory.ErrNotLeased) || errors.Is(err, inventory.ErrWrongAddress) {
+		return "", fmt.Errorf("%w: %w", boot.ErrRefused, err)
+	}
+	return tok, err
 }
 
 // observer turns what the protocol servers did into events on the machines' timelines.
@@ -57,12 +69,16 @@ func remoteAddr(remote string) netip.Addr {
 	return a.Unmap()
 }
 
+// waiting reports whether a job runs for machine: only then are its boot events stored (else
+// they are kept in memory, coalesced), so that anonymous traffic costs nothing durable.
+func (o *observer) waiting(machine string) bool { return o.jobs != nil && o.jobs.Active(machine) }
+
 func (o *observer) ScriptServed(m boot.Machine, remote string) {
 	if m.ID == "" {
 		return
 	}
-	o.inv.Event(store.Event{Machine: m.ID, Kind: "script", Message: fmt.Sprintf("iPXE script served (profile %s)", m.Profile),
-		Fields: map[string]string{"remote": remote, "profile": m.Profile}})
+	o.inv.BootEvent(store.Event{Machine: m.ID, Kind: "script", Message: fmt.Sprintf("iPXE script served (profile %s)", m.Profile),
+		Fields: map[string]string{"remote": remoteAddr(remote).String(), "profile": m.Profile}}, o.waiting(m.ID))
 	if o.jobs != nil {
 		o.jobs.Observe(m.ID, jobs.Signal{Kind: jobs.SignalScript})
 	}
@@ -73,6 +89,6 @@ func (o *observer) AssetServed(name, remote string, status int, n int64, d time.
 	if !ok {
 		return
 	}
-	o.inv.Event(store.Event{Machine: m.ID, Kind: "http", Message: fmt.Sprintf("HTTP %s: %d, %d bytes in %s", name, status, n, d.Round(time.Millisecond)),
-		Fields: map[string]string{"file": name, "status": fmt.Sprint(status), "bytes": fmt.Sprint(n)}})
+	o.inv.BootEvent(store.Event{Machine: m.ID, Kind: "http", Message: fmt.Sprintf("HTTP %s: %d, %d bytes in %s", name, status, n, d.Round(time.Millisecond)),
+		Fields: map[string]string{"file": name, "status": fmt.Sprint(status), "bytes": fmt.Sprint(n)}}, o.waiting(m.ID))
 }

@@ -59,7 +59,7 @@ func openCatalog(cfg *config.File, readOnly bool, by string) (*catalog, error) {
 			st.Close()
 			return nil, err
 		}
-		if c.inv, err = inventory.New(st, slog.New(slog.DiscardHandler), cfg.Boot.TokenTTL.Duration); err != nil {
+		if c.inv, err = inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: cfg.Boot.TokenTTL.Duration}); err != nil {
 			st.Close()
 			return nil, err
 		}

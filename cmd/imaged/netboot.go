@@ -121,8 +121,11 @@ func (o *observer) Observe(ob dhcp.Observation) {
 		o.inv.SawUnknown(ob.MAC, ob.Client, int(ob.Arch))
 		return
 	}
-	if ob.Addr.IsValid() && (ob.Disposition == dhcp.DispositionAck || ob.Disposition == dhcp.DispositionOffer) {
+	if ob.Addr.IsValid() && ob.Disposition == dhcp.DispositionOffer {
 		o.inv.NoteAddr(ob.MAC, ob.Addr)
+	}
+	if ob.Addr.IsValid() && ob.Disposition == dhcp.DispositionAck && !o.proxy {
+		o.inv.NoteLease(ob.MAC, ob.Addr)
 	}
 	if o.jobs != nil && (ob.Disposition == dhcp.DispositionAck || ob.Disposition == dhcp.DispositionOffer) {
 		o.jobs.Observe(ob.MachineID, jobs.Signal{Kind: jobs.SignalDHCP})
@@ -137,11 +140,18 @@ func (o *observer) Observe(ob dhcp.Observation) {
 	if ob.BootFile != "" {
 		msg += ", boot file " + ob.BootFile
 	}
-	fields := map[string]string{"mac": ob.MAC.String(), "client": ob.Client, "arch": fmt.Sprint(int(ob.Arch)), "disposition": ob.Disposition}
+	// The fields identify the exchange: a repeat with the same ones is coalesced (BootEvent).
+	fields := map[string]string{"mac": ob.MAC.String(), "type": ob.MsgType, "client": ob.Client, "arch": fmt.Sprint(int(ob.Arch)), "disposition": ob.Disposition}
+	if ob.Addr.IsValid() {
+		fields["addr"] = ob.Addr.String()
+	}
+	if ob.BootFile != "" {
+		fields["boot_file"] = ob.BootFile
+	}
 	if ob.Vendor != "" {
 		fields["vendor_class"] = ob.Vendor
 	}
-	o.inv.Event(store.Event{Machine: ob.MachineID, Time: ob.Time, Kind: "dhcp", Message: msg, Fields: fields})
+	o.inv.BootEvent(store.Event{Machine: ob.MachineID, Time: ob.Time, Kind: "dhcp", Message: msg, Fields: fields}, o.waiting(ob.MachineID))
 }
 
 // TransferDone records a TFTP transfer on the timeline of the machine at its address.
@@ -150,7 +160,7 @@ func (o *observer) TransferDone(t tftp.Transfer) {
 	if !ok {
 		return
 	}
-	o.inv.Event(store.Event{Machine: m.ID, Kind: "tftp",
+	o.inv.BootEvent(store.Event{Machine: m.ID, Kind: "tftp",
 		Message: fmt.Sprintf("TFTP %s: %s, %d bytes (blksize %d) in %s", t.File, t.Outcome, t.Bytes, t.BlockSize, t.Duration.Round(time.Millisecond)),
-		Fields:  map[string]string{"file": t.File, "outcome": t.Outcome, "bytes": fmt.Sprint(t.Bytes)}})
+		Fields:  map[string]string{"file": t.File, "outcome": t.Outcome, "bytes": fmt.Sprint(t.Bytes)}}, o.waiting(m.ID))
 }

@@ -86,6 +86,7 @@ type daemon struct {
 	inv        *inventory.Inventory
 	bmcs       *bmcs
 	jobs       *jobs.Manager
+	blobs      *blobstore.Store
 	reg        *prometheus.Registry
 	components map[string]component
 	httpLn     net.Listener
@@ -113,7 +114,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.st.SyncMachines(machinesFromConfig(cfg)); err != nil {
 		return nil, err
 	}
-	d.inv, err = inventory.New(d.st, log, cfg.Boot.TokenTTL.Duration)
+	d.inv, err = inventory.New(d.st, inventory.Config{Log: log, TokenTTL: cfg.Boot.TokenTTL.Duration, BindToLease: cfg.DHCP.Mode == config.ModeServer})
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		Agent:          boot.Agent{Kernel: cfg.Boot.Agent.Kernel, Initrd: cfg.Boot.Agent.Initrd, Cmdline: cfg.Boot.Agent.Cmdline},
 		Profiles:       cfg.Boot.Profiles,
 		UnknownProfile: unknownProfile(cfg),
-	}, boot.Deps{Inventory: bootInventory{d.inv, d.jobs}, Tokens: bootTokens{d.inv}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
+	}, boot.Deps{Inventory: bootInventory{d.inv, d.jobs}, Tokens: bootTokens{d.inv, d.jobs}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -151,11 +152,12 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.blobs = blobs
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
 	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)}, ReimageStale: cfg.Jobs.ReimageStale,
-		PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api")})
+		PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api"), Registerer: d.reg})
 	apiSrv.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)

@@ -21,7 +21,7 @@ func testLog(t *testing.T) *slog.Logger {
 }
 
 func helloBody() HelloRequest {
-	return HelloRequest{MAC: "52:54:00:99:00:11", Token: "tok1", IP: "10.99.0.150", AgentVersion: "test", UptimeSeconds: 4.25}
+	return HelloRequest{MAC: "52:54:00:99:00:11", Token: "tok1", AgentVersion: "test", UptimeSeconds: 4.25}
 }
 
 // serverHello decodes a hello strictly, as the server's API layer does (unknown fields are
@@ -37,7 +37,6 @@ func serverHello(t *testing.T, r *http.Request) HelloRequest {
 	var got struct {
 		MAC           string  `json:"mac"`
 		Token         string  `json:"token"`
-		IP            string  `json:"ip"`
 		AgentVersion  string  `json:"agent_version"`
 		UptimeSeconds float64 `json:"uptime_seconds"`
 	}

@@ -31,9 +31,12 @@ func TestRunInNamespace(t *testing.T) {
 	if hello.MAC != env.mac || hello.Token != "tok-ns" || hello.AgentVersion == "" {
 		t.Errorf("server received %+v", hello)
 	}
-	ip := net.ParseIP(hello.IP).To4()
+	// The agent's address is not in the hello: the server reads it off the connection.
+	var remote string
+	env.waitFile(t, "hello.remote", 10*time.Second, func(b []byte) error { remote = string(b); return nil })
+	ip := net.ParseIP(remote).To4()
 	if ip == nil || ip[0] != 10 || ip[1] != 99 || ip[2] != 0 || ip[3] < 100 || ip[3] > 200 {
-		t.Fatalf("hello ip %q is not from the DHCP range", hello.IP)
+		t.Fatalf("hello from %q, not from the DHCP range", remote)
 	}
 	env.waitFile(t, "console.log", 10*time.Second, func(b []byte) error {
 		if !bytes.Contains(b, []byte("imaged agent: hello accepted")) {
@@ -43,7 +46,7 @@ func TestRunInNamespace(t *testing.T) {
 	})
 	console, _ := os.ReadFile(filepath.Join(env.dir, "console.log"))
 	for _, want := range []string{
-		"imaged agent: dc0 " + env.mac + " DHCP " + hello.IP + "/24 gateway 10.99.0.1 server 10.99.0.1",
+		"imaged agent: dc0 " + env.mac + " DHCP " + remote + "/24 gateway 10.99.0.1 server 10.99.0.1",
 		"imaged agent: hello sent to http://10.99.0.1:",
 	} {
 		if !bytes.Contains(console, []byte(want)) {
@@ -51,7 +54,7 @@ func TestRunInNamespace(t *testing.T) {
 		}
 	}
 	addr := ipOut(t, env.ns, "-4", "addr", "show", "dev", "dc0")
-	if !strings.Contains(addr, "inet "+hello.IP+"/24 brd 10.99.0.255") {
+	if !strings.Contains(addr, "inet "+remote+"/24 brd 10.99.0.255") {
 		t.Errorf("dc0 is not configured with the lease:\n%s", addr)
 	}
 	if route := ipOut(t, env.ns, "-4", "route", "show", "default"); !strings.Contains(route, "default via 10.99.0.1 dev dc0") {
@@ -181,8 +184,10 @@ func TestHelperHelloServer(t *testing.T) {
 		case n == 1:
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 		default:
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			writeAtomic(filepath.Join(dir, "hello.remote"), []byte(host))
 			writeAtomic(filepath.Join(dir, "hello.json"), body)
-			io.WriteString(w, `{"machine_id":"ns-test","action":"wait"}`)
+			io.WriteString(w, `{"machine_id":"ns-test","action":"wait","session":"s1"}`)
 		}
 	})}
 	writeAtomic(filepath.Join(dir, "port"), []byte(fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)))

@@ -2,12 +2,15 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/imaged/imaged/internal/agentapi"
 )
 
 // Run brings up the NIC whose MAC is cfg.MAC, configures it by DHCP, says hello to cfg.Server,
@@ -40,7 +43,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return HelloRequest{
 			MAC:           cfg.MAC.String(),
 			Token:         cfg.Token,
-			IP:            l.Addr.Addr().String(),
 			AgentVersion:  cfg.AgentVersion,
 			UptimeSeconds: uptime().Round(time.Millisecond).Seconds(),
 		}
@@ -48,9 +50,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("hello accepted", "status", res.Status, "attempts", res.Attempts, "response", snippet(res.Body))
-	con.say("hello accepted; asking for work")
-	return (&worker{cfg: &cfg, client: client, con: con, log: log}).loop(ctx)
+	log.Info("hello accepted", "status", res.Status, "attempts", res.Attempts)
+	var reply agentapi.HelloReply
+	if err := json.Unmarshal(res.Body, &reply); err != nil {
+		return fmt.Errorf("agent: the hello's reply is not JSON: %w", err)
+	}
+	if reply.Session == "" {
+		// A discovery boot (a MAC imaged does not know): there is no work for it.
+		con.say("hello accepted as a discovery boot: this machine is not in imaged's inventory; nothing to do")
+		<-ctx.Done()
+		return nil
+	}
+	con.say("hello accepted (machine %s); asking for work", reply.MachineID)
+	return (&worker{cfg: &cfg, client: client, session: reply.Session, con: con, log: log}).loop(ctx)
 }
 
 // bringUp waits for the NIC with cfg.MAC, brings it up, gets a DHCP lease and configures the

@@ -24,10 +24,11 @@ import (
 
 // worker carries out plans for one booted machine.
 type worker struct {
-	cfg    *Config
-	client *http.Client // for the agent API
-	con    *console
-	log    *slog.Logger
+	cfg     *Config
+	client  *http.Client // for the agent API
+	session string       // the hello's session token: the bearer of every later request
+	con     *console
+	log     *slog.Logger
 }
 
 func (w *worker) request(ctx context.Context, method, u string, body any) (*http.Request, error) {
@@ -43,7 +44,7 @@ func (w *worker) request(ctx context.Context, method, u string, body any) (*http
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+w.cfg.Token)
+	req.Header.Set("Authorization", "Bearer "+w.session)
 	req.Header.Set(agentapi.HeaderMAC, w.cfg.MAC.String())
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -66,7 +67,11 @@ func (w *worker) call(ctx context.Context, method, path string, body, out any) e
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return &statusError{code: resp.StatusCode, body: snippet(data)}
+		var e struct {
+			Field string `json:"field"`
+		}
+		_ = json.Unmarshal(data, &e)
+		return &statusError{code: resp.StatusCode, body: snippet(data), field: e.Field}
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -75,8 +80,9 @@ func (w *worker) call(ctx context.Context, method, path string, body, out any) e
 }
 
 type statusError struct {
-	code int
-	body string
+	code  int
+	body  string
+	field string // the JSON error's field, if it names one
 }
 
 func (e *statusError) Error() string { return fmt.Sprintf("server answered %d: %s", e.code, e.body) }
@@ -95,8 +101,11 @@ func (w *worker) loop(ctx context.Context) error {
 		case err != nil:
 			w.log.Warn("cannot get a plan; asking again", "err", err)
 		case p.Action == agentapi.ActionWrite && p.Image != nil:
-			res := w.write(ctx, &p)
-			w.report(ctx, res)
+			res, disk, m := w.write(ctx, &p)
+			w.report(ctx, res, disk, m)
+			if disk != nil {
+				disk.Close()
+			}
 			<-ctx.Done()
 			return nil
 		case !waiting:
@@ -111,13 +120,15 @@ func (w *worker) loop(ctx context.Context) error {
 	}
 }
 
-// write carries out a plan and describes the outcome; it never panics and never reboots.
-func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Result) {
+// write carries out a plan and describes the outcome; it never panics and never reboots. After
+// a successful write it returns the disk, still open, and the manifest, for the proof of
+// possession that goes with the result.
+func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Result, dev *os.File, _ *images.Manifest) {
 	img := p.Image
 	res.Digest = img.Digest
 	start := time.Now()
 	defer func() { res.Seconds = time.Since(start).Seconds() }()
-	fail := func(err error) agentapi.Result {
+	fail := func(err error) (agentapi.Result, *os.File, *images.Manifest) {
 		res.Error = err.Error()
 		var ce *blockcopy.ChecksumError
 		if errors.As(err, &ce) {
@@ -126,7 +137,10 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 		}
 		w.con.say("WRITE FAILED: %v", err)
 		w.con.say("the disk must not be booted; this machine stays up for inspection")
-		return res
+		if dev != nil {
+			dev.Close()
+		}
+		return res, nil, nil
 	}
 	w.con.say("plan: write %s (%s, %d bytes)", img.Ref, img.Digest, img.Size)
 	m, mh, err := w.fetchManifest(ctx, img.ManifestURL)
@@ -154,7 +168,7 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 	if err != nil {
 		return fail(fmt.Errorf("agent: open %s: %w", path, err))
 	}
-	defer f.Close()
+	dev = f
 	blobURL, err := url.Parse(img.BlobURL)
 	if err != nil {
 		return fail(fmt.Errorf("agent: blob URL %q: %w", img.BlobURL, err))
@@ -167,7 +181,7 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 		// 3 more times only.
 		blockcopy.Options{ReadBack: blockcopy.ReadBackSample, Progress: prog.update, Retries: 8, ChecksumRetries: 3})
 	prog.stop()
-	res.BytesFetched, res.BytesWritten = r.BytesFetched, r.BytesWritten
+	res.BytesFetched, res.BytesWritten, res.BytesZeroed = r.BytesFetched, r.BytesWritten, r.BytesZeroed
 	res.BytesSkipped = r.BytesSkippedZero + r.BytesSkippedSame
 	res.BlocksVerified = r.BlocksVerified + r.BlocksSame
 	if err != nil {
@@ -176,7 +190,7 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 	w.con.say("wrote and verified %s on %s: %d bytes fetched, %d written, %d zero, %d blocks verified, %d read back, %.1f s (%.0f MB/s)",
 		img.Ref, path, r.BytesFetched, r.BytesWritten, r.BytesZeroed+r.BytesSkippedZero, res.BlocksVerified, r.BlocksReadBack,
 		r.Duration.Seconds(), float64(r.BytesWritten)/r.Duration.Seconds()/1e6)
-	return res
+	return res, f, m
 }
 
 // manifestPatience is how long the agent keeps trying to fetch a manifest while the server is
@@ -284,12 +298,24 @@ func (p *progress) stop() {
 	<-p.done
 }
 
-// report sends the result until the server takes it (or refuses it for good).
-func (w *worker) report(ctx context.Context, res agentapi.Result) {
+// proofAttempts bounds how often the agent asks for a new challenge when the server no longer
+// has the one it answered (the server restarted, or the challenge expired).
+const proofAttempts = 5
+
+// report sends the result until the server takes it (or refuses it for good). A successful write
+// goes with a proof of possession: a challenge from the server, answered from the disk.
+func (w *worker) report(ctx context.Context, res agentapi.Result, disk *os.File, m *images.Manifest) {
 	delay := w.cfg.HelloBackoff
+	proofs := 0
 	for {
+		var err error
+		if res.Error == "" && res.Proof == nil {
+			res.Proof, err = w.prove(ctx, disk, m, res.Digest)
+		}
 		var reply agentapi.ResultReply
-		err := w.call(ctx, "POST", agentapi.ResultPath, res, &reply)
+		if err == nil {
+			err = w.call(ctx, "POST", agentapi.ResultPath, res, &reply)
+		}
 		var se *statusError
 		switch {
 		case err == nil:
@@ -299,12 +325,21 @@ func (w *worker) report(ctx context.Context, res agentapi.Result) {
 				w.con.say("result reported (failed write); waiting")
 			}
 			return
+		case errors.As(err, &se) && se.code == http.StatusConflict && se.field == "challenge" && proofs < proofAttempts:
+			// The server lost the challenge this proof answers: answer a new one.
+			proofs++
+			res.Proof = nil
+			w.log.Warn("challenge no longer outstanding; asking for a new one", "err", err)
+			continue
 		case errors.As(err, &se) && se.code/100 == 4 && se.code != 408 && se.code != 429:
 			w.con.say("RESULT REFUSED by the server: %v", err)
 			return
 		case ctx.Err() != nil:
 			return
 		}
+		// The same proof again: if the server took the result but its reply was lost, it
+		// recognises the proof and answers the same; if it never saw it, the challenge is
+		// still outstanding.
 		w.log.Warn("result not delivered; retrying", "err", err)
 		select {
 		case <-ctx.Done():
@@ -313,4 +348,35 @@ func (w *worker) report(ctx context.Context, res agentapi.Result) {
 		}
 		delay = min(2*delay, w.cfg.HelloBackoffMax)
 	}
+}
+
+// prove asks the server for a challenge and answers it from the disk: each challenged block is
+// read back from the device (its cached pages dropped first) and MACed under the nonce.
+func (w *worker) prove(ctx context.Context, disk *os.File, m *images.Manifest, digest string) (*agentapi.Proof, error) {
+	var c agentapi.Challenge
+	if err := w.call(ctx, "GET", agentapi.ChallengePath, nil, &c); err != nil {
+		return nil, fmt.Errorf("agent: challenge: %w", err)
+	}
+	nonce, err := hex.DecodeString(c.Nonce)
+	if err != nil || len(nonce) < 16 {
+		return nil, fmt.Errorf("agent: the challenge's nonce %q is not hex of 16 bytes or more", c.Nonce)
+	}
+	if c.Digest != digest {
+		return nil, fmt.Errorf("agent: the challenge is for %s, this disk was written with %s", c.Digest, digest)
+	}
+	blockcopy.DropCache(disk)
+	p := &agentapi.Proof{Nonce: c.Nonce, MACs: make([]string, len(c.Blocks))}
+	buf := make([]byte, images.BlockSize)
+	for i, b := range c.Blocks {
+		if b < 0 || b >= int64(len(m.Blocks)) {
+			return nil, fmt.Errorf("agent: the challenge names block %d; the image has %d", b, len(m.Blocks))
+		}
+		n := m.Len(int(b))
+		if _, err := disk.ReadAt(buf[:n], m.Offset(int(b))); err != nil {
+			return nil, fmt.Errorf("agent: read block %d back from the disk: %w", b, err)
+		}
+		p.MACs[i] = hex.EncodeToString(agentapi.ProofMAC(nonce, digest, b, buf[:n]))
+	}
+	w.con.say("proof of possession: %d blocks read back from the disk for the server's challenge", len(c.Blocks))
+	return p, nil
 }

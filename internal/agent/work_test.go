@@ -34,11 +34,37 @@ type fakeServer struct {
 	progress int
 	// manifestDown answers the manifest with 503 this many times (imaged restarting).
 	manifestDown int
+	// challenges issued; loseChallenge answers that many results with imaged's 409 "challenge"
+	// (the daemon restarted and lost the challenge).
+	challenges    []agentapi.Challenge
+	loseChallenge int
+	proofErr      []string // per result: why its proof did not check out ("" if it did)
+	tamper        func()   // runs before each challenge is made
+}
+
+// checkProof does what imaged does with a proof: the HMAC of each challenged block of its copy
+// of the image under the nonce.
+func (f *fakeServer) checkProof(p *agentapi.Proof) string {
+	if p == nil || len(f.challenges) == 0 {
+		return "no proof"
+	}
+	c := f.challenges[len(f.challenges)-1]
+	nonce, _ := hex.DecodeString(c.Nonce)
+	if p.Nonce != c.Nonce || len(p.MACs) != len(c.Blocks) {
+		return "another challenge"
+	}
+	for i, b := range c.Blocks {
+		end := min(int64(len(f.blob)), (b+1)*images.BlockSize)
+		if p.MACs[i] != hex.EncodeToString(agentapi.ProofMAC(nonce, f.digest, b, f.blob[b*images.BlockSize:end])) {
+			return fmt.Sprintf("block %d", b)
+		}
+	}
+	return ""
 }
 
 func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hexd := strings.TrimPrefix(f.digest, "sha256:")
-	if strings.HasPrefix(r.URL.Path, "/agent/") && (r.Header.Get("Authorization") != "Bearer tok" || r.Header.Get("X-Imaged-MAC") != "52:54:00:99:00:11") {
+	if strings.HasPrefix(r.URL.Path, "/agent/") && (r.Header.Get("Authorization") != "Bearer sess" || r.Header.Get("X-Imaged-MAC") != "52:54:00:99:00:11") {
 		http.Error(w, "bad token", http.StatusForbidden)
 		return
 	}
@@ -65,13 +91,36 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.progress++
 		f.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
+	case "/agent/v1/challenge":
+		if f.tamper != nil {
+			f.tamper()
+		}
+		nonce := make([]byte, 32)
+		rand.Read(nonce)
+		// Block 20 is the image's last, shorter block; 5 to 8 are zero and never challenged.
+		c := agentapi.Challenge{Digest: f.digest, Nonce: hex.EncodeToString(nonce), Blocks: []int64{0, 3, 12, 20}}
+		f.mu.Lock()
+		f.challenges = append(f.challenges, c)
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(c)
 	case "/agent/v1/result":
 		var res agentapi.Result
 		json.NewDecoder(r.Body).Decode(&res)
 		f.mu.Lock()
+		defer f.mu.Unlock()
+		if res.Error == "" && f.loseChallenge > 0 {
+			f.loseChallenge--
+			w.WriteHeader(http.StatusConflict)
+			fmt.Fprint(w, `{"error": "no challenge is outstanding", "field": "challenge"}`)
+			return
+		}
 		f.results = append(f.results, res)
-		f.mu.Unlock()
-		fmt.Fprintf(w, `{"accepted": %v, "action": "wait"}`, res.Error == "")
+		perr := ""
+		if res.Error == "" {
+			perr = f.checkProof(res.Proof)
+		}
+		f.proofErr = append(f.proofErr, perr)
+		fmt.Fprintf(w, `{"accepted": %v, "action": "wait"}`, res.Error == "" && perr == "")
 	default:
 		http.NotFound(w, r)
 	}
@@ -88,7 +137,7 @@ func runWorker(t *testing.T, srv *fakeServer, disk string) {
 	cfg := Config{Server: u, Token: "tok", MAC: mac, SysBlock: block, DevDir: dir}
 	cfg.setDefaults()
 	var console bytes.Buffer
-	w := &worker{cfg: &cfg, client: http.DefaultClient, con: newConsole(&console), log: nil}
+	w := &worker{cfg: &cfg, client: http.DefaultClient, session: "sess", con: newConsole(&console), log: nil}
 	w.log = discardLog()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -139,6 +188,38 @@ func TestWorkerWritesAndReports(t *testing.T) {
 	}
 	if r.Digest != srv.digest || r.Device != disk || r.BlocksVerified != 17 || r.BytesWritten != int64(len(img))-4*images.BlockSize {
 		t.Errorf("result %+v", r)
+	}
+	// The counts add up to the image, as imaged requires.
+	if r.BytesWritten+r.BytesZeroed+r.BytesSkipped != int64(len(img)) {
+		t.Errorf("written %d + zeroed %d + skipped %d != %d", r.BytesWritten, r.BytesZeroed, r.BytesSkipped, len(img))
+	}
+	if len(srv.challenges) != 1 || srv.proofErr[0] != "" {
+		t.Errorf("%d challenges; proof: %q", len(srv.challenges), srv.proofErr)
+	}
+}
+
+// TestWorkerProvesFromTheDisk: the proof is read from the disk, not from what the agent fetched.
+// The disk is changed under the agent between its write and the challenge (as if the write had
+// not reached it), and the proof no longer checks out.
+func TestWorkerProvesFromTheDisk(t *testing.T) {
+	srv, _ := newImage(t)
+	disk := filepath.Join(t.TempDir(), "vda")
+	os.WriteFile(disk, make([]byte, 64<<20), 0o644)
+	srv.loseChallenge = 1 // the first answer is "challenge gone": the agent asks for another
+	srv.tamper = func() {
+		f, _ := os.OpenFile(disk, os.O_WRONLY, 0)
+		f.WriteAt([]byte("not the image"), 12*images.BlockSize+100)
+		f.Close()
+	}
+	runWorker(t, srv, disk)
+	if len(srv.results) != 1 || srv.results[0].Error != "" {
+		t.Fatalf("results: %+v", srv.results)
+	}
+	if len(srv.challenges) != 2 {
+		t.Errorf("%d challenges; want a second after the first was lost", len(srv.challenges))
+	}
+	if srv.proofErr[0] != "block 12" {
+		t.Errorf("proof of a tampered disk: %q, want a mismatch in block 12", srv.proofErr[0])
 	}
 }
 

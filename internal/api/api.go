@@ -12,13 +12,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
@@ -41,6 +42,8 @@ type Server struct {
 	closeOnce   sync.Once
 	log         *slog.Logger
 	publicURL   *url.URL
+	proofs      *proofs
+	metrics     *metrics
 }
 
 // Deps are the API's collaborators. Blobs and BMCs may be nil (then those endpoints answer that
@@ -54,11 +57,13 @@ type Deps struct {
 	ReimageStale bool
 	PublicURL    *url.URL // how blades reach imaged (for the URLs in plans)
 	Log          *slog.Logger
+	Registerer   prometheus.Registerer // may be nil: metrics are kept but not exported
 }
 
 // New returns the API server.
 func New(d Deps) *Server {
-	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, stalePolicy: d.ReimageStale, log: d.Log, publicURL: d.PublicURL, closing: make(chan struct{})}
+	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, stalePolicy: d.ReimageStale, log: d.Log, publicURL: d.PublicURL,
+		closing: make(chan struct{}), proofs: newProofs(d.Blobs), metrics: newMetrics(d.Registerer, d.Log)}
 }
 
 // Register adds the API's routes to mux.
@@ -66,6 +71,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.route(mux, "POST /"+agentapi.HelloPath, ScopeNone, s.hello)
 	s.route(mux, "GET /"+agentapi.PlanPath, ScopeNone, s.plan)
 	s.route(mux, "POST /"+agentapi.ProgressPath, ScopeNone, s.progress)
+	s.route(mux, "GET /"+agentapi.ChallengePath, ScopeNone, s.challenge)
 	s.route(mux, "POST /"+agentapi.ResultPath, ScopeNone, s.result)
 	s.route(mux, "GET /api/v1/machines", ScopeRead, s.machines)
 	s.route(mux, "GET /api/v1/machines/{id}", ScopeRead, s.machine)
@@ -130,43 +136,6 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		fail(w, http.StatusBadRequest, "", "the body is not valid JSON: %v", err)
 	}
 	return false
-}
-
-func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
-	var req agentapi.HelloRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	mac, err := net.ParseMAC(req.MAC)
-	if err != nil || len(mac) != 6 {
-		fail(w, http.StatusBadRequest, "mac", "%q is not an Ethernet MAC address", req.MAC)
-		return
-	}
-	if req.Token == "" {
-		fail(w, http.StatusBadRequest, "token", "the boot token from the kernel command line (imaged.token=) is required")
-		return
-	}
-	if req.IP != "" && net.ParseIP(req.IP) == nil {
-		fail(w, http.StatusBadRequest, "ip", "%q is not an IP address", req.IP)
-		return
-	}
-	m, err := s.inv.Hello(inventory.HelloRequest{MAC: mac, Token: req.Token, IP: req.IP, AgentVersion: req.AgentVersion, Uptime: req.UptimeSeconds})
-	switch {
-	case errors.Is(err, inventory.ErrBadToken):
-		s.log.Warn("agent hello refused", "mac", mac, "remote", r.RemoteAddr, "err", err)
-		fail(w, http.StatusForbidden, "token", "%v", err)
-		return
-	case errors.Is(err, inventory.ErrUnknownMachine):
-		fail(w, http.StatusNotFound, "mac", "%v", err)
-		return
-	case err != nil:
-		s.log.Error("agent hello", "mac", mac, "err", err)
-		fail(w, http.StatusInternalServerError, "", "cannot record the hello: %v", err)
-		return
-	}
-	s.log.Info("agent hello", "machine", m.ID, "mac", mac, "ip", req.IP, "agent_version", req.AgentVersion)
-	s.signal(m.ID, jobs.Signal{Kind: jobs.SignalHello})
-	writeJSON(w, http.StatusOK, agentapi.HelloReply{MachineID: m.ID, Action: agentapi.ActionWait})
 }
 
 func (s *Server) machines(w http.ResponseWriter, r *http.Request) {

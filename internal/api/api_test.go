@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,7 @@ func newServer(t testing.TB) (http.Handler, *inventory.Inventory) {
 	t.Cleanup(func() { st.Close() })
 	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, Boot: "agent"}})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	inv, err := inventory.New(st, log, time.Hour)
+	inv, err := inventory.New(st, inventory.Config{Log: log, TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,6 +35,20 @@ func newServer(t testing.TB) (http.Handler, *inventory.Inventory) {
 	u, _ := url.Parse("http://10.99.0.1:8080")
 	New(Deps{Inventory: inv, PublicURL: u, Log: log}).Register(mux)
 	return Authenticate(AuthConfig{AnonymousRead: true}, mux), inv
+}
+
+// testRemote is the address httptest.NewRequest gives a request.
+var testRemote = netip.MustParseAddr("192.0.2.1")
+
+// issue is a boot script served to machine id's MAC, fetched from testRemote.
+func issue(t testing.TB, inv *inventory.Inventory, id, mac string) string {
+	t.Helper()
+	hw, _ := net.ParseMAC(mac)
+	tok, err := inv.IssueToken(inventory.TokenRequest{Machine: id, MAC: hw, Profile: "agent", Remote: testRemote})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 func post(mux http.Handler, path, ctype, body string) *httptest.ResponseRecorder {
@@ -48,11 +63,7 @@ func post(mux http.Handler, path, ctype, body string) *httptest.ResponseRecorder
 
 func TestHelloBadInput(t *testing.T) {
 	mux, inv := newServer(t)
-	mac, _ := net.ParseMAC("52:54:00:99:00:11")
-	tok, err := inv.IssueToken("ms1-c1n1", mac, "agent")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := issue(t, inv, "ms1-c1n1", "52:54:00:99:00:11")
 	cases := []struct {
 		name, ctype, body string
 		status            int
@@ -64,12 +75,14 @@ func TestHelloBadInput(t *testing.T) {
 		{"unknown field", "application/json", `{"mac": "52:54:00:99:00:11", "token": "x", "colour": 1}`, 400, "colour", "unknown field"},
 		{"bad mac", "application/json", `{"mac": "52:54", "token": "x"}`, 400, "mac", "not an Ethernet MAC"},
 		{"no token", "application/json", `{"mac": "52:54:00:99:00:11"}`, 400, "token", "required"},
-		{"bad ip", "application/json", `{"mac": "52:54:00:99:00:11", "token": "x", "ip": "10.1"}`, 400, "ip", "not an IP"},
+		// The agent's address comes from the connection, never from the body (a hello naming
+		// another machine's address must not take it over).
+		{"ip in the body", "application/json", `{"mac": "52:54:00:99:00:11", "token": "x", "ip": "10.99.0.12"}`, 400, "ip", "unknown field"},
 		{"trailing", "application/json", `{"mac": "52:54:00:99:00:11", "token": "x"} {}`, 400, "", "extra data"},
 		{"oversized", "application/json", `{"mac": "` + strings.Repeat("a", 70000) + `"}`, 413, "", "larger than"},
 		{"not json type", "text/plain", `{}`, 415, "", "must be JSON"},
 		{"wrong token", "application/json", `{"mac": "52:54:00:99:00:11", "token": "deadbeef"}`, 403, "token", "not valid"},
-		{"ok", "", `{"mac": "52:54:00:99:00:11", "token": "` + tok + `", "ip": "10.99.0.11"}`, 200, "", ""},
+		{"ok", "", `{"mac": "52:54:00:99:00:11", "token": "` + tok + `"}`, 200, "", ""},
 	}
 	for _, c := range cases {
 		w := post(mux, "/agent/v1/hello", c.ctype, c.body)
@@ -98,11 +111,11 @@ func TestHelloTokenExpires(t *testing.T) {
 	st, _ := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
 	defer st.Close()
 	st.SyncMachines([]store.Machine{{ID: "m", MACs: []string{"52:54:00:99:00:11"}}})
-	inv, _ := inventory.New(st, slog.New(slog.DiscardHandler), time.Millisecond)
+	inv, _ := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Millisecond})
 	mac, _ := net.ParseMAC("52:54:00:99:00:11")
-	tok, _ := inv.IssueToken("m", mac, "agent")
+	tok := issue(t, inv, "m", mac.String())
 	time.Sleep(5 * time.Millisecond)
-	if _, err := inv.Hello(inventory.HelloRequest{MAC: mac, Token: tok}); err != inventory.ErrBadToken {
+	if _, _, err := inv.Hello(inventory.HelloRequest{MAC: mac, Token: tok, Remote: testRemote}); err != inventory.ErrBadToken {
 		t.Errorf("expired token: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/imaged/imaged/images"
@@ -16,6 +17,7 @@ import (
 // Blobs is the part of the blob store the catalog endpoints use.
 type Blobs interface {
 	Manifest(d images.Digest) (*images.Manifest, error)
+	Open(d images.Digest) (*os.File, error) // the blob, to check an agent's proof of possession
 	Delete(d images.Digest) error
 }
 

@@ -92,7 +92,7 @@ func TestJobsAPI(t *testing.T) {
 	digest := "sha256:" + strings.Repeat("ab", 32)
 	st.PutImage(store.Image{Name: "debian", Version: "12.1", Digest: digest})
 	st.Promote("debian", "12.1", "production", "test")
-	inv, _ := inventory.New(st, slog.New(slog.DiscardHandler), time.Hour)
+	inv, _ := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	fj := &fakeJobs{}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")

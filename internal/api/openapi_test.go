@@ -40,7 +40,7 @@ func openAPIServer(t *testing.T) (*Server, *http.ServeMux) {
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	inv, err := inventory.New(st, log, time.Hour)
+	inv, err := inventory.New(st, inventory.Config{Log: log, TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,14 +267,14 @@ func TestOpenAPIScopes(t *testing.T) {
 		case "none":
 			switch {
 			case len(reqs) == 0:
-			case slices.Equal(reqs, []string{"bootToken"}):
-				// The agent's work loop: the boot token and the MAC it was issued for.
+			case slices.Equal(reqs, []string{"agentSession"}):
+				// The agent's work loop: the hello's session token and the MAC it was issued for.
 				if !hasParam(doc, o, "header", agentapi.HeaderMAC) {
-					t.Errorf("%s: a boot-token operation must declare the %s header", o, agentapi.HeaderMAC)
+					t.Errorf("%s: an agent-session operation must declare the %s header", o, agentapi.HeaderMAC)
 				}
 				for _, c := range []string{"400", "401", "403"} {
 					if !codes[c] {
-						t.Errorf("%s: a boot-token operation must declare %s (agentAuth answers it)", o, c)
+						t.Errorf("%s: an agent-session operation must declare %s (agentAuth answers it)", o, c)
 					}
 				}
 			default:
@@ -541,10 +541,11 @@ var (
 		"End": jobs.End{}, "PhaseTime": jobs.PhaseTime{}, "TimelineEntry": jobs.Entry{}, "Queue": jobs.Queue{},
 		"RollerTask": RollerTask{}, "Metadata": Metadata{}, "HelloReply": agentapi.HelloReply{}, "Plan": agentapi.Plan{},
 		"PlanImage": agentapi.PlanImage{}, "PlanTarget": agentapi.PlanTarget{}, "ResultReply": agentapi.ResultReply{},
+		"Challenge": agentapi.Challenge{},
 	}
 	requestSchemas = map[string]any{
 		"HelloRequest": agentapi.HelloRequest{}, "AgentProgress": agentapi.Progress{}, "AgentResult": agentapi.Result{},
-		"RegisterRequest": RegisterRequest{}, "PromoteRequest": PromoteRequest{}, "PruneRequest": PruneRequest{},
+		"AgentProof": agentapi.Proof{}, "RegisterRequest": RegisterRequest{}, "PromoteRequest": PromoteRequest{}, "PruneRequest": PruneRequest{},
 		"AssignRequest": AssignRequest{}, "PowerRequest": PowerRequest{}, "BootRequest": BootRequest{},
 		"ReimageRequest": ReimageRequest{}, "RebootRequest": RebootRequest{}, "CheckInRequest": CheckInRequest{},
 	}

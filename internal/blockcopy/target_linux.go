@@ -89,8 +89,8 @@ func zeroFile(f *os.File, block bool, method int, off, n int64) error {
 	return err
 }
 
-// dropCache asks the kernel to forget the file's cached pages (after an fsync they are clean),
+// DropCache asks the kernel to forget the file's cached pages (after an fsync they are clean),
 // so that read-back verification reads the device, not the page cache.
-func dropCache(f *os.File) {
+func DropCache(f *os.File) {
 	withFd(f, func(fd uintptr) error { return unix.Fadvise(int(fd), 0, 0, unix.FADV_DONTNEED) })
 }

@@ -23,4 +23,5 @@ func openDirect(*os.File) (*os.File, error) { return nil, errors.ErrUnsupported 
 
 func zeroFile(*os.File, bool, int, int64, int64) error { return errors.ErrUnsupported }
 
-func dropCache(*os.File) {}
+// DropCache does nothing where the kernel has no posix_fadvise.
+func DropCache(*os.File) {}

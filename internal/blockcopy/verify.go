@@ -63,7 +63,7 @@ func sampleBlocks(lo, hi int) iter.Seq[int] {
 // readBack verifies blocks [lo, hi) of the synced target, all or a sample, from the device.
 func (c *copier) readBack(ctx context.Context, lo, hi int) error {
 	if c.d.f != nil {
-		dropCache(c.d.f)
+		DropCache(c.d.f)
 	}
 	blocks := blockRange(lo, hi)
 	if c.opt.ReadBack == ReadBackSample && hi-lo > 1 {

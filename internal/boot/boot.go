@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -39,10 +40,16 @@ type Inventory interface {
 	ByMAC(mac net.HardwareAddr) (m Machine, ok bool)
 }
 
-// Tokens issues the per-boot token that the agent presents in its hello.
+// Tokens issues the per-boot token that the agent presents in its hello, for a script fetched
+// from remote. An error that wraps ErrRefused means this client may not have one (the script is
+// refused with 403); any other is the server's failure.
 type Tokens interface {
-	Issue(m Machine) (token string, err error)
+	Issue(m Machine, remote netip.Addr) (token string, err error)
 }
+
+// ErrRefused marks a token refused to the client that asked (it does not hold the machine's
+// address, say).
+var ErrRefused = errors.New("boot token refused")
 
 // Observer hears of every script and asset served, for the machines' timelines.
 type Observer interface {
@@ -199,7 +206,7 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, macText st
 	if !ok {
 		if h.cfg.UnknownProfile == "" {
 			h.metrics.scripts.WithLabelValues("unknown_mac").Inc()
-			h.deps.Log.Info("boot script refused: MAC not in the inventory", "mac", mac, "remote", r.RemoteAddr)
+			h.deps.Log.Info("boot script refused: MAC not in the inventory", "mac", mac.String(), "remote", r.RemoteAddr)
 			http.Error(w, "MAC not in the inventory", http.StatusNotFound)
 			return
 		}
@@ -225,7 +232,13 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, macText st
 		Issued:     time.Now().UTC().Format(time.RFC3339),
 	}
 	if m.Profile == ProfileAgent {
-		if d.Token, err = h.deps.Tokens.Issue(m); err != nil {
+		remote, _ := netip.ParseAddrPort(r.RemoteAddr)
+		if d.Token, err = h.deps.Tokens.Issue(m, remote.Addr().Unmap()); errors.Is(err, ErrRefused) {
+			h.metrics.scripts.WithLabelValues("refused").Inc()
+			h.deps.Log.Warn("boot script refused", "machine", m.ID, "mac", mac.String(), "remote", r.RemoteAddr, "err", err)
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		} else if err != nil {
 			h.metrics.scripts.WithLabelValues("error").Inc()
 			h.deps.Log.Error("boot script: cannot issue a boot token", "machine", m.ID, "err", err)
 			http.Error(w, "cannot issue a boot token", http.StatusInternalServerError)
@@ -240,7 +253,7 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, macText st
 		return
 	}
 	h.metrics.scripts.WithLabelValues(m.Profile).Inc()
-	h.deps.Log.Info("boot script served", "machine", m.ID, "mac", mac, "profile", m.Profile, "remote", r.RemoteAddr)
+	h.deps.Log.Info("boot script served", "machine", m.ID, "mac", mac.String(), "profile", m.Profile, "remote", r.RemoteAddr)
 	if h.deps.Observer != nil {
 		h.deps.Observer.ScriptServed(m, r.RemoteAddr)
 	}

@@ -3,11 +3,13 @@ package boot
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -23,9 +25,17 @@ type inv map[string]Machine
 
 func (i inv) ByMAC(mac net.HardwareAddr) (Machine, bool) { m, ok := i[mac.String()]; return m, ok }
 
-type tokens struct{ issued []Machine }
+type tokens struct {
+	issued []Machine
+	from   []netip.Addr
+	refuse bool
+}
 
-func (t *tokens) Issue(m Machine) (string, error) {
+func (t *tokens) Issue(m Machine, remote netip.Addr) (string, error) {
+	t.from = append(t.from, remote)
+	if t.refuse {
+		return "", fmt.Errorf("%w: not from the leased address", ErrRefused)
+	}
 	t.issued = append(t.issued, m)
 	return "tok" + string(rune('0'+len(t.issued))), nil
 }
@@ -108,6 +118,27 @@ func TestScripts(t *testing.T) {
 	}
 	if strings.Join(o.scripts, ",") != "ms1-c1n1,ms1-c1n2,ms1-c1n3" {
 		t.Errorf("observed %v", o.scripts)
+	}
+}
+
+// TestScriptRefusedWithoutToken: when the token source refuses the client (it does not hold the
+// address imaged leased to the MAC), the script is refused with 403, names no token, and the
+// address the request came from is what the token source was asked about.
+func TestScriptRefusedWithoutToken(t *testing.T) {
+	h, tk, o := newHandler(t, Config{})
+	tk.refuse = true
+	r := httptest.NewRequest("GET", "/boot/52:54:00:99:00:11.ipxe", nil)
+	r.RemoteAddr = "10.99.0.66:40000"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden || strings.Contains(w.Body.String(), "imaged.token") {
+		t.Fatalf("refused token: %d %s", w.Code, w.Body)
+	}
+	if len(tk.from) != 1 || tk.from[0] != netip.MustParseAddr("10.99.0.66") {
+		t.Errorf("token asked for %v", tk.from)
+	}
+	if len(o.scripts) != 0 {
+		t.Errorf("a refused script was observed as served: %v", o.scripts)
 	}
 }
 

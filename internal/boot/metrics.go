@@ -12,7 +12,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		scripts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imaged_boot_scripts_total",
-			Help: "iPXE scripts requested, by profile served or by refusal (unknown_mac, bad_request, error).",
+			Help: "iPXE scripts requested, by profile served or by refusal (unknown_mac, bad_request, refused: no boot token for that client, error).",
 		}, []string{"outcome"}),
 		assets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imaged_boot_asset_requests_total",

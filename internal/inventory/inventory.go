@@ -1,16 +1,18 @@
 // Package inventory is the daemon's view of its machines: an in-memory index of the stored
-// inventory by MAC and by address, the per-boot tokens, agent hellos, unknown clients and each
-// machine's timeline of boot events.
+// inventory by MAC and by address, the agents' boot tokens and sessions, their hellos, plans
+// and results, unknown clients and each machine's timeline.
+//
+// What anonymous hosts on the blade network can cause costs the daemon nothing durable unless a
+// job waits for it: boot tokens live in memory (stored only for a job's netboot), boot events
+// (DHCP, TFTP, scripts, assets) are coalesced and kept in memory (stored in the machine's boot
+// log only while a job runs), and the audit log of operator actions, jobs, hellos and results
+// is apart from the boot log, so boot chatter never evicts it.
 //
 // It is a hub: cmd/imaged and internal/api import it; it adapts the store to the small
 // interfaces that the protocol packages (dhcp, tftp, boot) declare, so they stay leaves.
 package inventory
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,37 +25,70 @@ import (
 	"github.com/imaged/imaged/internal/store"
 )
 
-// Errors of Hello.
-var (
-	ErrBadToken       = errors.New("boot token not valid for this MAC (unknown, expired, or issued to another machine)")
-	ErrUnknownMachine = errors.New("machine not in the inventory")
-)
+// Config tunes the inventory.
+type Config struct {
+	Log      *slog.Logger
+	TokenTTL time.Duration // how long a boot token is good for (boot.token_ttl)
+	// BindToLease says imaged is the DHCP server: a boot token is issued only to the address
+	// imaged leased to the MAC, and only a hello from that address may use it.
+	BindToLease bool
+}
 
 // Inventory indexes the stored machines. It is safe for concurrent use.
 type Inventory struct {
-	st       *store.Store
-	log      *slog.Logger
-	tokenTTL time.Duration
-	now      func() time.Time
+	st  *store.Store
+	log *slog.Logger
+	cfg Config
+	now func() time.Time
 
 	mu       sync.RWMutex
 	byID     map[string]store.Machine
 	byMAC    map[string]string // mac → id
 	byAddr   map[netip.Addr]string
+	leases   map[string]netip.Addr     // mac → the address imaged's DHCP acknowledged
 	unknown  map[string]*store.Unknown // sightings not yet flushed, at most MaxPendingUnknown
 	dropped  int64                     // sightings of new MACs not kept because unknown was full
 	progress map[string]Progress       // latest write progress by machine
+
+	tokMu    sync.Mutex
+	tokens   map[string]*bootToken    // by hash: boot tokens issued and not expired
+	latest   map[string]string        // machine id, or "unknown-"+mac → hash of its newest boot token
+	sessions map[string]store.Session // by hash: a cache of the stored sessions
+
+	evMu    sync.Mutex
+	lastSeq map[string]uint64      // machine → its last event's sequence number
+	bootLog map[string][]bootEvent // machine → its newest boot events, oldest first
 
 	subMu  sync.Mutex
 	subs   map[chan store.Event]struct{}
 	missed int64 // events not delivered to a subscriber that fell behind
 }
 
-// New loads the stored inventory.
-func New(st *store.Store, log *slog.Logger, tokenTTL time.Duration) (*Inventory, error) {
-	inv := &Inventory{st: st, log: log, tokenTTL: tokenTTL, now: time.Now, unknown: map[string]*store.Unknown{}}
+// New loads the stored inventory and its DHCP leases.
+func New(st *store.Store, cfg Config) (*Inventory, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TokenTTL <= 0 {
+		return nil, errors.New("inventory: the boot token lifetime must be positive")
+	}
+	inv := &Inventory{st: st, log: cfg.Log, cfg: cfg, now: time.Now, unknown: map[string]*store.Unknown{},
+		leases: map[string]netip.Addr{}, tokens: map[string]*bootToken{}, latest: map[string]string{},
+		sessions: map[string]store.Session{}, lastSeq: map[string]uint64{}, bootLog: map[string][]bootEvent{}}
 	if err := inv.Reload(); err != nil {
 		return nil, err
+	}
+	ls, err := st.Leases()
+	if err != nil {
+		return nil, fmt.Errorf("inventory: leases: %w", err)
+	}
+	now := inv.now()
+	for _, l := range ls {
+		mac, err1 := net.ParseMAC(l.MAC)
+		a, err2 := netip.ParseAddr(l.Addr)
+		if err1 == nil && err2 == nil && l.Expiry.After(now) {
+			inv.leases[mac.String()] = a.Unmap()
+		}
 	}
 	return inv, nil
 }
@@ -112,6 +147,20 @@ func (inv *Inventory) NoteAddr(mac net.HardwareAddr, addr netip.Addr) {
 	}
 }
 
+// NoteLease records that imaged's DHCP server acknowledged addr for mac (an ACK, not an offer):
+// with Config.BindToLease, the machine's boot tokens are bound to it.
+func (inv *Inventory) NoteLease(mac net.HardwareAddr, addr netip.Addr) {
+	if !addr.IsValid() {
+		return
+	}
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	inv.leases[mac.String()] = addr.Unmap()
+	if id, ok := inv.byMAC[mac.String()]; ok {
+		inv.byAddr[addr.Unmap()] = id
+	}
+}
+
 // Machines returns every machine, sorted by id.
 func (inv *Inventory) Machines() []store.Machine {
 	inv.mu.RLock()
@@ -130,133 +179,6 @@ func (inv *Inventory) Machine(id string) (store.Machine, bool) {
 	defer inv.mu.RUnlock()
 	m, ok := inv.byID[id]
 	return m, ok
-}
-
-func hashToken(tok string) string {
-	h := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(h[:])
-}
-
-// IssueToken makes a fresh random token for one netboot of machine id on mac. Only its hash is
-// stored.
-func (inv *Inventory) IssueToken(id string, mac net.HardwareAddr, profile string) (string, error) {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	tok := hex.EncodeToString(b)
-	now := inv.now()
-	err := inv.st.PutToken(store.BootToken{Hash: hashToken(tok), MachineID: id, MAC: mac.String(),
-		Profile: profile, Issued: now, Expires: now.Add(inv.tokenTTL)})
-	if err != nil {
-		return "", fmt.Errorf("inventory: store token: %w", err)
-	}
-	return tok, nil
-}
-
-// HelloRequest is what an agent sends when it comes up.
-type HelloRequest struct {
-	MAC          net.HardwareAddr
-	Token        string
-	IP           string
-	AgentVersion string
-	Uptime       float64
-}
-
-// Authorize checks an agent's token against the MAC it claims and returns the token's record.
-func (inv *Inventory) Authorize(mac net.HardwareAddr, token string) (store.BootToken, error) {
-	rec, err := inv.st.Token(hashToken(token))
-	if err != nil || inv.now().After(rec.Expires) ||
-		subtle.ConstantTimeCompare([]byte(rec.MAC), []byte(mac.String())) != 1 {
-		return store.BootToken{}, ErrBadToken
-	}
-	return rec, nil
-}
-
-// Hello checks an agent's token against the MAC it claims and records the hello on the machine.
-func (inv *Inventory) Hello(req HelloRequest) (store.Machine, error) {
-	rec, err := inv.Authorize(req.MAC, req.Token)
-	if err != nil {
-		return store.Machine{}, err
-	}
-	h := store.Hello{Time: inv.now().UTC(), MAC: req.MAC.String(), IP: req.IP, AgentVersion: req.AgentVersion, Uptime: req.Uptime}
-	if rec.MachineID == "" { // a discovery boot of an unknown MAC
-		inv.Event(store.Event{Machine: "unknown-" + req.MAC.String(), Kind: "hello", Message: "agent hello from an unknown machine (discovery)", Fields: map[string]string{"ip": req.IP}})
-		return store.Machine{MACs: []string{req.MAC.String()}, LastHello: &h}, nil
-	}
-	if err := inv.st.RecordHello(rec.MachineID, h); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return store.Machine{}, ErrUnknownMachine
-		}
-		return store.Machine{}, err
-	}
-	inv.mu.Lock()
-	m := inv.byID[rec.MachineID]
-	m.LastHello = &h
-	inv.byID[rec.MachineID] = m
-	if a, err := netip.ParseAddr(req.IP); err == nil {
-		inv.byAddr[a] = m.ID
-	}
-	inv.mu.Unlock()
-	inv.Event(store.Event{Machine: m.ID, Kind: "hello", Message: "agent hello: the agent runs on the machine",
-		Fields: map[string]string{"mac": req.MAC.String(), "ip": req.IP, "agent_version": req.AgentVersion}})
-	return m, nil
-}
-
-// Event appends to a machine's timeline. A failure to store it is logged, never fatal.
-func (inv *Inventory) Event(e store.Event) {
-	if e.Time.IsZero() {
-		e.Time = inv.now().UTC()
-	}
-	if err := inv.st.AddEvent(e); err != nil {
-		inv.log.Warn("cannot record event", "machine", e.Machine, "kind", e.Kind, "err", err)
-	}
-	inv.publish(e)
-}
-
-// SubscriberBuffer is how many events a subscriber may fall behind before it misses some.
-const SubscriberBuffer = 256
-
-// Subscribe returns every event recorded from now on, until cancel is called. A subscriber that
-// falls more than SubscriberBuffer events behind misses the newest ones (counted in
-// MissedEvents) rather than slowing the daemon down.
-func (inv *Inventory) Subscribe() (events <-chan store.Event, cancel func()) {
-	ch := make(chan store.Event, SubscriberBuffer)
-	inv.subMu.Lock()
-	if inv.subs == nil {
-		inv.subs = map[chan store.Event]struct{}{}
-	}
-	inv.subs[ch] = struct{}{}
-	inv.subMu.Unlock()
-	return ch, func() {
-		inv.subMu.Lock()
-		delete(inv.subs, ch)
-		inv.subMu.Unlock()
-	}
-}
-
-// MissedEvents counts events that subscribers were too slow to take.
-func (inv *Inventory) MissedEvents() int64 {
-	inv.subMu.Lock()
-	defer inv.subMu.Unlock()
-	return inv.missed
-}
-
-func (inv *Inventory) publish(e store.Event) {
-	inv.subMu.Lock()
-	defer inv.subMu.Unlock()
-	for ch := range inv.subs {
-		select {
-		case ch <- e:
-		default:
-			inv.missed++
-		}
-	}
-}
-
-// Events returns a machine's timeline after sequence number after.
-func (inv *Inventory) Events(id string, after uint64) ([]store.Event, error) {
-	return inv.st.Events(id, after)
 }
 
 // MaxPendingUnknown bounds the distinct unknown MACs kept between flushes, so that a flood of

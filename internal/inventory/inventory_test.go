@@ -16,7 +16,7 @@ func TestUnknownSightingsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	inv, err := New(st, slog.New(slog.DiscardHandler), time.Hour)
+	inv, err := New(st, Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package inventory
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/imaged/imaged/internal/agentapi"
@@ -65,22 +66,28 @@ func (inv *Inventory) ProgressOf(id string) (Progress, bool) {
 	return p, ok
 }
 
-// ErrResultMismatch means the agent's result does not match the catalog's record of the image.
-var ErrResultMismatch = errors.New("the agent's result does not match the assigned image")
+// Errors of RecordResult.
+var (
+	ErrResultMismatch = errors.New("the agent's result does not match the assigned image")
+	ErrProof          = errors.New("the agent's proof of possession failed")
+)
 
-// RecordResult checks an agent's result against the catalog and records it. Only a result with
-// no error, the assigned digest and manifest hash, and every non-zero block verified makes the
-// image the machine's current image: the agent's word alone is not enough.
-func (inv *Inventory) RecordResult(id string, r agentapi.Result) (store.Machine, error) {
+// Prover checks the proof of possession that a successful result carries, against the image of
+// the machine's plan.
+type Prover func(p Plan, proof *agentapi.Proof) error
+
+// RecordResult checks an agent's result against the catalog and records it. A failed write is
+// recorded as such. A success makes the image the machine's current image only if the result
+// names the assigned digest and manifest hash, its counts add up to the manifest's (every data
+// block verified, written + zeroed + skipped bytes = the image's size), and prove accepts its
+// proof of possession: the agent's word alone is never enough. A refusal is ErrResultMismatch or
+// ErrProof, with the reasons.
+func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (store.Machine, error) {
 	inv.mu.Lock()
 	delete(inv.progress, id)
 	inv.mu.Unlock()
 	plan, err := inv.Plan(id)
 	if errors.Is(err, ErrNoPlan) {
-		// The same result again (the agent did not get the reply to the first): the same answer.
-		if r.Error == "" && r.Digest != "" && plan.Machine.CurrentImage == r.Digest {
-			return plan.Machine, nil
-		}
 		return plan.Machine, fmt.Errorf("%w: no image is assigned to %s that this result could be for", ErrResultMismatch, id)
 	}
 	if err != nil {
@@ -92,24 +99,18 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result) (store.Machine,
 		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent failed to write " + plan.Image.Ref() + ": " + r.Error, Fields: fields})
 		return plan.Machine, nil
 	}
-	var problems []string
-	if r.Digest != plan.Image.Digest {
-		problems = append(problems, fmt.Sprintf("digest %s, assigned %s", r.Digest, plan.Image.Digest))
+	if problems := resultProblems(plan.Image, r); len(problems) > 0 {
+		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent result refused: " + strings.Join(problems, "; "), Fields: fields})
+		return plan.Machine, fmt.Errorf("%w: %s", ErrResultMismatch, strings.Join(problems, "; "))
 	}
-	if r.ManifestHash != plan.Image.ManifestHash {
-		problems = append(problems, fmt.Sprintf("manifest %s, catalog %s", r.ManifestHash, plan.Image.ManifestHash))
-	}
-	if r.BlocksVerified < plan.Image.DataBlocks {
-		problems = append(problems, fmt.Sprintf("%d blocks verified of %d", r.BlocksVerified, plan.Image.DataBlocks))
-	}
-	if len(problems) > 0 {
-		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent result refused: " + fmt.Sprint(problems), Fields: fields})
-		return plan.Machine, fmt.Errorf("%w: %v", ErrResultMismatch, problems)
+	if err := prove(plan, r.Proof); err != nil {
+		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent result refused: " + err.Error(), Fields: fields})
+		return plan.Machine, fmt.Errorf("%w: %v", ErrProof, err)
 	}
 	if err := inv.st.SetCurrentImage(id, r.Digest); err != nil {
 		return plan.Machine, err
 	}
-	inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent wrote and verified %s on %s: %d bytes written, %d blocks verified in %.1f s",
+	inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent wrote and verified %s on %s: %d bytes written, %d blocks verified in %.1f s, proof of possession checked",
 		plan.Image.Ref(), r.Device, r.BytesWritten, r.BlocksVerified, r.Seconds), Fields: fields})
 	m, err := inv.st.Machine(id)
 	if err == nil {
@@ -118,6 +119,26 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result) (store.Machine,
 		inv.mu.Unlock()
 	}
 	return m, err
+}
+
+// resultProblems lists how a successful result disagrees with the image it claims to have
+// written.
+func resultProblems(img store.Image, r agentapi.Result) []string {
+	var problems []string
+	if r.Digest != img.Digest {
+		problems = append(problems, fmt.Sprintf("digest %s, assigned %s", r.Digest, img.Digest))
+	}
+	if r.ManifestHash != img.ManifestHash {
+		problems = append(problems, fmt.Sprintf("manifest %s, catalog %s", r.ManifestHash, img.ManifestHash))
+	}
+	if r.BlocksVerified != img.DataBlocks {
+		problems = append(problems, fmt.Sprintf("%d blocks verified, the manifest has %d data blocks", r.BlocksVerified, img.DataBlocks))
+	}
+	inRange := func(n int64) bool { return n >= 0 && n <= img.Size } // and the sum cannot overflow
+	if !inRange(r.BytesWritten) || !inRange(r.BytesZeroed) || !inRange(r.BytesSkipped) || r.BytesWritten+r.BytesZeroed+r.BytesSkipped != img.Size {
+		problems = append(problems, fmt.Sprintf("%d bytes written + %d zeroed + %d skipped, the image has %d", r.BytesWritten, r.BytesZeroed, r.BytesSkipped, img.Size))
+	}
+	return problems
 }
 
 // Assign makes img the image machine id is to run, records who asked in its timeline, and

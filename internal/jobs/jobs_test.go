@@ -496,8 +496,10 @@ func TestCheckInWrongDigest(t *testing.T) {
 		if _, err := h.mgr().CheckIn("nope", imgNew.Digest); !errors.Is(err, ErrUnknownMachine) {
 			t.Errorf("unknown machine: %v", err)
 		}
-		if _, err := h.mgr().CheckIn("n1", "md5:x"); !errors.Is(err, ErrInvalid) {
-			t.Errorf("bad digest: %v", err)
+		for _, bad := range []string{"md5:x", "sha256:", "sha256:" + strings.Repeat("z", 64), "sha256:" + strings.Repeat("a", 63), "sha256:" + strings.Repeat("a", 64) + "; rm -rf /"} {
+			if _, err := h.mgr().CheckIn("n1", bad); !errors.Is(err, ErrInvalid) {
+				t.Errorf("check-in with %q, not a digest: %v", bad, err)
+			}
 		}
 		// Check-ins survive a restart.
 		h.restart()
@@ -508,6 +510,54 @@ func TestCheckInWrongDigest(t *testing.T) {
 }
 
 // Without a network probe, readiness is the OS's check-in with the image's digest.
+// TestCheckInRepeatsCostNothing: the booted OS's check-ins come from its address without a
+// credential; the same check-in again, while no job runs for the machine, is kept in memory (its
+// time refreshed) and neither stored nor logged, until CheckInRefresh has passed.
+func TestCheckInRepeatsCostNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testConfig(), &machine{id: "n1"})
+		h.mu.Lock()
+		before := len(h.events)
+		h.mu.Unlock()
+		stored := func() time.Time {
+			cs, _ := h.w.st.CheckIns()
+			if len(cs) != 1 {
+				return time.Time{}
+			}
+			return cs[0].Time
+		}
+		first, err := h.mgr().CheckIn("n1", imgOld.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 1000 {
+			time.Sleep(time.Second)
+			if _, err := h.mgr().CheckIn("n1", imgOld.Digest); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h.mu.Lock()
+		logged := len(h.events) - before
+		h.mu.Unlock()
+		if c, _ := h.mgr().LastCheckIn("n1"); logged != 1 || !stored().Equal(first.Time) || !c.Time.After(first.Time) {
+			t.Errorf("1001 identical check-ins: %d events, stored at %v (first %v), last seen %v", logged, stored(), first.Time, c.Time)
+		}
+		time.Sleep(CheckInRefresh)
+		h.mgr().CheckIn("n1", imgOld.Digest)
+		if !stored().After(first.Time) {
+			t.Errorf("the check-in was not stored again after %v", CheckInRefresh)
+		}
+		// Another digest is news: stored and logged at once.
+		h.mgr().CheckIn("n1", imgNew.Digest)
+		h.mu.Lock()
+		logged = len(h.events) - before
+		h.mu.Unlock()
+		if logged != 3 {
+			t.Errorf("%d check-in events, want 3", logged)
+		}
+	})
+}
+
 func TestReadyByCheckIn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, testConfig(), &machine{id: "n1", checkIn: true})

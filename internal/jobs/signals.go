@@ -3,10 +3,10 @@ package jobs
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/store"
 )
@@ -127,27 +127,47 @@ func (m *Manager) Observe(machine string, s Signal) {
 	e.box.put(s, time.Now().UTC())
 }
 
+// CheckInRefresh is how often an unchanged check-in of a machine that no job waits for is
+// stored: the booted OS's check-ins come from its address, unauthenticated, so a repeat costs
+// the daemon nothing durable; it refreshes the time in memory only.
+const CheckInRefresh = time.Hour
+
 // CheckIn records that the OS booted on machine says it runs digest. The machine is stale when
 // the digest is not its assigned image; a job waiting for the machine to be ready takes a
 // matching check-in as proof and fails on a stale one. The check-in is stored before a job
-// sees it, so that it survives a restart.
+// sees it, so that it survives a restart; a repeat of the stored check-in (same digest, same
+// assignment) within CheckInRefresh while no job runs for the machine is kept in memory only.
 func (m *Manager) CheckIn(machine, digest string) (store.CheckIn, error) {
 	mach, ok := m.d.Catalog.Machine(machine)
 	if !ok {
 		return store.CheckIn{}, fmt.Errorf("jobs: check-in of %q: %w", machine, ErrUnknownMachine)
 	}
-	if !strings.HasPrefix(digest, "sha256:") {
-		return store.CheckIn{}, fmt.Errorf("%w: check-in digest %q is not sha256:<hex>", ErrInvalid, digest)
+	d, err := images.ParseDigest(digest)
+	if err != nil {
+		return store.CheckIn{}, fmt.Errorf("%w: check-in digest %q: %v", ErrInvalid, digest, err)
 	}
+	digest = d.String()
 	c := store.CheckIn{Machine: machine, Digest: digest, Time: time.Now().UTC(), Expected: mach.AssignedImage}
 	c.Stale = c.Expected != "" && c.Digest != c.Expected
+	m.mu.Lock()
+	prev, had := m.checkIns[machine]
+	e := m.byMachine[machine]
+	running := e != nil && e.job.State == StateRunning
+	repeat := had && !running && prev.Digest == c.Digest && prev.Expected == c.Expected && c.Time.Sub(storedAt(prev)) < CheckInRefresh
+	if repeat {
+		c.StoredAt = storedAt(prev)
+		m.checkIns[machine] = c
+		m.mu.Unlock()
+		return c, nil
+	}
+	m.mu.Unlock()
 	if err := m.d.Store.PutCheckIn(c); err != nil {
 		return c, fmt.Errorf("jobs: store check-in: %w", err)
 	}
 	m.mu.Lock()
 	m.checkIns[machine] = c
 	m.updateGaugesLocked()
-	e := m.byMachine[machine]
+	e = m.byMachine[machine]
 	m.mu.Unlock()
 	if e != nil {
 		e.box.poke()
@@ -161,6 +181,23 @@ func (m *Manager) CheckIn(machine, digest string) (store.CheckIn, error) {
 			Fields: map[string]string{"digest": digest, "expected": c.Expected, "stale": fmt.Sprint(c.Stale)}})
 	}
 	return c, nil
+}
+
+// storedAt is when check-in c was stored.
+func storedAt(c store.CheckIn) time.Time {
+	if !c.StoredAt.IsZero() {
+		return c.StoredAt
+	}
+	return c.Time
+}
+
+// Active reports whether a job runs for machine: what the machine's network traffic causes is
+// then worth storing on its timeline.
+func (m *Manager) Active(machine string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.byMachine[machine]
+	return e != nil && e.job.State == StateRunning
 }
 
 // LastCheckIn returns the machine's latest check-in; its Stale says whether the machine runs

@@ -271,7 +271,7 @@ func (w *world) agent(fm *machine, gen int) {
 		w.signal(fm, Signal{Kind: SignalProgress, Progress: &agentapi.Progress{Digest: img.Digest,
 			BytesDone: total * int64(i) / int64(steps), BytesTotal: total, RateBytes: float64(total) / dur.Seconds()}})
 	}
-	res := agentapi.Result{Digest: img.Digest, ManifestHash: img.ManifestHash, BlocksVerified: img.DataBlocks, Device: "/dev/sda"}
+	res := agentapi.Result{Digest: img.Digest, ManifestHash: img.ManifestHash, BlocksVerified: img.DataBlocks, BytesWritten: img.Size, Device: "/dev/sda"}
 	w.mu.Lock()
 	corrupt := fm.corrupt
 	w.mu.Unlock()
@@ -282,8 +282,10 @@ func (w *world) agent(fm *machine, gen int) {
 	}
 	for w.alive(fm, gen) {
 		if mgr, inv := w.daemon(); mgr != nil {
-			m, err := inv.RecordResult(fm.id, res)
-			if errors.Is(err, inventory.ErrNoPlan) && m.CurrentImage == res.Digest {
+			// The proof of possession is the API's to check (internal/api); here every write
+			// that happened is proven.
+			m, err := inv.RecordResult(fm.id, res, func(inventory.Plan, *agentapi.Proof) error { return nil })
+			if errors.Is(err, inventory.ErrResultMismatch) && m.CurrentImage == res.Digest {
 				err = nil // the result was already taken (a daemon died before answering)
 			}
 			sig := Signal{Kind: SignalResult, Verified: err == nil}
@@ -523,7 +525,7 @@ func newHarness(t *testing.T, cfg Config, ms ...*machine) *harness {
 		st.SetCurrentImage(fm.id, imgOld.Digest)
 	}
 	w.st = st
-	w.inv, err = inventory.New(st, discard(), time.Hour)
+	w.inv, err = inventory.New(st, inventory.Config{Log: discard(), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,7 +621,7 @@ func (h *harness) restart() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	inv, err := inventory.New(st, discard(), time.Hour)
+	inv, err := inventory.New(st, inventory.Config{Log: discard(), TokenTTL: time.Hour})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -290,7 +290,10 @@ func (c *Chassis) alive(pid int) bool {
 			return false
 		}
 	}
-	return strings.Contains(string(cmdline), c.Dir)
+	// While `ip netns exec` execs imaged in its place, the process's command line reads empty
+	// for a moment: it is alive. (Taking that moment for an exit started a second imaged beside
+	// the first, which then could not open the state file.)
+	return len(cmdline) == 0 || strings.Contains(string(cmdline), c.Dir)
 }
 
 func (c *Chassis) httpsClient() (*http.Client, error) {
@@ -349,18 +352,22 @@ func (c *Chassis) wait(ctx context.Context, pid int, logName string, ready func(
 		if err == nil {
 			return nil
 		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: no answer within 30 s (%v); see %s", err, filepath.Join(c.Dir, logName))
+		}
 		if !c.alive(pid) {
 			how := "not running"
-			select {
-			case werr := <-c.exits[pid]:
-				how = fmt.Sprint(werr)
-			case <-time.After(time.Second):
+			if exited, ok := c.exits[pid]; ok {
+				// Started by this process: it has ended only once Wait says so.
+				select {
+				case werr := <-exited:
+					how = fmt.Sprint(werr)
+				case <-time.After(time.Second):
+					continue
+				}
 			}
 			log, _ := os.ReadFile(filepath.Join(c.Dir, logName))
 			return fmt.Errorf("lab: imaged (pid %d) %w (%s):\n%s", pid, errExited, how, log)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("lab: no answer within 30 s (%v); see %s", err, filepath.Join(c.Dir, logName))
 		}
 		select {
 		case <-ctx.Done():

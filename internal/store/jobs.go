@@ -172,6 +172,8 @@ type CheckIn struct {
 	// Stale is true when the OS runs something else.
 	Expected string `json:"expected,omitempty"`
 	Stale    bool   `json:"stale"`
+	// StoredAt is when this check-in was last stored, if Time is a later repeat kept in memory.
+	StoredAt time.Time `json:"-"`
 }
 
 // PutCheckIn stores the latest check-in of a machine, replacing the previous one.

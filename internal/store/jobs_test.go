@@ -54,7 +54,7 @@ func TestMigrateSchema2ToJobs(t *testing.T) {
 	}
 	s := open(t, path)
 	defer s.Close()
-	if v, _ := s.Version(); v != 3 || SchemaVersion != 3 {
+	if v, _ := s.Version(); v != SchemaVersion {
 		t.Fatalf("version %d after migration, SchemaVersion %d", v, SchemaVersion)
 	}
 	if m, err := s.Machine("m1"); err != nil || m.CurrentImage != "sha256:aa" {
@@ -187,5 +187,67 @@ func TestCheckIns(t *testing.T) {
 	}
 	if err := s.PutCheckIn(CheckIn{Digest: "x"}); err == nil {
 		t.Error("check-in without machine accepted")
+	}
+}
+
+// TestMigrateBootEventsApart: schema 3 kept one event log per machine; schema 4 moves its boot
+// events (DHCP, TFTP, scripts, assets) into the boot log and leaves the rest in the audit log.
+func TestMigrateBootEventsApart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := []string{"dhcp", "job", "tftp", "script", "assign", "http", "hello"}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, m := range migrations[:3] {
+			if err := m(tx); err != nil {
+				return err
+			}
+		}
+		b, err := tx.Bucket(bucketEvents).CreateBucket([]byte("m1"))
+		if err != nil {
+			return err
+		}
+		for i, k := range kinds {
+			data, _ := json.Marshal(Event{Seq: uint64(i + 1), Machine: "m1", Kind: k, Message: k})
+			if err := b.Put(seqKey(uint64(i+1)), data); err != nil {
+				return err
+			}
+		}
+		meta, _ := tx.CreateBucketIfNotExists(bucketMeta)
+		return meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, 3))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, path)
+	defer s.Close()
+	ev, err := s.Events("m1", 0)
+	if err != nil || len(ev) != len(kinds) {
+		t.Fatalf("%d events after migration, %v", len(ev), err)
+	}
+	for i, e := range ev {
+		if e.Kind != kinds[i] || e.Seq != uint64(i+1) {
+			t.Errorf("event %d: %+v", i, e)
+		}
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		audit, boot := tx.Bucket(bucketEvents).Bucket([]byte("m1")), tx.Bucket(bucketBootEvents).Bucket([]byte("m1"))
+		for _, c := range []struct {
+			b    *bolt.Bucket
+			want int
+		}{{audit, 3}, {boot, 4}} {
+			n := 0
+			c.b.ForEach(func(k, v []byte) error { n++; return nil })
+			if n != c.want {
+				t.Errorf("a log holds %d events, want %d", n, c.want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

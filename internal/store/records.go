@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -182,97 +181,4 @@ func (s *Store) Unknowns() ([]Unknown, error) { return list[Unknown](s.db, bucke
 // ForgetUnknown removes mac from the unknown list (for instance once it joins the inventory).
 func (s *Store) ForgetUnknown(mac string) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUnknown).Delete([]byte(mac)) })
-}
-
-// BootToken authorises one netboot of one machine: the iPXE script puts it on the agent's
-// kernel command line and the agent presents it in its hello.
-type BootToken struct {
-	Hash      string    `json:"hash"` // hex SHA-256 of the token; the token itself is never stored
-	MachineID string    `json:"machine_id"`
-	MAC       string    `json:"mac"`
-	Profile   string    `json:"profile"`
-	Issued    time.Time `json:"issued"`
-	Expires   time.Time `json:"expires"`
-}
-
-// PutToken stores a token record and drops expired ones.
-func (s *Store) PutToken(t BootToken) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTokens)
-		var stale [][]byte
-		_ = b.ForEach(func(k, v []byte) error {
-			var x BootToken
-			if json.Unmarshal(v, &x) != nil || x.Expires.Before(t.Issued) {
-				stale = append(stale, append([]byte(nil), k...))
-			}
-			return nil
-		})
-		for _, k := range stale {
-			_ = b.Delete(k)
-		}
-		return put(tx, bucketTokens, t.Hash, t)
-	})
-}
-
-// Token returns the record of a token hash.
-func (s *Store) Token(hash string) (BootToken, error) {
-	var t BootToken
-	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketTokens, hash, &t) })
-	return t, err
-}
-
-// Event is one line of a machine's history.
-type Event struct {
-	Seq     uint64            `json:"seq"`
-	Time    time.Time         `json:"time"`
-	Machine string            `json:"machine"`
-	Kind    string            `json:"kind"` // dhcp, tftp, script, asset, hello, ...
-	Message string            `json:"message"`
-	Fields  map[string]string `json:"fields,omitempty"`
-}
-
-// AddEvent appends e to its machine's event log, keeping the newest maxEvents per machine.
-func (s *Store) AddEvent(e Event) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(e.Machine))
-		if err != nil {
-			return err
-		}
-		e.Seq, _ = b.NextSequence()
-		data, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		if err := b.Put(binary.BigEndian.AppendUint64(nil, e.Seq), data); err != nil {
-			return err
-		}
-		// Sequence numbers are dense, so the event maxEvents behind this one is the oldest kept.
-		if e.Seq > uint64(s.maxEvents) {
-			if err := b.Delete(binary.BigEndian.AppendUint64(nil, e.Seq-uint64(s.maxEvents))); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// Events returns a machine's events with Seq > after, oldest first.
-func (s *Store) Events(machine string, after uint64) ([]Event, error) {
-	var out []Event
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEvents).Bucket([]byte(machine))
-		if b == nil {
-			return nil
-		}
-		c := b.Cursor()
-		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil; k, v = c.Next() {
-			var e Event
-			if err := json.Unmarshal(v, &e); err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
-	return out, err
 }

@@ -1,5 +1,5 @@
 // Package store keeps imaged's state in one bbolt file: the inventory, DHCP leases, unknown
-// clients, per-boot tokens, agent hellos and the per-machine event log.
+// clients, per-boot tokens and agent sessions, agent hellos and the per-machine event logs.
 //
 // Records are JSON values in named buckets. The file carries a schema version; Open applies the
 // migrations from the file's version up to SchemaVersion in one transaction, and refuses a file
@@ -26,18 +26,20 @@ var ErrNotFound = errors.New("not found")
 var ErrLocked = errors.New("the state file is in use by another imaged process")
 
 // SchemaVersion is the layout this binary writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 var (
-	bucketMeta     = []byte("meta")
-	bucketMachines = []byte("machines")
-	bucketLeases   = []byte("leases")
-	bucketUnknown  = []byte("unknown_clients")
-	bucketTokens   = []byte("boot_tokens")
-	bucketEvents   = []byte("events")
-	bucketImages   = []byte("images")   // name@version → Image
-	bucketChannels = []byte("channels") // name@channel → Channel
-	keySchema      = []byte("schema_version")
+	bucketMeta       = []byte("meta")
+	bucketMachines   = []byte("machines")
+	bucketLeases     = []byte("leases")
+	bucketUnknown    = []byte("unknown_clients")
+	bucketTokens     = []byte("boot_tokens")
+	bucketEvents     = []byte("events")      // machine → seq → Event: the audit log
+	bucketBootEvents = []byte("boot_events") // machine → seq → Event: the boot log
+	bucketSessions   = []byte("agent_sessions")
+	bucketImages     = []byte("images")   // name@version → Image
+	bucketChannels   = []byte("channels") // name@channel → Channel
+	keySchema        = []byte("schema_version")
 )
 
 // migrations[i] moves a file from schema version i to i+1. Append; never edit a released one.
@@ -63,6 +65,8 @@ var migrations = []func(tx *bolt.Tx) error{
 	},
 	// 2 → 3: reimage jobs (jobs.go).
 	migrateJobs,
+	// 3 → 4: agent sessions, and the boot log apart from the audit log (tokens.go, events.go).
+	migrateAgentAuth,
 }
 
 // Store is an open state file. It is safe for concurrent use.
@@ -94,7 +98,7 @@ func Open(path string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Store{db: db, maxEvents: 1000}
+	s := &Store{db: db, maxEvents: MaxEvents}
 	if opt.ReadOnly {
 		if err := db.View(func(tx *bolt.Tx) error { _, err := version(tx); return err }); err != nil {
 			db.Close()

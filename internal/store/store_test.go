@@ -114,22 +114,55 @@ func TestEventsBoundedAndOrdered(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
 	s.maxEvents = 10
+	t0 := time.Unix(1700000000, 0).UTC()
+	// Two audit events, then a flood of boot events: the boot log keeps its newest 10 and the
+	// audit log keeps both of its own.
+	for i := range 2 {
+		if _, err := s.AddEvent(Event{Machine: "m1", Time: t0, Kind: "job", Message: fmt.Sprint("job ", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i := range 25 {
-		if err := s.AddEvent(Event{Machine: "m1", Kind: "dhcp", Message: fmt.Sprint(i)}); err != nil {
+		if _, err := s.AddEvent(Event{Machine: "m1", Time: t0, Kind: "dhcp", Message: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.AddEvent(Event{Machine: "m2", Kind: "hello"})
 	ev, err := s.Events("m1", 0)
-	if err != nil || len(ev) != 10 {
+	if err != nil || len(ev) != 12 {
 		t.Fatalf("%d events, %v", len(ev), err)
 	}
-	if ev[0].Message != "15" || ev[9].Message != "24" || ev[9].Seq != 25 {
-		t.Errorf("kept %s..%s", ev[0].Message, ev[9].Message)
+	if ev[0].Message != "job 0" || ev[1].Message != "job 1" || ev[2].Message != "15" || ev[11].Message != "24" {
+		t.Errorf("kept %s, %s, %s..%s", ev[0].Message, ev[1].Message, ev[2].Message, ev[11].Message)
 	}
-	ev, _ = s.Events("m1", 23)
-	if len(ev) != 2 {
-		t.Errorf("events after 23: %d", len(ev))
+	for i := 1; i < len(ev); i++ {
+		if ev[i].Seq <= ev[i-1].Seq {
+			t.Fatalf("sequence not increasing: %d after %d", ev[i].Seq, ev[i-1].Seq)
+		}
+	}
+	if first := ev[0].Seq; first != uint64(t0.UnixMicro()) {
+		t.Errorf("first sequence number %d, want the time in µs %d", first, t0.UnixMicro())
+	}
+	ev2, _ := s.Events("m1", ev[9].Seq)
+	if len(ev2) != 2 || ev2[0].Seq != ev[10].Seq {
+		t.Errorf("events after %d: %+v", ev[9].Seq, ev2)
+	}
+	// A coalesced repeat replaces its event in place: same sequence number, no new line.
+	rep := ev[11]
+	rep.Count, rep.Message = 2, "24 again"
+	if _, err := s.AddEvent(rep); err != nil {
+		t.Fatal(err)
+	}
+	ev3, _ := s.Events("m1", 0)
+	if len(ev3) != 12 || ev3[11].Message != "24 again" || ev3[11].Count != 2 || ev3[11].Seq != rep.Seq {
+		t.Errorf("coalesced repeat: %d events, last %+v", len(ev3), ev3[len(ev3)-1])
+	}
+	// A restart does not reuse a number: the next event of m1 follows the last one stored even
+	// if the clock says earlier.
+	last, _ := s.LastSeq("m1")
+	e, _ := s.AddEvent(Event{Machine: "m1", Time: t0.Add(-time.Hour), Kind: "job"})
+	if e.Seq != last+1 {
+		t.Errorf("seq %d after %d with an earlier clock", e.Seq, last)
 	}
 }
 
