@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
@@ -24,6 +25,7 @@ import (
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/boot"
 	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/httplimit"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/store"
@@ -159,15 +161,21 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	apiSrv.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.HandleFunc("GET /healthz", d.healthz)
-	d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen.String())
+	lim, err := httplimit.New(limitsConfig(cfg.HTTP.Limits), d.reg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen.String())
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
+	d.httpLn = lim.Listen(ln)
 	auth, err := authConfig(cfg.API)
 	if err != nil {
 		return nil, err
 	}
-	d.httpSrv = &http.Server{Handler: api.Authenticate(auth, mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	d.httpSrv = &http.Server{Handler: lim.Handler(routeClass, api.Authenticate(auth, mux)),
+		ReadHeaderTimeout: cfg.HTTP.Limits.ReadTimeout.Duration, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
 	d.closers = append(d.closers, func() { d.httpLn.Close() })
 	if d.ctlLn, err = listenControl(cfg.HTTP.ControlSocket); err != nil {
@@ -179,6 +187,29 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	d.httpSrv.RegisterOnShutdown(apiSrv.CloseStreams)
 	d.ctlSrv.RegisterOnShutdown(apiSrv.CloseStreams)
 	return d, nil
+}
+
+// limitsConfig maps the config's http.limits onto the limiter's.
+func limitsConfig(c config.HTTPLimits) httplimit.Config {
+	return httplimit.Config{
+		MaxConns: c.Connections, MaxConnsPerClient: c.ConnectionsPerClient,
+		MaxStreams: c.EventStreams, MaxStreamsPerClient: c.EventStreamsPerClient,
+		ReadTimeout: c.ReadTimeout.Duration, WriteTimeout: c.WriteTimeout.Duration, TransferStall: c.TransferStall.Duration,
+	}
+}
+
+// routeClass says how long a request may hold its connection: blobs, manifests and boot assets
+// are transfers (gigabytes are legitimate while they flow), the event stream is a stream, and
+// everything else (the JSON APIs, boot scripts, /metrics) a request with short deadlines.
+func routeClass(r *http.Request) httplimit.Class {
+	p := r.URL.Path
+	switch {
+	case r.Method == http.MethodGet && p == "/api/v1/events":
+		return httplimit.Stream
+	case strings.HasPrefix(p, "/images/"), strings.HasPrefix(p, "/boot/assets/"):
+		return httplimit.Transfer
+	}
+	return httplimit.Request
 }
 
 // authConfig maps the config's api section onto the API's.

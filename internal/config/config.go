@@ -132,7 +132,20 @@ type HTTP struct {
 	// ControlSocket is a Unix socket (mode 0600) serving the same API to root and imaged's own
 	// user with the admin scope: how the CLI changes the catalog while the daemon runs.
 	// Default <state_dir>/control.sock.
-	ControlSocket string `yaml:"control_socket"`
+	ControlSocket string     `yaml:"control_socket"`
+	Limits        HTTPLimits `yaml:"limits"`
+}
+
+// HTTPLimits bound what clients may hold of the HTTP listeners (internal/httplimit). Zero
+// values take the defaults shown.
+type HTTPLimits struct {
+	Connections           int      `yaml:"connections"`              // open at once over the TCP listeners (1024)
+	ConnectionsPerClient  int      `yaml:"connections_per_client"`   // … from one client address (32)
+	EventStreams          int      `yaml:"event_streams"`            // GET /api/v1/events at once (64)
+	EventStreamsPerClient int      `yaml:"event_streams_per_client"` // … from one client address (4)
+	ReadTimeout           Duration `yaml:"read_timeout"`             // request headers, and then a body, must arrive within (10s)
+	WriteTimeout          Duration `yaml:"write_timeout"`            // an answer, or one event of a stream, must be taken within (10s)
+	TransferStall         Duration `yaml:"transfer_stall"`           // a blob or asset download moving no byte this long is cut (30s)
 }
 
 // DHCP configures the DHCP server, proxyDHCP or neither.
@@ -251,6 +264,7 @@ func (f *File) applyDefaults() {
 	if f.HTTP.ControlSocket == "" {
 		f.HTTP.ControlSocket = f.StateDir + "/control.sock"
 	}
+	f.HTTP.Limits.applyDefaults()
 	if f.EC2.Workers == 0 {
 		f.EC2.Workers = 64
 	}
@@ -287,6 +301,26 @@ func (f *File) applyDefaults() {
 	for i := range f.Machines {
 		if f.Machines[i].Boot == "" {
 			f.Machines[i].Boot = f.Boot.DefaultProfile
+		}
+	}
+}
+
+func (l *HTTPLimits) applyDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.Connections, 1024)
+	def(&l.ConnectionsPerClient, 32)
+	def(&l.EventStreams, 64)
+	def(&l.EventStreamsPerClient, 4)
+	for _, d := range []struct {
+		v *Duration
+		d time.Duration
+	}{{&l.ReadTimeout, 10 * time.Second}, {&l.WriteTimeout, 10 * time.Second}, {&l.TransferStall, 30 * time.Second}} {
+		if d.v.Duration == 0 {
+			d.v.Duration = d.d
 		}
 	}
 }

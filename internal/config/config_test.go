@@ -24,6 +24,9 @@ func TestExampleParses(t *testing.T) {
 	if b := f.BMCs[0]; b.Name != "ms1" || b.URL.Host != "10.99.0.1:8443" || f.Machines[0].BMC != "ms1" || f.Machines[0].BMCSystem != "ms1-c1n1" {
 		t.Errorf("bmcs: %+v, machine %+v", f.BMCs, f.Machines[0])
 	}
+	if l := f.HTTP.Limits; l.ConnectionsPerClient != 32 || l.EventStreams != 64 || l.TransferStall.Seconds() != 30 {
+		t.Errorf("http.limits with defaults: %+v", l)
+	}
 	if !f.RAEnabled() || f.DHCP.LeaseTime.Hours() != 1 || f.Boot.Agent.Cmdline != "console=ttyS0" {
 		t.Errorf("unexpected values: %+v", f.DHCP)
 	}
@@ -83,6 +86,9 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 		{"bad region", "  region: us-east-1", "  region: us-east", "region: us-east", []string{`"us-east" is not an AWS region`}},
 		{"copy into the source region", "  copy_to: [eu-west-1]", "  copy_to: [us-east-1]", "copy_to", []string{"ec2.copy_to[0]", "ec2.region itself"}},
 		{"contract not in S3", "  contract: s3://release-amis/amis.json", "  contract: https://release-amis/amis.json", "contract:", []string{"s3://my-bucket/amis.json"}},
+		{"per-client connections over the total", "connections_per_client: 32,", "connections_per_client: 2000,", "connections_per_client: 2000", []string{"http.limits.connections_per_client", "2000 is out of range (1 to 1024, at most http.limits.connections)"}},
+		{"read timeout too long", "read_timeout: 10s}", "read_timeout: 1h}", "read_timeout: 1h", []string{"http.limits.read_timeout", "too long"}},
+		{"negative limit", "{connections: 1024,", "{connections: -1,", "connections: -1", []string{"http.limits.connections:", "out of range"}},
 		{"probe without a port", "  probe: {kind: tcp, port: 22}", "  probe: {kind: tcp}", "probe:", []string{"is not a port"}},
 	}
 	for _, c := range cases {

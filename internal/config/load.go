@@ -231,6 +231,7 @@ http:
   listen: 10.99.0.1:8080
   public_url: http://10.99.0.1:8080
   control_socket: /var/lib/imaged/control.sock   # the CLI's way in while imaged runs (root only)
+  limits: {connections: 1024, connections_per_client: 32, read_timeout: 10s}   # what clients may hold
 api:
   tokens:                # bearer tokens for the operator API (imaged token new NAME -scope S)
     - {name: roller, scope: operate, sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}

@@ -97,12 +97,31 @@ func (v *validator) validate(f *File) {
 			f.TFTP.Listen = AddrPort{Port: 69}
 		}
 	}
+	v.validateLimits(f)
 	v.validateBoot(f)
 	v.validateBMCs(f)
 	v.validateAPI(f)
 	v.validateJobs(f)
 	v.validateEC2(f)
 	v.validateMachines(f)
+}
+
+func (v *validator) validateLimits(f *File) {
+	l := &f.HTTP.Limits
+	count := func(key string, n, lo, hi int, hiWhat string) {
+		if n < lo || n > hi {
+			v.fail("http.limits."+key, "%d is out of range (%d to %d%s)", n, lo, hi, hiWhat)
+		}
+	}
+	count("connections", l.Connections, 1, 1<<20, "")
+	count("connections_per_client", l.ConnectionsPerClient, 1, max(l.Connections, 1), ", at most http.limits.connections")
+	count("event_streams", l.EventStreams, 1, max(l.Connections, 1), ", at most http.limits.connections")
+	count("event_streams_per_client", l.EventStreamsPerClient, 1, max(l.EventStreams, 1), ", at most http.limits.event_streams")
+	for key, d := range map[string]Duration{"read_timeout": l.ReadTimeout, "write_timeout": l.WriteTimeout, "transfer_stall": l.TransferStall} {
+		if d.Duration > 10*time.Minute {
+			v.fail("http.limits."+key, "%s is too long (at most 10m; a client holds a connection that long)", d)
+		}
+	}
 }
 
 func (v *validator) validateAPI(f *File) {
