@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +29,7 @@ state_dir: %s/state
 http:
   listen: "127.0.0.1:0"
   public_url: "http://127.0.0.1:1"
+  tls: {listen: "127.0.0.1:0", public_url: "https://127.0.0.1:1"}
   limits: {connections_per_client: 4, event_streams_per_client: 1, read_timeout: 300ms}
 api: {anonymous_read: true}
 tftp: {enabled: false}
@@ -43,25 +46,30 @@ machines:
 		os.WriteFile(filepath.Join(dir, "ipxe", f), []byte(f), 0o644)
 	}
 	d := serveConfig(t, path)
-	return d, d.httpLn.Addr().String()
+	return d, d.httpsLn.Addr().String()
 }
 
-func dialFrom(t *testing.T, from, addr string) net.Conn {
+// dialFrom connects to the daemon's HTTPS listener at addr from the loopback address from
+// (127.0.0.x: each is another client), trusting the daemon's certificate.
+func dialFrom(t *testing.T, d *daemon, from, addr string) net.Conn {
 	t.Helper()
 	c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}).Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	pool := x509.NewCertPool()
+	pool.AddCert(d.cert.Leaf)
+	tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	t.Cleanup(func() { tc.Close() })
+	return tc
 }
 
 // metrics reads /metrics into a map of series to value.
-func metrics(t *testing.T, addr string) map[string]string {
+func metrics(t *testing.T, d *daemon) map[string]string {
 	t.Helper()
 	// From an address of its own: the test's other clients may still hold their share.
 	hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}).DialContext}}
-	resp, err := hc.Get("http://" + addr + "/metrics")
+	resp, err := hc.Get("http://" + d.httpLn.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,14 +85,14 @@ func metrics(t *testing.T, addr string) map[string]string {
 	return out
 }
 
-// The attacks of issue 11, finding 6, against `imaged serve` as it is wired: a trickled agent
-// hello is cut at http.limits.read_timeout with 408; half-sent bodies from one host beyond
+// The attacks of issue 11, finding 6, against `imaged serve` as it is wired, on its HTTPS
+// listener (where the agent API is): a trickled agent hello is cut at http.limits.read_timeout with 408; half-sent bodies from one host beyond
 // connections_per_client are refused while another host is served; a second event stream from
 // one host gets 503. Each refusal is in imaged_http_refused_total.
 func TestServeBoundsConnections(t *testing.T) {
-	_, addr := limitsDaemon(t)
+	d, addr := limitsDaemon(t)
 
-	c := dialFrom(t, "127.0.0.1", addr)
+	c := dialFrom(t, d, "127.0.0.1", addr)
 	fmt.Fprintf(c, "POST /agent/v1/hello HTTP/1.1\r\nHost: imaged\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
 	stop := make(chan struct{})
 	go func() {
@@ -112,13 +120,13 @@ func TestServeBoundsConnections(t *testing.T) {
 
 	var held []net.Conn
 	for range 4 {
-		c := dialFrom(t, "127.0.0.1", addr)
+		c := dialFrom(t, d, "127.0.0.1", addr)
 		fmt.Fprintf(c, "POST /agent/v1/hello HTTP/1.1\r\nHost: imaged\r\nContent-Length: 100\r\n\r\n{")
 		held = append(held, c)
 	}
 	refusedConns := 0
 	for range 10 {
-		c := dialFrom(t, "127.0.0.1", addr)
+		c := dialFrom(t, d, "127.0.0.1", addr)
 		fmt.Fprintf(c, "POST /agent/v1/hello HTTP/1.1\r\nHost: imaged\r\nContent-Length: 100\r\n\r\n{")
 		c.SetReadDeadline(time.Now().Add(time.Second))
 		var ne net.Error
@@ -130,7 +138,7 @@ func TestServeBoundsConnections(t *testing.T) {
 		t.Errorf("%d of 10 connections beyond the host's 4 were refused", refusedConns)
 	}
 	// Another host is served meanwhile.
-	other := dialFrom(t, "127.0.0.2", addr)
+	other := dialFrom(t, d, "127.0.0.2", addr)
 	fmt.Fprintf(other, "GET /healthz HTTP/1.1\r\nHost: imaged\r\nConnection: close\r\n\r\n")
 	other.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if resp, err := http.ReadResponse(bufio.NewReader(other), nil); err != nil || resp.StatusCode != 200 {
@@ -140,13 +148,13 @@ func TestServeBoundsConnections(t *testing.T) {
 		c.Close()
 	}
 
-	s1 := dialFrom(t, "127.0.0.3", addr)
+	s1 := dialFrom(t, d, "127.0.0.3", addr)
 	fmt.Fprintf(s1, "GET /api/v1/events HTTP/1.1\r\nHost: imaged\r\n\r\n")
 	s1.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if resp, err := http.ReadResponse(bufio.NewReader(s1), nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("first event stream: %v %v", resp, err)
 	}
-	s2 := dialFrom(t, "127.0.0.3", addr)
+	s2 := dialFrom(t, d, "127.0.0.3", addr)
 	fmt.Fprintf(s2, "GET /api/v1/events HTTP/1.1\r\nHost: imaged\r\n\r\n")
 	s2.SetReadDeadline(time.Now().Add(5 * time.Second))
 	resp, err = http.ReadResponse(bufio.NewReader(s2), nil)
@@ -157,7 +165,7 @@ func TestServeBoundsConnections(t *testing.T) {
 		t.Errorf("503 body: %s", body)
 	}
 
-	m := metrics(t, addr)
+	m := metrics(t, d)
 	for reason, want := range map[string]string{"read_timeout": "1", "client_connections": "10", "client_sse": "1", "connections": "0", "sse": "0", "write_timeout": "0"} {
 		if got := m[`imaged_http_refused_total{reason="`+reason+`"}`]; got != want {
 			t.Errorf("imaged_http_refused_total{reason=%q} = %s, want %s", reason, got, want)

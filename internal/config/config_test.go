@@ -89,6 +89,11 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 		{"per-client connections over the total", "connections_per_client: 32,", "connections_per_client: 2000,", "connections_per_client: 2000", []string{"http.limits.connections_per_client", "2000 is out of range (1 to 1024, at most http.limits.connections)"}},
 		{"read timeout too long", "read_timeout: 10s}", "read_timeout: 1h}", "read_timeout: 1h", []string{"http.limits.read_timeout", "too long"}},
 		{"negative limit", "{connections: 1024,", "{connections: -1,", "connections: -1", []string{"http.limits.connections:", "out of range"}},
+		{"https as the plain URL", "  public_url: http://10.99.0.1:8080 ", "  public_url: https://10.99.0.1:8080 ", "public_url: https://10.99.0.1:8080", []string{"http.public_url", "the HTTPS one is http.tls.public_url"}},
+		{"one port for both listeners", "    listen: 10.99.0.1:8443", "    listen: 10.99.0.1:8080", "    listen: 10.99.0.1:8080", []string{"http.tls.listen", "is http.listen too"}},
+		{"tls URL not https", "    public_url: https://10.99.0.1:8443", "    public_url: http://10.99.0.1:8443", "public_url: http://10.99.0.1:8443", []string{"http.tls.public_url", "must be an https URL"}},
+		{"cert without key", "    key_file: /etc/imaged/tls/key.pem\n", "", "cert_file:", []string{"http.tls.cert_file", "go together"}},
+		{"ipxe_https without tls", "    listen: 10.99.0.1:8443", "    enabled: false\n    ipxe_https: true", "ipxe_https: true", []string{"http.tls.ipxe_https", "needs the HTTPS listener"}},
 		{"probe without a port", "  probe: {kind: tcp, port: 22}", "  probe: {kind: tcp}", "probe:", []string{"is not a port"}},
 	}
 	for _, c := range cases {
@@ -105,6 +110,27 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The listeners default to the provisioning address, never to every interface.
+func TestListenDefaults(t *testing.T) {
+	for _, c := range []struct{ yaml, listen, tlsListen, tlsURL string }{
+		{"dhcp: {mode: proxy, interface: eth1, server_ip: 10.99.0.1}\nhttp: {public_url: http://imaged.lab:8080}", "10.99.0.1:8080", "10.99.0.1:8443", "https://imaged.lab:8443"},
+		{"http: {public_url: http://127.0.0.1:8080}", "127.0.0.1:8080", "127.0.0.1:8443", "https://127.0.0.1:8443"},
+		{"http: {listen: ':8080', public_url: http://127.0.0.1:8080, tls: {listen: ':9443'}}", ":8080", ":9443", "https://127.0.0.1:9443"},
+	} {
+		f, err := Parse("l.yaml", []byte("version: 1\n"+c.yaml+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", c.yaml, err)
+		}
+		if f.HTTP.Listen.String() != c.listen || f.HTTP.TLS.Listen.String() != c.tlsListen || f.HTTP.TLS.PublicURL.String() != c.tlsURL || !f.TLSEnabled() {
+			t.Errorf("%s: listen %s, tls %s %s; want %s, %s %s", c.yaml, f.HTTP.Listen, f.HTTP.TLS.Listen, f.HTTP.TLS.PublicURL, c.listen, c.tlsListen, c.tlsURL)
+		}
+	}
+	data := []byte("version: 1\nhttp:\n  public_url: http://imaged.lab:8080\n")
+	if _, err := Parse("n.yaml", data); err == nil || !strings.Contains(err.Error(), "n.yaml:2: http.listen: is required") {
+		t.Errorf("a host name and no server_ip: %v", err)
 	}
 }
 
