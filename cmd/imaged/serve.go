@@ -259,10 +259,13 @@ func loadCert(cfg *config.File, log *slog.Logger) (*servercert.Cert, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http.tls: %w", err)
 	}
-	if made != "" {
-		log.Warn("https certificate made (self-signed): clients that pinned the old one must pin this one", "sha256", c.Fingerprint(), "why", made, "dir", dir)
-	} else {
-		log.Info("https certificate (self-signed)", "sha256", c.Fingerprint(), "expires", c.Leaf.NotAfter.Format(time.DateOnly), "dir", dir)
+	switch made {
+	case "":
+		log.Info("https certificate (self-signed, kept)", "sha256", c.Fingerprint(), "expires", c.Leaf.NotAfter.Format(time.DateOnly), "dir", dir)
+	case servercert.MadeFirst:
+		log.Info("https certificate made (self-signed)", "sha256", c.Fingerprint(), "expires", c.Leaf.NotAfter.Format(time.DateOnly), "dir", dir)
+	default:
+		log.Warn("https certificate made anew (self-signed): clients that trusted the old one must trust this one", "sha256", c.Fingerprint(), "why", made, "dir", dir)
 	}
 	return c, nil
 }

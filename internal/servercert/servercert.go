@@ -74,6 +74,9 @@ const (
 	KeyName  = "key.pem"
 )
 
+// MadeFirst is LoadOrCreate's reason when no certificate was kept yet (the first start).
+const MadeFirst = "none kept yet"
+
 // lifetime of a self-made certificate, and how long before its end it is made anew.
 const (
 	lifetime = 10 * 365 * 24 * time.Hour
@@ -89,7 +92,7 @@ func LoadOrCreate(dir string, hosts []string, now time.Time) (c *Cert, made stri
 	c, err = Load(certFile, keyFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		made = "none kept yet"
+		made = MadeFirst
 	case err != nil:
 		made = fmt.Sprintf("the kept one is unusable (%v)", err)
 	case now.Add(renewal).After(c.Leaf.NotAfter):
