@@ -55,7 +55,8 @@ func (e *env) loopCopy(ctx context.Context, direct string, verify bool) (time.Du
 
 func (e *env) startServers(ctx context.Context, img string) error {
 	// imaged as the product runs: the image imported into its blob store with `imaged image
-	// import`, then `imaged serve` (DHCP and TFTP off) answering GET /images/{digest}/blob.
+	// import`, then `imaged serve` (DHCP and TFTP off) answering GET /images/{digest}/blob, in
+	// plain HTTP like nginx beside it (http.tls off: the blob is served on the plain listener).
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -64,7 +65,7 @@ func (e *env) startServers(ctx context.Context, img string) error {
 	err = os.WriteFile(conf, []byte(fmt.Sprintf(`version: 1
 state_dir: %[1]s/imaged-state
 log: {level: warn}
-http: {listen: 127.0.0.1:%[2]d, public_url: http://127.0.0.1:%[2]d}
+http: {listen: 127.0.0.1:%[2]d, public_url: http://127.0.0.1:%[2]d, tls: {enabled: false}}
 dhcp: {mode: "off"}
 tftp: {enabled: false}
 boot: {assets_dir: %[1]s/imaged-boot}

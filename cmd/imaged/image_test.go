@@ -69,7 +69,7 @@ func imageConfig(t *testing.T, dir string) string {
 	cfg := filepath.Join(dir, "imaged.yaml")
 	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
 state_dir: %s/state
-http: {listen: "127.0.0.1:0", public_url: "http://127.0.0.1:1"}
+http: {listen: "127.0.0.1:0", public_url: "http://127.0.0.1:1", tls: {enabled: false}}
 dhcp: {mode: "off"}
 tftp: {enabled: false}
 boot: {assets_dir: %s/boot, ipxe_dir: %s/ipxe}

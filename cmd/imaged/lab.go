@@ -74,7 +74,7 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "lab: chassis up in %s: %d blades (powered off) behind the Redfish BMC at %s, imaged serving at %s\n", c.Dir, len(c.Blades), c.BMCURL, lab.BaseURL())
+		fmt.Fprintf(stdout, "lab: chassis up in %s: %d blades (powered off) behind the Redfish BMC at %s, imaged serving at %s and %s\n", c.Dir, len(c.Blades), c.BMCURL, lab.BaseURL(), lab.HTTPSURL())
 		fmt.Fprintf(stdout, "  config:     %s\n  API:        curl --unix-socket %s http://imaged/api/v1/machines\n", c.Config, c.ControlSocket())
 		fmt.Fprintf(stdout, "  try:        imaged bmc boot -config %s %s pxe && imaged bmc power -config %s %[2]s on\n", c.Config, c.Blades[len(c.Blades)-1].ID, c.Config)
 		fmt.Fprintf(stdout, "  consoles:   %s\n  stop:       imaged lab down -dir %s\n", filepath.Join(c.Dir, "console"), c.Dir)

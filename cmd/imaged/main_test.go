@@ -92,7 +92,7 @@ func startDaemon(t *testing.T) (base string, d *daemon, cancel func()) {
 	os.Symlink(filepath.Join(dir, "elsewhere", "ipxe.efi"), filepath.Join(ipxe, "ipxe.efi"))
 	p := writeConfig(t, fmt.Sprintf(`version: 1
 state_dir: %s/state
-http: {listen: "127.0.0.1:0", public_url: "http://127.0.0.1:1"}
+http: {listen: "127.0.0.1:0", public_url: "http://127.0.0.1:1", tls: {enabled: false}}
 api: {tokens: [{name: dash, scope: read, sha256: %s}]}
 tftp: {listen: "127.0.0.1:0"}
 boot:

@@ -39,6 +39,10 @@ func (d *daemon) addNetboot(obs *observer, roots []string) error {
 				ScriptURL:   func(mac net.HardwareAddr) string { return boot.ScriptURL(base, mac) },
 			},
 		}
+		if cfg.TLSEnabled() && cfg.HTTP.TLS.IPXEHTTPS {
+			tlsBase := cfg.HTTP.TLS.PublicURL.URL
+			dc.Boot.HTTPSScriptURL = func(mac net.HardwareAddr) string { return boot.ScriptURL(tlsBase, mac) }
+		}
 		for _, a := range cfg.DHCP.DNS {
 			dc.DNS = append(dc.DNS, a.Addr)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
@@ -24,8 +29,10 @@ import (
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/boot"
 	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/httplimit"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/servercert"
 	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/version"
 )
@@ -46,7 +53,11 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (dhcp %s, %d machines, boot assets in %s)\n", path, cfg.DHCP.Mode, len(cfg.Machines), cfg.Boot.AssetsDir)
+	https := "https off"
+	if cfg.TLSEnabled() {
+		https = "https on " + cfg.HTTP.TLS.Listen.String()
+	}
+	fmt.Fprintf(stdout, "%s: ok (dhcp %s, %d machines, boot assets in %s, http on %s, %s)\n", path, cfg.DHCP.Mode, len(cfg.Machines), cfg.Boot.AssetsDir, cfg.HTTP.Listen, https)
 	return nil
 }
 
@@ -91,7 +102,10 @@ type daemon struct {
 	components map[string]component
 	httpLn     net.Listener
 	httpSrv    *http.Server
-	ctlLn      net.Listener // the control socket
+	httpsLn    net.Listener // nil without TLS
+	httpsSrv   *http.Server
+	cert       *servercert.Cert // the HTTPS listener's
+	ctlLn      net.Listener     // the control socket
 	ctlSrv     *http.Server
 	closers    []func()
 }
@@ -132,14 +146,29 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	roots := []string{cfg.Boot.AssetsDir}
+	// With TLS (the default) the API, the agent's API and images are served on the HTTPS
+	// listener only; the plain one keeps what firmware and a booted OS fetch without TLS.
+	apiURL := cfg.HTTP.PublicURL.URL
+	var httpsURL *url.URL
+	if cfg.TLSEnabled() {
+		if d.cert, err = loadCert(cfg, log); err != nil {
+			return nil, err
+		}
+		httpsURL, apiURL = cfg.HTTP.TLS.PublicURL.URL, cfg.HTTP.TLS.PublicURL.URL
+	}
 
-	bh, err := boot.New(boot.Config{
+	bc := boot.Config{
 		PublicURL:      cfg.HTTP.PublicURL.URL,
+		HTTPSURL:       httpsURL,
 		Roots:          roots,
 		Agent:          boot.Agent{Kernel: cfg.Boot.Agent.Kernel, Initrd: cfg.Boot.Agent.Initrd, Cmdline: cfg.Boot.Agent.Cmdline},
 		Profiles:       cfg.Boot.Profiles,
 		UnknownProfile: unknownProfile(cfg),
-	}, boot.Deps{Inventory: bootInventory{d.inv, d.jobs}, Tokens: bootTokens{d.inv, d.jobs}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
+	}
+	if d.cert != nil {
+		bc.TLSPin = d.cert.Fingerprint()
+	}
+	bh, err := boot.New(bc, boot.Deps{Inventory: bootInventory{d.inv, d.jobs}, Tokens: bootTokens{d.inv, d.jobs}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -157,21 +186,50 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
 	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)}, ReimageStale: cfg.Jobs.ReimageStale,
-		PublicURL: cfg.HTTP.PublicURL.URL, Log: log.With("component", "api"), Registerer: d.reg})
+		PublicURL: apiURL, Log: log.With("component", "api"), Registerer: d.reg})
 	apiSrv.Register(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
+	metrics := promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg})
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", d.healthz)
-	d.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen.String())
+	lim, err := httplimit.New(limitsConfig(cfg.HTTP.Limits), d.reg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen.String())
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
+	d.httpLn = lim.Listen(ln)
 	auth, err := authConfig(cfg.API)
 	if err != nil {
 		return nil, err
 	}
-	d.httpSrv = &http.Server{Handler: api.Authenticate(auth, mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn)}
+	newServer := func(h http.Handler, component string) *http.Server {
+		return &http.Server{Handler: lim.Handler(routeClass, h), ReadHeaderTimeout: cfg.HTTP.Limits.ReadTimeout.Duration, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.With("component", component).Handler(), slog.LevelWarn)}
+	}
 	d.closers = append(d.closers, func() { d.httpLn.Close() })
+	if httpsURL == nil {
+		d.httpSrv = newServer(api.Authenticate(auth, mux), "http")
+	} else {
+		plain := http.NewServeMux()
+		plain.Handle("/boot/", bh)
+		plain.Handle("/images/", api.HTTPSOnly(httpsURL))
+		plain.Handle("GET /metrics", metrics)
+		plain.HandleFunc("GET /healthz", d.healthz)
+		apiSrv.RegisterPlain(plain, httpsURL)
+		d.httpSrv = newServer(plain, "http")
+		ln, err := net.Listen("tcp", cfg.HTTP.TLS.Listen.String())
+		if err != nil {
+			return nil, fmt.Errorf("https: %w", err)
+		}
+		// The limiter counts TCP connections, under TLS: a handshake never finished holds a
+		// slot until http.limits.read_timeout ends it.
+		d.httpsLn = tls.NewListener(lim.Listen(ln), d.cert.ServerConfig())
+		d.closers = append(d.closers, func() { d.httpsLn.Close() })
+		d.httpsSrv = newServer(api.Authenticate(auth, mux), "https")
+		d.httpsSrv.RegisterOnShutdown(apiSrv.CloseStreams)
+	}
 	if d.ctlLn, err = listenControl(cfg.HTTP.ControlSocket); err != nil {
 		return nil, err
 	}
@@ -181,6 +239,80 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	d.httpSrv.RegisterOnShutdown(apiSrv.CloseStreams)
 	d.ctlSrv.RegisterOnShutdown(apiSrv.CloseStreams)
 	return d, nil
+}
+
+// loadCert returns the HTTPS certificate: the operator's files, or the self-signed one kept in
+// <state_dir>/tls (made at the first start, or anew when it no longer names this server or is
+// about to expire). Its SHA-256 is logged: what an operator checks (openssl x509 -fingerprint
+// -sha256) before trusting the certificate (curl --cacert <state_dir>/tls/cert.pem) or
+// building an iPXE that trusts it.
+func loadCert(cfg *config.File, log *slog.Logger) (*servercert.Cert, error) {
+	t := cfg.HTTP.TLS
+	if t.CertFile != "" {
+		c, err := servercert.Load(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("http.tls.cert_file: %w", err)
+		}
+		log.Info("https certificate", "sha256", c.Fingerprint(), "subject", c.Leaf.Subject.String(), "expires", c.Leaf.NotAfter.Format(time.DateOnly), "file", t.CertFile)
+		return c, nil
+	}
+	dir := filepath.Join(cfg.StateDir, "tls")
+	c, made, err := servercert.LoadOrCreate(dir, certHosts(cfg), time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("http.tls: %w", err)
+	}
+	switch made {
+	case "":
+		log.Info("https certificate (self-signed, kept)", "sha256", c.Fingerprint(), "expires", c.Leaf.NotAfter.Format(time.DateOnly), "dir", dir)
+	case servercert.MadeFirst:
+		log.Info("https certificate made (self-signed)", "sha256", c.Fingerprint(), "expires", c.Leaf.NotAfter.Format(time.DateOnly), "dir", dir)
+	default:
+		log.Warn("https certificate made anew (self-signed): clients that trusted the old one must trust this one", "sha256", c.Fingerprint(), "why", made, "dir", dir)
+	}
+	return c, nil
+}
+
+// certHosts are the names a self-signed certificate must carry: the provisioning address, the
+// listeners' addresses and the hosts of both public URLs.
+func certHosts(cfg *config.File) []string {
+	var out []string
+	add := func(h string) {
+		if a, err := netip.ParseAddr(h); err == nil && a.IsUnspecified() || h == "" || slices.Contains(out, h) {
+			return
+		}
+		out = append(out, h)
+	}
+	if a := cfg.ServerAddr(); a.IsValid() {
+		add(a.String())
+	}
+	add(cfg.HTTP.TLS.PublicURL.Hostname())
+	add(cfg.HTTP.PublicURL.Hostname())
+	add(cfg.HTTP.TLS.Listen.Host)
+	add(cfg.HTTP.Listen.Host)
+	return out
+}
+
+// limitsConfig maps the config's http.limits onto the limiter's.
+func limitsConfig(c config.HTTPLimits) httplimit.Config {
+	return httplimit.Config{
+		MaxConns: c.Connections, MaxConnsPerClient: c.ConnectionsPerClient,
+		MaxStreams: c.EventStreams, MaxStreamsPerClient: c.EventStreamsPerClient,
+		ReadTimeout: c.ReadTimeout.Duration, WriteTimeout: c.WriteTimeout.Duration, TransferStall: c.TransferStall.Duration,
+	}
+}
+
+// routeClass says how long a request may hold its connection: blobs, manifests and boot assets
+// are transfers (gigabytes are legitimate while they flow), the event stream is a stream, and
+// everything else (the JSON APIs, boot scripts, /metrics) a request with short deadlines.
+func routeClass(r *http.Request) httplimit.Class {
+	p := r.URL.Path
+	switch {
+	case r.Method == http.MethodGet && p == "/api/v1/events":
+		return httplimit.Stream
+	case strings.HasPrefix(p, "/images/"), strings.HasPrefix(p, "/boot/assets/"):
+		return httplimit.Transfer
+	}
+	return httplimit.Request
 }
 
 // authConfig maps the config's api section onto the API's.
@@ -261,6 +393,14 @@ func (d *daemon) run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if d.httpsSrv != nil {
+		g.Go(func() error {
+			if err := d.httpsSrv.Serve(d.httpsLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("https: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := d.ctlSrv.Serve(d.ctlLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("control socket: %w", err)
@@ -271,7 +411,11 @@ func (d *daemon) run(ctx context.Context) error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		return errors.Join(d.httpSrv.Shutdown(sctx), d.ctlSrv.Shutdown(sctx))
+		errs := []error{d.httpSrv.Shutdown(sctx), d.ctlSrv.Shutdown(sctx)}
+		if d.httpsSrv != nil {
+			errs = append(errs, d.httpsSrv.Shutdown(sctx))
+		}
+		return errors.Join(errs...)
 	})
 	g.Go(func() error {
 		t := time.NewTicker(5 * time.Second)
@@ -287,8 +431,11 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		}
 	})
-	d.log.Info("imaged serving", "version", version.Version, "http", d.httpLn.Addr().String(), "control", d.cfg.HTTP.ControlSocket, "public_url", d.cfg.HTTP.PublicURL.String(),
-		"dhcp", d.cfg.DHCP.Mode, "machines", len(d.cfg.Machines))
+	attrs := []any{"version", version.Version, "http", d.httpLn.Addr().String(), "control", d.cfg.HTTP.ControlSocket, "public_url", d.cfg.HTTP.PublicURL.String()}
+	if d.httpsLn != nil {
+		attrs = append(attrs, "https", d.httpsLn.Addr().String(), "https_url", d.cfg.HTTP.TLS.PublicURL.String(), "https_sha256", d.cert.Fingerprint())
+	}
+	d.log.Info("imaged serving", append(attrs, "dhcp", d.cfg.DHCP.Mode, "machines", len(d.cfg.Machines))...)
 	if _, err := sdnotify.SdNotify(false, sdnotify.SdNotifyReady); err != nil {
 		d.log.Warn("sd_notify", "err", err)
 	}

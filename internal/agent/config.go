@@ -31,7 +31,11 @@ const VendorClass = "imaged-agent"
 // Config is what the agent needs to know; on a blade it comes from the kernel command line
 // (ParseCmdline). Zero durations take the defaults shown.
 type Config struct {
-	Server  *url.URL         // imaged.server: base URL of the imaged server, e.g. http://10.99.0.1:8080
+	Server *url.URL // imaged.server: base URL of the imaged server, e.g. https://10.99.0.1:8443
+	// TLSPin is imaged.tls_sha256: the SHA-256 of the certificate the server must present when
+	// Server is https. It is the only check: the initramfs holds no CA and the blade's clock is
+	// not trusted.
+	TLSPin  []byte
 	Token   string           // imaged.token: the job's secret, sent with hello
 	MAC     net.HardwareAddr // imaged.mac: the NIC that netbooted (iPXE's ${net0/mac})
 	Modules bool             // load /modules.order at boot; imaged.modules=0 turns it off
@@ -89,9 +93,10 @@ func (c *Config) setDefaults() {
 
 // ParseCmdline reads the agent's parameters from a kernel command line (/proc/cmdline):
 //
-//	imaged.server=http://10.99.0.1:8080 imaged.token=… imaged.mac=52:54:00:12:34:56
+//	imaged.server=https://10.99.0.1:8443 imaged.tls_sha256=<hex> imaged.token=… imaged.mac=52:54:00:12:34:56
 //
-// and optionally imaged.modules=0 and imaged.debug=1. Values may be double-quoted, as the kernel
+// (imaged.tls_sha256 only with an https server) and optionally imaged.modules=0 and
+// imaged.debug=1. Values may be double-quoted, as the kernel
 // allows; everything after " -- " belongs to init's argv and is ignored. Unknown words are other
 // programs' business and are ignored too.
 func ParseCmdline(cmdline string) (Config, error) {
@@ -113,6 +118,12 @@ func ParseCmdline(cmdline string) (Config, error) {
 				return Config{}, fmt.Errorf("agent: imaged.server=%q: want http://host[:port] or https://host[:port]", v)
 			}
 			cfg.Server = u
+		case "imaged.tls_sha256":
+			pin, err := ParsePin(v)
+			if err != nil {
+				return Config{}, fmt.Errorf("agent: imaged.tls_sha256=%q: %w", v, err)
+			}
+			cfg.TLSPin = pin
 		case "imaged.token":
 			cfg.Token = v
 		case "imaged.mac":
@@ -146,6 +157,9 @@ func ParseCmdline(cmdline string) (Config, error) {
 	}
 	if cfg.Token == "" {
 		return Config{}, fmt.Errorf("agent: imaged.token is empty")
+	}
+	if err := cfg.validateTLS(); err != nil {
+		return Config{}, err
 	}
 	return cfg, nil
 }
@@ -221,5 +235,5 @@ func (c *Config) validate() error {
 	case c.Token == "":
 		return errors.New("agent: no token (imaged.token)")
 	}
-	return nil
+	return c.validateTLS()
 }

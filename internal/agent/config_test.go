@@ -21,7 +21,7 @@ func TestParseCmdline(t *testing.T) {
 	}{
 		{name: "ok", cmdline: base + "imaged.server=http://10.99.0.1:8080 imaged.token=tok1 imaged.mac=52:54:00:99:00:11",
 			server: "http://10.99.0.1:8080", token: "tok1", mac: "52:54:00:99:00:11", modules: true},
-		{name: "quoted, dashes, options, init args", cmdline: `imaged.server="https://imaged.example:8443/base/" imaged.token="a b" imaged.mac=52-54-00-AA-BB-CC imaged.modules=0 imaged.debug=1 quiet -- imaged.token=ignored`,
+		{name: "quoted, dashes, options, init args", cmdline: `imaged.server="https://imaged.example:8443/base/" imaged.tls_sha256=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef imaged.token="a b" imaged.mac=52-54-00-AA-BB-CC imaged.modules=0 imaged.debug=1 quiet -- imaged.token=ignored`,
 			server: "https://imaged.example:8443/base/", token: "a b", mac: "52:54:00:aa:bb:cc", modules: false, debug: true},
 		{name: "iPXE newline at end", cmdline: "imaged.server=http://h imaged.token=t imaged.mac=52:54:00:00:00:01\n",
 			server: "http://h", token: "t", mac: "52:54:00:00:00:01", modules: true},
@@ -71,7 +71,11 @@ func TestHelloURL(t *testing.T) {
 		"http://10.99.0.1:8080/":           "http://10.99.0.1:8080/agent/v1/hello",
 		"https://imaged.example/base/path": "https://imaged.example/base/path/agent/v1/hello",
 	} {
-		cfg, err := ParseCmdline("imaged.server=" + in + " imaged.token=t imaged.mac=52:54:00:00:00:01")
+		pin := ""
+		if strings.HasPrefix(in, "https:") {
+			pin = " imaged.tls_sha256=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		}
+		cfg, err := ParseCmdline("imaged.server=" + in + pin + " imaged.token=t imaged.mac=52:54:00:00:00:01")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/imaged/imaged/internal/agentapi"
@@ -33,11 +31,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log = log.With("iface", l.Name)
 
 	url := cfg.Server.JoinPath(HelloPath).String()
-	client := &http.Client{Transport: &http.Transport{
-		Proxy:               nil, // the agent talks to its server directly, whatever the environment says
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		TLSHandshakeTimeout: 5 * time.Second,
-	}}
+	client := cfg.apiClient()
 	con.say("hello sent to %s", url)
 	res, err := sendHello(ctx, client, url, func() HelloRequest {
 		return HelloRequest{

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,6 +122,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The listener's read deadline (http.limits.read_timeout) cut a body that came too slowly.
+		fail(w, http.StatusRequestTimeout, "", "the body did not arrive in time; send it whole, at once")
 	case errors.As(err, &tooBig):
 		fail(w, http.StatusRequestEntityTooLarge, "", "the body is larger than %d bytes", tooBig.Limit)
 	case errors.As(err, &typeErr):

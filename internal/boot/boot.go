@@ -64,7 +64,11 @@ type Agent struct {
 
 // Config configures the handler.
 type Config struct {
-	PublicURL      *url.URL          // how blades reach this server
+	PublicURL *url.URL // how blades reach this server over plain HTTP
+	// HTTPSURL is the HTTPS listener's URL, nil without one. The agent is sent there (with
+	// TLSPin); a script fetched over HTTPS points at its kernel and initramfs there too.
+	HTTPSURL       *url.URL
+	TLSPin         string            // the HTTPS certificate's SHA-256, hex: the agent refuses any other
 	Roots          []string          // asset directories, searched in order
 	Agent          Agent             // the agent profile's payload
 	Profiles       map[string]string // custom profiles: name → iPXE template
@@ -188,8 +192,12 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 	return mac, nil
 }
 
+// scriptData is what a script template sees. URL is the base the script was fetched from (its
+// kernel and initramfs come from there); AgentURL is where the agent talks to imaged (the HTTPS
+// listener when there is one) and TLSPin the certificate it must find there.
 type scriptData struct {
 	URL, Kernel, Initrd, KernelName, InitrdName, Cmdline, Token string
+	AgentURL, TLSPin                                            string
 	Machine                                                     Machine
 	MAC                                                         string
 	Issued                                                      string
@@ -220,10 +228,19 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, macText st
 		http.Error(w, "profile not defined", http.StatusInternalServerError)
 		return
 	}
+	base, agent := h.cfg.PublicURL, h.cfg.PublicURL
+	if h.cfg.HTTPSURL != nil {
+		agent = h.cfg.HTTPSURL
+		if r.TLS != nil { // an iPXE that trusts imaged's certificate: everything over HTTPS
+			base = h.cfg.HTTPSURL
+		}
+	}
 	d := scriptData{
-		URL:        strings.TrimSuffix(h.cfg.PublicURL.String(), "/"),
-		Kernel:     AssetURL(h.cfg.PublicURL, h.cfg.Agent.Kernel),
-		Initrd:     AssetURL(h.cfg.PublicURL, h.cfg.Agent.Initrd),
+		URL:        strings.TrimSuffix(base.String(), "/"),
+		AgentURL:   strings.TrimSuffix(agent.String(), "/"),
+		TLSPin:     h.cfg.TLSPin,
+		Kernel:     AssetURL(base, h.cfg.Agent.Kernel),
+		Initrd:     AssetURL(base, h.cfg.Agent.Initrd),
 		KernelName: path.Base(h.cfg.Agent.Kernel),
 		InitrdName: path.Base(h.cfg.Agent.Initrd),
 		Cmdline:    h.cfg.Agent.Cmdline,
@@ -263,11 +280,13 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, macText st
 }
 
 // The agent's script. initrd=<name> on the command line is needed on UEFI, where the kernel's EFI
-// stub loads the initrd by that name (lab README P7); it does no harm on BIOS.
+// stub loads the initrd by that name (lab README P7); it does no harm on BIOS. With an HTTPS
+// listener the agent is sent there with the certificate's SHA-256 (imaged.tls_sha256=), which it
+// pins: it has no CA to check a chain against and no clock to trust.
 const agentScript = `#!ipxe
 # imaged: machine {{.Machine.ID}} ({{.MAC}}), profile agent, issued {{.Issued}}
 echo imaged: netbooting the agent on {{.Machine.ID}} ({{.MAC}})
-kernel {{.Kernel}} initrd={{.InitrdName}} imaged.server={{.URL}} imaged.token={{.Token}} imaged.mac={{.MAC}} {{.Cmdline}}
+kernel {{.Kernel}} initrd={{.InitrdName}} imaged.server={{.AgentURL}}{{with .TLSPin}} imaged.tls_sha256={{.}}{{end}} imaged.token={{.Token}} imaged.mac={{.MAC}} {{.Cmdline}}
 initrd {{.Initrd}}
 boot
 `

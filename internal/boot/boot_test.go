@@ -260,3 +260,24 @@ func FuzzParseMAC(f *testing.F) {
 		}
 	})
 }
+
+// With an HTTPS listener the agent is sent there with the certificate's pin; a script fetched
+// over plain HTTP (Debian's iPXE has no TLS) keeps its kernel and initramfs there, one fetched
+// over HTTPS (an iPXE built to trust imaged) gets them over HTTPS too.
+func TestScriptsWithTLS(t *testing.T) {
+	httpsURL, _ := url.Parse("https://10.99.0.1:8443")
+	const pin = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	h, _, _ := newHandler(t, Config{HTTPSURL: httpsURL, TLSPin: pin})
+	plain := get(t, h, "/boot/52:54:00:99:00:11.ipxe").Body.String()
+	want := "kernel http://10.99.0.1:8080/boot/assets/vmlinuz initrd=initrd.img imaged.server=https://10.99.0.1:8443 imaged.tls_sha256=" + pin + " imaged.token=tok1 "
+	if !strings.Contains(plain, want) || !strings.Contains(plain, "initrd http://10.99.0.1:8080/boot/assets/initrd.img") {
+		t.Errorf("script over plain HTTP:\n%s\nwant a line with %s", plain, want)
+	}
+	r := httptest.NewRequest("GET", "https://10.99.0.1:8443/boot/52:54:00:99:00:11.ipxe", nil) // r.TLS is set
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if s := w.Body.String(); !strings.Contains(s, "kernel https://10.99.0.1:8443/boot/assets/vmlinuz ") || !strings.Contains(s, "initrd https://10.99.0.1:8443/boot/assets/initrd.img") ||
+		!strings.Contains(s, "imaged.tls_sha256="+pin) {
+		t.Errorf("script over HTTPS:\n%s", s)
+	}
+}

@@ -125,14 +125,49 @@ type Log struct {
 	Format string `yaml:"format"` // text or json
 }
 
-// HTTP is the listener for boot scripts, boot assets, the agent API, /metrics and /healthz.
+// HTTP is the plain listener (boot scripts and assets for firmware that cannot do TLS, the
+// booted OS's metadata and check-in, /metrics, /healthz) and the HTTPS one (the API, the agent
+// API, images).
 type HTTP struct {
+	// Listen defaults to <dhcp.server_ip>:8080: the provisioning interface only.
 	Listen    AddrPort `yaml:"listen"`
 	PublicURL URL      `yaml:"public_url"` // how blades reach this server; default http://<dhcp.server_ip>:<port>
+	TLS       TLS      `yaml:"tls"`
 	// ControlSocket is a Unix socket (mode 0600) serving the same API to root and imaged's own
 	// user with the admin scope: how the CLI changes the catalog while the daemon runs.
 	// Default <state_dir>/control.sock.
-	ControlSocket string `yaml:"control_socket"`
+	ControlSocket string     `yaml:"control_socket"`
+	Limits        HTTPLimits `yaml:"limits"`
+}
+
+// TLS is the HTTPS listener: /api/v1, /agent/v1 and /images/ are served there only (the plain
+// listener answers them with an error naming the https URL), so that operator and boot tokens,
+// plans and results never cross the network in clear.
+type TLS struct {
+	Enabled   *bool    `yaml:"enabled"`    // default on
+	Listen    AddrPort `yaml:"listen"`     // default <http.listen's host>:8443
+	PublicURL URL      `yaml:"public_url"` // default https://<http.public_url's host>:<port>
+	// CertFile and KeyFile are the operator's certificate (PEM, intermediates after the leaf)
+	// and key; without them imaged makes a self-signed certificate at its first start and keeps
+	// it in <state_dir>/tls.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// IPXEHTTPS says that the iPXE imaged hands out trusts this certificate (built with
+	// TRUST=): an iPXE that advertises HTTPS (DHCP option 175.20) then gets its script, and
+	// the agent's kernel and initramfs, over HTTPS.
+	IPXEHTTPS bool `yaml:"ipxe_https"`
+}
+
+// HTTPLimits bound what clients may hold of the HTTP listeners (internal/httplimit). Zero
+// values take the defaults shown.
+type HTTPLimits struct {
+	Connections           int      `yaml:"connections"`              // open at once over the TCP listeners (1024)
+	ConnectionsPerClient  int      `yaml:"connections_per_client"`   // … from one client address (32)
+	EventStreams          int      `yaml:"event_streams"`            // GET /api/v1/events at once (64)
+	EventStreamsPerClient int      `yaml:"event_streams_per_client"` // … from one client address (4)
+	ReadTimeout           Duration `yaml:"read_timeout"`             // request headers, and then a body, must arrive within (10s)
+	WriteTimeout          Duration `yaml:"write_timeout"`            // an answer, or one event of a stream, must be taken within (10s)
+	TransferStall         Duration `yaml:"transfer_stall"`           // a blob or asset download moving no byte this long is cut (30s)
 }
 
 // DHCP configures the DHCP server, proxyDHCP or neither.
@@ -233,9 +268,6 @@ func (f *File) applyDefaults() {
 	if f.Log.Format == "" {
 		f.Log.Format = "text"
 	}
-	if f.HTTP.Listen.IsZero() {
-		f.HTTP.Listen = AddrPort{Port: 8080}
-	}
 	if f.DHCP.Mode == "" {
 		f.DHCP.Mode = ModeOff
 	}
@@ -254,6 +286,7 @@ func (f *File) applyDefaults() {
 	if f.HTTP.ControlSocket == "" {
 		f.HTTP.ControlSocket = f.StateDir + "/control.sock"
 	}
+	f.HTTP.Limits.applyDefaults()
 	if f.EC2.Workers == 0 {
 		f.EC2.Workers = 64
 	}
@@ -294,6 +327,26 @@ func (f *File) applyDefaults() {
 	}
 }
 
+func (l *HTTPLimits) applyDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.Connections, 1024)
+	def(&l.ConnectionsPerClient, 32)
+	def(&l.EventStreams, 64)
+	def(&l.EventStreamsPerClient, 4)
+	for _, d := range []struct {
+		v *Duration
+		d time.Duration
+	}{{&l.ReadTimeout, 10 * time.Second}, {&l.WriteTimeout, 10 * time.Second}, {&l.TransferStall, 30 * time.Second}} {
+		if d.v.Duration == 0 {
+			d.v.Duration = d.d
+		}
+	}
+}
+
 // RAEnabled reports whether router advertisements are sent.
 func (f *File) RAEnabled() bool {
 	if f.DHCP.RouterAdvertisements.Enabled != nil {
@@ -301,6 +354,9 @@ func (f *File) RAEnabled() bool {
 	}
 	return f.DHCP.Mode == ModeServer
 }
+
+// TLSEnabled reports whether the HTTPS listener runs.
+func (f *File) TLSEnabled() bool { return f.HTTP.TLS.Enabled == nil || *f.HTTP.TLS.Enabled }
 
 // TFTPEnabled reports whether the TFTP server runs.
 func (f *File) TFTPEnabled() bool { return f.TFTP.Enabled == nil || *f.TFTP.Enabled }

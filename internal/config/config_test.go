@@ -25,6 +25,9 @@ func TestExampleParses(t *testing.T) {
 	if b := f.BMCs[0]; b.Name != "ms1" || b.URL.Host != "10.99.0.1:8443" || f.Machines[0].BMC != "ms1" || f.Machines[0].BMCSystem != "ms1-c1n1" {
 		t.Errorf("bmcs: %+v, machine %+v", f.BMCs, f.Machines[0])
 	}
+	if l := f.HTTP.Limits; l.ConnectionsPerClient != 32 || l.EventStreams != 64 || l.TransferStall.Seconds() != 30 {
+		t.Errorf("http.limits with defaults: %+v", l)
+	}
 	if !f.RAEnabled() || f.DHCP.LeaseTime.Hours() != 1 || f.Boot.Agent.Cmdline != "console=ttyS0" {
 		t.Errorf("unexpected values: %+v", f.DHCP)
 	}
@@ -87,6 +90,14 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 		{"tftp slots", "  listen: 10.99.0.1:69", "  listen: 10.99.0.1:69\n  max_transfers: -1", "max_transfers", []string{"tftp.max_transfers", "out of range"}},
 		{"tftp per-client cap above the slots", "  listen: 10.99.0.1:69", "  listen: 10.99.0.1:69\n  max_transfers: 16\n  max_per_client: 32", "max_per_client", []string{"tftp.max_per_client", "above tftp.max_transfers 16"}},
 		{"tftp timeout cap above RFC 2349's", "  listen: 10.99.0.1:69", "  listen: 10.99.0.1:69\n  max_timeout: 10m", "max_timeout", []string{"tftp.max_timeout", "1s to 255s"}},
+		{"per-client connections over the total", "connections_per_client: 32,", "connections_per_client: 2000,", "connections_per_client: 2000", []string{"http.limits.connections_per_client", "2000 is out of range (1 to 1024, at most http.limits.connections)"}},
+		{"read timeout too long", "read_timeout: 10s}", "read_timeout: 1h}", "read_timeout: 1h", []string{"http.limits.read_timeout", "too long"}},
+		{"negative limit", "{connections: 1024,", "{connections: -1,", "connections: -1", []string{"http.limits.connections:", "out of range"}},
+		{"https as the plain URL", "  public_url: http://10.99.0.1:8080 ", "  public_url: https://10.99.0.1:8080 ", "public_url: https://10.99.0.1:8080", []string{"http.public_url", "the HTTPS one is http.tls.public_url"}},
+		{"one port for both listeners", "    listen: 10.99.0.1:8443", "    listen: 10.99.0.1:8080", "    listen: 10.99.0.1:8080", []string{"http.tls.listen", "is http.listen too"}},
+		{"tls URL not https", "    public_url: https://10.99.0.1:8443", "    public_url: http://10.99.0.1:8443", "public_url: http://10.99.0.1:8443", []string{"http.tls.public_url", "must be an https URL"}},
+		{"cert without key", "    key_file: /etc/imaged/tls/key.pem\n", "", "cert_file:", []string{"http.tls.cert_file", "go together"}},
+		{"ipxe_https without tls", "    listen: 10.99.0.1:8443", "    enabled: false\n    ipxe_https: true", "ipxe_https: true", []string{"http.tls.ipxe_https", "needs the HTTPS listener"}},
 		{"probe without a port", "  probe: {kind: tcp, port: 22}", "  probe: {kind: tcp}", "probe:", []string{"is not a port"}},
 	}
 	for _, c := range cases {
@@ -121,6 +132,27 @@ func TestTFTPLimits(t *testing.T) {
 	}
 	if tf := f.TFTP; tf.MaxTransfers != 0 || tf.MaxPerClient != 0 || tf.MaxTimeout.Duration != 0 {
 		t.Errorf("tftp defaults = %+v", tf)
+	}
+}
+
+// The listeners default to the provisioning address, never to every interface.
+func TestListenDefaults(t *testing.T) {
+	for _, c := range []struct{ yaml, listen, tlsListen, tlsURL string }{
+		{"dhcp: {mode: proxy, interface: eth1, server_ip: 10.99.0.1}\nhttp: {public_url: http://imaged.lab:8080}", "10.99.0.1:8080", "10.99.0.1:8443", "https://imaged.lab:8443"},
+		{"http: {public_url: http://127.0.0.1:8080}", "127.0.0.1:8080", "127.0.0.1:8443", "https://127.0.0.1:8443"},
+		{"http: {listen: ':8080', public_url: http://127.0.0.1:8080, tls: {listen: ':9443'}}", ":8080", ":9443", "https://127.0.0.1:9443"},
+	} {
+		f, err := Parse("l.yaml", []byte("version: 1\n"+c.yaml+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", c.yaml, err)
+		}
+		if f.HTTP.Listen.String() != c.listen || f.HTTP.TLS.Listen.String() != c.tlsListen || f.HTTP.TLS.PublicURL.String() != c.tlsURL || !f.TLSEnabled() {
+			t.Errorf("%s: listen %s, tls %s %s; want %s, %s %s", c.yaml, f.HTTP.Listen, f.HTTP.TLS.Listen, f.HTTP.TLS.PublicURL, c.listen, c.tlsListen, c.tlsURL)
+		}
+	}
+	data := []byte("version: 1\nhttp:\n  public_url: http://imaged.lab:8080\n")
+	if _, err := Parse("n.yaml", data); err == nil || !strings.Contains(err.Error(), "n.yaml:2: http.listen: is required") {
+		t.Errorf("a host name and no server_ip: %v", err)
 	}
 }
 

@@ -229,8 +229,14 @@ log:
   format: text           # text or json
 http:
   listen: 10.99.0.1:8080
-  public_url: http://10.99.0.1:8080
+  public_url: http://10.99.0.1:8080   # boot scripts and assets for firmware, metadata, check-in
+  tls:                   # the API, the agent's API and images: HTTPS only
+    listen: 10.99.0.1:8443
+    public_url: https://10.99.0.1:8443
+    cert_file: /etc/imaged/tls/cert.pem   # leave both out: a self-signed one kept in <state_dir>/tls
+    key_file: /etc/imaged/tls/key.pem
   control_socket: /var/lib/imaged/control.sock   # the CLI's way in while imaged runs (root only)
+  limits: {connections: 1024, connections_per_client: 32, read_timeout: 10s}   # what clients may hold
 api:
   tokens:                # bearer tokens for the operator API (imaged token new NAME -scope S)
     - {name: roller, scope: operate, sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}

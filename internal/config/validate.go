@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -79,13 +81,7 @@ func (v *validator) validate(f *File) {
 			v.fail("dhcp.router_advertisements.enabled", "router advertisements need dhcp.interface (set enabled: false)")
 		}
 	}
-	if f.HTTP.PublicURL.URL == nil {
-		if !f.ServerAddr().IsValid() {
-			v.fail("http.public_url", "is required when dhcp.server_ip is not set: the URL blades reach this server at, like http://10.99.0.1:8080")
-		} else {
-			f.HTTP.PublicURL.URL = &url.URL{Scheme: "http", Host: f.ServerAddr().String() + ":" + strconv.Itoa(int(f.HTTP.Listen.Port))}
-		}
-	}
+	v.validateHTTP(f)
 	// sockaddr_un holds 108 bytes with the terminating NUL (unix(7)).
 	if len(f.HTTP.ControlSocket) > 107 {
 		v.fail("http.control_socket", "%q is %d bytes; a Unix socket path can have at most 107: choose a shorter path", f.HTTP.ControlSocket, len(f.HTTP.ControlSocket))
@@ -98,6 +94,7 @@ func (v *validator) validate(f *File) {
 		}
 	}
 	v.validateTFTP(f)
+	v.validateLimits(f)
 	v.validateBoot(f)
 	v.validatePaths(f)
 	v.validateBMCs(f)
@@ -121,6 +118,77 @@ func (v *validator) validateTFTP(f *File) {
 	// RFC 2349: "Valid values range between "1" and "255" seconds, inclusive."
 	if d := t.MaxTimeout.Duration; d != 0 && (d < time.Second || d > 255*time.Second) {
 		v.fail("tftp.max_timeout", "%s is out of range (0 for the default 5s, else 1s to 255s)", t.MaxTimeout)
+	}
+}
+
+// validateHTTP fills in the listen addresses and URLs: the provisioning interface
+// (dhcp.server_ip), not every interface, unless the file says otherwise.
+func (v *validator) validateHTTP(f *File) {
+	h := &f.HTTP
+	if h.Listen.IsZero() {
+		switch {
+		case f.ServerAddr().IsValid():
+			h.Listen = AddrPort{Host: f.ServerAddr().String(), Port: 8080}
+		case h.PublicURL.URL != nil && isIP(h.PublicURL.Hostname()):
+			h.Listen = AddrPort{Host: h.PublicURL.Hostname(), Port: 8080}
+		case h.PublicURL.URL != nil:
+			v.fail("http.listen", "is required when dhcp.server_ip is not set and http.public_url names a host, not an address: the address to listen on, like 10.99.0.1:8080")
+		}
+	}
+	if h.PublicURL.URL == nil {
+		if !f.ServerAddr().IsValid() {
+			v.fail("http.public_url", "is required when dhcp.server_ip is not set: the URL blades reach this server at, like http://10.99.0.1:8080")
+		} else {
+			h.PublicURL.URL = &url.URL{Scheme: "http", Host: net.JoinHostPort(f.ServerAddr().String(), strconv.Itoa(int(h.Listen.Port)))}
+		}
+	}
+	t := &h.TLS
+	if !f.TLSEnabled() {
+		if t.IPXEHTTPS {
+			v.fail("http.tls.ipxe_https", "needs the HTTPS listener (http.tls.enabled: true)")
+		}
+		return
+	}
+	if h.PublicURL.URL != nil && h.PublicURL.Scheme == "https" {
+		v.fail("http.public_url", "%s: this is the plain listener's URL (what firmware that cannot do TLS fetches); the HTTPS one is http.tls.public_url", h.PublicURL)
+	}
+	if t.Listen.IsZero() {
+		t.Listen = AddrPort{Host: h.Listen.Host, Port: 8443}
+	}
+	if t.Listen == h.Listen && t.Listen.Port != 0 { // port 0: the kernel picks two ports
+		v.fail("http.tls.listen", "%s is http.listen too: give the HTTPS listener its own port, like %s", t.Listen, net.JoinHostPort(t.Listen.Host, "8443"))
+	}
+	switch {
+	case t.PublicURL.URL != nil && t.PublicURL.Scheme != "https":
+		v.fail("http.tls.public_url", "%s must be an https URL, like https://10.99.0.1:8443", t.PublicURL)
+	case t.PublicURL.URL != nil:
+	case t.Listen.Port == 0:
+		v.fail("http.tls.public_url", "is required when http.tls.listen has port 0 (the kernel picks it): the URL blades reach the HTTPS listener at")
+	case h.PublicURL.URL != nil:
+		t.PublicURL.URL = &url.URL{Scheme: "https", Host: net.JoinHostPort(h.PublicURL.Hostname(), strconv.Itoa(int(t.Listen.Port)))}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		v.fail("http.tls.cert_file", "cert_file and key_file go together (or leave both out for a self-signed certificate kept in <state_dir>/tls)")
+	}
+}
+
+func isIP(s string) bool { _, err := netip.ParseAddr(s); return err == nil }
+
+func (v *validator) validateLimits(f *File) {
+	l := &f.HTTP.Limits
+	count := func(key string, n, lo, hi int, hiWhat string) {
+		if n < lo || n > hi {
+			v.fail("http.limits."+key, "%d is out of range (%d to %d%s)", n, lo, hi, hiWhat)
+		}
+	}
+	count("connections", l.Connections, 1, 1<<20, "")
+	count("connections_per_client", l.ConnectionsPerClient, 1, max(l.Connections, 1), ", at most http.limits.connections")
+	count("event_streams", l.EventStreams, 1, max(l.Connections, 1), ", at most http.limits.connections")
+	count("event_streams_per_client", l.EventStreamsPerClient, 1, max(l.EventStreams, 1), ", at most http.limits.event_streams")
+	for key, d := range map[string]Duration{"read_timeout": l.ReadTimeout, "write_timeout": l.WriteTimeout, "transfer_stall": l.TransferStall} {
+		if d.Duration > 10*time.Minute {
+			v.fail("http.limits."+key, "%s is too long (at most 10m; a client holds a connection that long)", d)
+		}
 	}
 }
 

@@ -56,6 +56,9 @@ func (b Boot) Decide(c Client, mac net.HardwareAddr) Decision {
 			return d
 		}
 		d.File = b.ScriptURL(mac)
+		if c.HTTPS && b.HTTPSScriptURL != nil {
+			d.File = b.HTTPSScriptURL(mac)
+		}
 		return d
 	case KindPXE:
 		switch c.Arch {

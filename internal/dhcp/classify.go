@@ -42,6 +42,8 @@ type Client struct {
 	// Arch is option 93's first entry, else the "Arch:xxxxx" field of the vendor class, else
 	// ArchBIOS (PXE 2.1 ROMs predating RFC 4578 are BIOS ROMs).
 	Arch Arch
+	// HTTPS: an iPXE that says it can fetch over HTTPS (feature 175.20).
+	HTTPS bool
 }
 
 // String names the client as logs, metrics and observations do: "ipxe", "bios-pxe",
@@ -79,15 +81,19 @@ const (
 	optMachineID   = 97  // RFC 4578 §2.3: UUID/GUID, echoed in PXE replies
 	optIPXEEncap   = 175 // iPXE's encapsulated options
 	optIPXENoProxy = 176 // iPXE "no-pxedhcp", inside 175
-	optRelayInfo   = 82  // RFC 3046
-	optVendorClass = 60
-	optVendorOpts  = 43
-	optBootFile    = 67
-	optClientID    = 61
-	optServerID    = 54
-	optRequestedIP = 50
-	optMessageType = 53
-	optHostname    = 12
+	// iPXE src/include/ipxe/features.h: DHCP_EB_FEATURE_HTTPS 0x14, one of the feature
+	// options (0x10-0x7f) iPXE puts inside 175 of its requests, {0x14, 1, <version>}, when it
+	// was built with DOWNLOAD_PROTO_HTTPS.
+	optIPXEFeatureHTTPS = 0x14
+	optRelayInfo        = 82 // RFC 3046
+	optVendorClass      = 60
+	optVendorOpts       = 43
+	optBootFile         = 67
+	optClientID         = 61
+	optServerID         = 54
+	optRequestedIP      = 50
+	optMessageType      = 53
+	optHostname         = 12
 )
 
 // Classify tells what kind of netboot client sent p. It reads options 60, 77, 93 and 175 and
@@ -98,6 +104,7 @@ func Classify(p *dhcpv4.DHCPv4) Client {
 	switch {
 	case isIPXE(p):
 		c.Kind = KindIPXE
+		c.HTTPS = ipxeFeature(p.Options[optIPXEEncap], optIPXEFeatureHTTPS)
 	case bytes.HasPrefix(vendor, []byte("PXEClient")):
 		c.Kind = KindPXE
 	case bytes.HasPrefix(vendor, []byte("HTTPClient")):
@@ -130,6 +137,28 @@ func isIPXE(p *dhcpv4.DHCPv4) bool {
 			return true
 		}
 		uc = uc[1+n:]
+	}
+	return false
+}
+
+// ipxeFeature reports whether iPXE's encapsulated options (option 175: code, length, data, as
+// RFC 2132 §2 lays out options; 0 pads, 255 ends) hold the feature option code.
+func ipxeFeature(encap []byte, code byte) bool {
+	for len(encap) > 0 {
+		switch encap[0] {
+		case 0:
+			encap = encap[1:]
+			continue
+		case 255:
+			return false
+		}
+		if len(encap) < 2 || int(encap[1])+2 > len(encap) {
+			return false
+		}
+		if encap[0] == code {
+			return true
+		}
+		encap = encap[2+int(encap[1]):]
 	}
 	return false
 }

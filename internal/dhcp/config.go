@@ -99,6 +99,10 @@ type Boot struct {
 	// ScriptURL returns the iPXE script URL for a machine. iPXE clients always get it (never
 	// an NBP, so the chainload cannot loop). Nil: iPXE clients get no boot file.
 	ScriptURL func(mac net.HardwareAddr) string
+	// HTTPSScriptURL, when set, is the script URL for an iPXE that advertises HTTPS (feature
+	// 175.20); set it only when the iPXE handed out trusts the server's certificate. Debian's
+	// iPXE (1.0.0+git-20190125) is built without HTTPS and never advertises it.
+	HTTPSScriptURL func(mac net.HardwareAddr) string
 }
 
 const (

@@ -251,3 +251,38 @@ func testServer(t testing.TB, mode Mode, boot Boot, inv Inventory) *Server {
 	}
 	return s
 }
+
+// An iPXE that advertises HTTPS (feature 175.20) gets the https script URL when the server has
+// one (its iPXE trusts the certificate); Debian's iPXE, captured in testdata, does not advertise
+// it and keeps the plain one, and so does every iPXE when no HTTPS URL is configured.
+func TestIPXEHTTPSFeature(t *testing.T) {
+	b := testBoot()
+	b.HTTPSScriptURL = func(mac net.HardwareAddr) string { return "https://10.99.0.1:8443/boot/" + mac.String() + ".ipxe" }
+	// iPXE's features as it sends them: HTTP (0x13) and HTTPS (0x14), version 1 each, after a
+	// pad; then the same without HTTPS.
+	withHTTPS := dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(optIPXEEncap), []byte{0, 0x13, 1, 1, 0x14, 1, 1, 0x24, 1, 1})
+	without := dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(optIPXEEncap), []byte{0x13, 1, 1, 0x15, 1, 1})
+	truncated := dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(optIPXEEncap), []byte{0x13, 5, 1, 0x14})
+	for _, c := range []struct {
+		name   string
+		packet []byte
+		boot   Boot
+		want   string
+	}{
+		{"iPXE with HTTPS", firmware(t, "52:54:00:aa:00:21", "PXEClient:Arch:00000:UNDI:002001", 0, withHTTPS), b, "https://10.99.0.1:8443/boot/52:54:00:aa:00:21.ipxe"},
+		{"iPXE with HTTPS, no https URL configured", firmware(t, "52:54:00:aa:00:21", "PXEClient:Arch:00000:UNDI:002001", 0, withHTTPS), testBoot(), "http://10.99.0.1:8080/boot/52:54:00:aa:00:21.ipxe"},
+		{"iPXE without HTTPS", firmware(t, "52:54:00:aa:00:22", "PXEClient:Arch:00000:UNDI:002001", 0, without), b, "http://10.99.0.1:8080/boot/52:54:00:aa:00:22.ipxe"},
+		{"truncated features", firmware(t, "52:54:00:aa:00:23", "", 0, truncated), b, "http://10.99.0.1:8080/boot/52:54:00:aa:00:23.ipxe"},
+		{"Debian's iPXE ROM (golden)", readPacket(t, "bios-ipxe-rom-discover.bin"), b, "http://10.99.0.1:8080/boot/52:54:00:99:00:11.ipxe"},
+		{"Debian's ipxe.efi (golden)", readPacket(t, "uefi-ipxe-efi-discover.bin"), b, "http://10.99.0.1:8080/boot/52:54:00:99:00:13.ipxe"},
+	} {
+		p, err := dhcpv4.FromBytes(c.packet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := Classify(p)
+		if d := c.boot.Decide(cl, p.ClientHWAddr); cl.Kind != KindIPXE || d.File != c.want {
+			t.Errorf("%s: %s client (https %v) gets %q, want %q", c.name, cl.Kind, cl.HTTPS, d.File, c.want)
+		}
+	}
+}

@@ -72,9 +72,9 @@ func Demo(ctx context.Context, o DemoOptions, out io.Writer) error {
 	PrintTimeline(out, Timeline(vm, ev))
 	if o.Keep {
 		fmt.Fprintf(out, "\nlab: left up. Explore with, for example:\n"+
-			"  ip netns exec %s curl -s %s/api/v1/machines\n"+
+			"  ip netns exec %s curl -s --cacert %s %s/api/v1/machines\n"+
 			"  ip netns exec %s curl -s %s/metrics | grep ^imaged_\n"+
-			"Press Ctrl-C to tear the lab down.\n", l.Net.Srv(), BaseURL(), l.Net.Srv(), BaseURL())
+			"Press Ctrl-C to tear the lab down.\n", l.Net.Srv(), CertFile(o.Dir), HTTPSURL(), l.Net.Srv(), BaseURL())
 		<-ctx.Done()
 	}
 	return nil

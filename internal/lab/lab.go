@@ -3,6 +3,8 @@ package lab
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -49,10 +51,20 @@ const (
 	BridgeIP  = "10.99.0.2"
 	DNSMasqIP = "10.99.0.3"
 	HTTPPort  = 8080
+	// HTTPSPort is imaged's HTTPS listener: not its default 8443, where the chassis's BMC
+	// emulator listens on the same address.
+	HTTPSPort = 8444
 )
 
-// BaseURL is imaged's URL inside the lab.
+// BaseURL is imaged's plain URL inside the lab: boot scripts and assets, the booted OS's
+// metadata and check-in, /healthz.
 func BaseURL() string { return fmt.Sprintf("http://%s:%d", ServerIP, HTTPPort) }
+
+// HTTPSURL is imaged's HTTPS URL inside the lab: the API, the agent API, images.
+func HTTPSURL() string { return fmt.Sprintf("https://%s:%d", ServerIP, HTTPSPort) }
+
+// CertFile is the self-signed certificate imaged made for itself in the lab's state directory.
+func CertFile(dir string) string { return filepath.Join(dir, "state", "tls", "cert.pem") }
 
 // New returns a lab whose namespaces are named after prefix. Call Up, then Close.
 func New(dir, imagedBin, prefix string, out io.Writer) *Lab {
@@ -155,7 +167,8 @@ func (l *Lab) WriteConfig(c Config) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "version: 1\nstate_dir: %s\nlog: {level: %s}\n", filepath.Join(l.Dir, "state"), c.LogLevel)
-	fmt.Fprintf(&b, "http: {listen: %s:%d}\n", ServerIP, HTTPPort)
+	// TLS on, as in production: the agents of the end-to-end tests pin imaged's certificate.
+	fmt.Fprintf(&b, "http: {listen: %s:%d, tls: {listen: %s:%d}}\n", ServerIP, HTTPPort, ServerIP, HTTPSPort)
 	// The lab's API is read without a token (from the host, through the lab's namespace only);
 	// changes go through the control socket.
 	b.WriteString("api: {anonymous_read: true}\n")
@@ -263,12 +276,30 @@ func (l *Lab) Close() {
 	l.Net.Down()
 }
 
+// get fetches a JSON document: /healthz from the plain listener, the rest over HTTPS,
+// trusting the certificate imaged made for itself.
 func (l *Lab) get(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", BaseURL()+path, nil)
+	base, client := HTTPSURL(), l.client
+	if path == "/healthz" {
+		base = BaseURL()
+	} else {
+		pem, err := os.ReadFile(CertFile(l.Dir))
+		if err != nil {
+			return fmt.Errorf("lab: imaged's certificate: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("lab: %s holds no certificate", CertFile(l.Dir))
+		}
+		client = &http.Client{Timeout: l.client.Timeout, Transport: &http.Transport{DialContext: Dialer(l.Net.Srv()),
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+		defer client.CloseIdleConnections()
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", base+path, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := l.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

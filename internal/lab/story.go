@@ -46,7 +46,7 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) ([]jobs.Job, erro
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "lab: chassis up: %d blades, powered off, behind the Redfish BMC at %s; imaged serves at %s\n", len(c.Blades), c.BMCURL, BaseURL())
+	fmt.Fprintf(out, "lab: chassis up: %d blades, powered off, behind the Redfish BMC at %s; imaged serves at %s and %s\n", len(c.Blades), c.BMCURL, BaseURL(), HTTPSURL())
 
 	u, _ := url.Parse(BaseURL())
 	img, err := osimage.Build(ctx, osimage.BuildOptions{Output: filepath.Join(o.Dir, "labos-1.raw"), Size: size, URL: u,
