@@ -9,6 +9,9 @@
 // leaves nothing but a temp file that Open's GC removes. The same bytes imported twice (or at
 // once) are stored once. The store knows nothing of names, versions or references: the
 // catalog does, and decides what Delete may remove.
+//
+// Files and directories belong to the owner of the directory holding the store (the daemon's
+// state directory), whoever makes them: the daemon reads what root imports (owner.go).
 package blobstore
 
 import (
@@ -41,12 +44,15 @@ const TmpMaxAge = time.Hour
 // several goroutines and several processes.
 type Store struct {
 	dir, blobs, manifests, tmp string
+	owner                      owner
 
 	mu    sync.Mutex
 	mhash map[images.Digest]images.Hash // manifest hashes, for ETags (manifests are immutable)
 }
 
 // Open opens (creating if need be) the store in dir and removes leftovers older than TmpMaxAge.
+// Run as root, it also gives the store's directories and images that belong to someone else to
+// the store's owner (see owner.go).
 func Open(dir string) (*Store, error) {
 	s := &Store{
 		dir:       dir,
@@ -56,9 +62,16 @@ func Open(dir string) (*Store, error) {
 		mhash:     map[images.Digest]images.Hash{},
 	}
 	for _, d := range []string{s.blobs, s.manifests, s.tmp} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, dirMode); err != nil {
 			return nil, fmt.Errorf("blobstore: %w", err)
 		}
+	}
+	var err error
+	if s.owner, err = storeOwner(dir); err != nil {
+		return nil, err
+	}
+	if err := s.repair(); err != nil {
+		return nil, err
 	}
 	if _, err := s.GC(TmpMaxAge); err != nil {
 		return nil, err
@@ -85,10 +98,9 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64))
 			os.Remove(f.Name())
 		}
 	}()
-	// Readable by the daemon whoever imports (CreateTemp makes 0600); the store is the access
-	// control, and images are served to any agent anyway.
-	if err := f.Chmod(0o644); err != nil {
-		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
+	// The daemon's whoever imports (CreateTemp makes 0600, the importer's).
+	if err := s.owner.give(f); err != nil {
+		return images.Digest{}, nil, err
 	}
 	var blocks []images.Block
 	record := func(i int64, b []byte, h images.Hash, zero bool) error {
@@ -167,7 +179,10 @@ func (s *Store) writeManifest(d images.Digest, enc []byte) error {
 		return fmt.Errorf("blobstore: %w", err)
 	}
 	defer os.Remove(f.Name()) // after a rename, a no-op
-	_, err = f.Write(enc)
+	err = s.owner.give(f)
+	if err == nil {
+		_, err = f.Write(enc)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -329,6 +344,31 @@ func (s *Store) GC(olderThan time.Duration) (int, error) {
 		return errors.Is(err, fs.ErrNotExist)
 	})
 	return removed, err
+}
+
+// repair gives the store's directories, blobs and manifests to the store's owner where they
+// belong to someone else (only root can; see owner.go).
+func (s *Store) repair() error {
+	if !s.owner.chown {
+		return nil
+	}
+	for _, d := range []string{s.dir, filepath.Dir(s.blobs), s.blobs, filepath.Dir(s.manifests), s.manifests, s.tmp} {
+		if err := s.owner.repair(d); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{s.blobs, s.manifests} {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			return fmt.Errorf("blobstore: %w", err)
+		}
+		for _, e := range ents {
+			if err := s.owner.repair(filepath.Join(d, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {
