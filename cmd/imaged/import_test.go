@@ -1,20 +1,27 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/api"
+	"github.com/imaged/imaged/internal/config"
 )
 
 // nobody is the unprivileged user the daemon runs as in these tests, as imaged's unit runs it as
@@ -126,4 +133,131 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// serveLogged runs the daemon of the config at path in-process until the test ends, its log
+// (debug level, everything) into logs.
+func serveLogged(t *testing.T, path string, logs io.Writer) *daemon {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDaemon(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		d.close()
+	})
+	return d
+}
+
+// TestImportSourceCredentialsDoNotLeak imports from a URL that carries its credentials (a
+// password, an S3 presigned URL's signature, key id and session token) through the CLI and the
+// running daemon, then reads the catalog as an anonymous client and the CLI would: the source is
+// there without them, and says what was taken out. Failed imports with the same URL (refused, a
+// closed port, a redirect to another signed URL) never show them in errors, and the daemon's log
+// never has them.
+func TestImportSourceCredentialsDoNotLeak(t *testing.T) {
+	dir := t.TempDir()
+	path := imageConfig(t, dir)
+	os.WriteFile(path, []byte(mustRead(t, path)+"api: {anonymous_read: true}\n"), 0o644)
+	logs := &lockedBuffer{}
+	d := serveLogged(t, path, logs)
+	base := "http://" + d.httpLn.Addr().String()
+
+	secrets := []string{"pa55word", "s3cr3tsig", "AKIAEXAMPLEKEY", "FwoGsessiontoken", "redirsig"}
+	raw := make([]byte, 2*images.BlockSize+99)
+	rand.Read(raw)
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/redirect":
+			http.Redirect(w, r, "http://"+closedAddr+"/os.raw?X-Goog-Signature=redirsig", http.StatusFound)
+			return
+		case "/refused":
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		if u, p, _ := r.BasicAuth(); u != "importer" || p != "pa55word" || r.URL.Query().Get("X-Amz-Signature") != "s3cr3tsig" {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(string(raw)))
+	}))
+	defer origin.Close()
+	signed := func(host, p string) string {
+		return fmt.Sprintf("http://importer:pa55word@%s%s?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLEKEY%%2F20260101%%2Fus-east-1%%2Fs3%%2Faws4_request"+
+			"&X-Amz-Expires=3600&X-Amz-Security-Token=FwoGsessiontoken&X-Amz-SignedHeaders=host&X-Amz-Signature=s3cr3tsig&versionId=7", host, p)
+	}
+	leaks := func(what, text string) {
+		t.Helper()
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s shows %q:\n%s", what, s, text)
+			}
+		}
+	}
+
+	out, errOut, err := runCmd(t, "image", "import", "-config", path, "os@1", signed(origin.Listener.Addr().String(), "/os.raw"))
+	if err != nil {
+		t.Fatalf("import: %v\n%s%s", err, out, errOut)
+	}
+	leaks("the import's output", out+errOut)
+	clean := "http://" + origin.Listener.Addr().String() + "/os.raw?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&versionId=7"
+	removed := []string{"userinfo", "X-Amz-Credential", "X-Amz-Security-Token", "X-Amz-Signature"}
+
+	// What anyone may read (api.anonymous_read), and what `imaged image show` prints.
+	for _, p := range []string{"/api/v1/images", "/api/v1/images/os@1"} {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("anonymous GET %s: %s %s", p, resp.Status, b)
+		}
+		leaks("anonymous GET "+p, string(b))
+	}
+	out, _, err = runCmd(t, "image", "show", "-config", path, "os@1")
+	var info struct {
+		Image struct {
+			Source        string
+			SourceRemoved []string `json:"source_removed"`
+		}
+	}
+	if err != nil || json.Unmarshal([]byte(out), &info) != nil {
+		t.Fatalf("show: %v %s", err, out)
+	}
+	leaks("imaged image show", out)
+	if info.Image.Source != clean || strings.Join(info.Image.SourceRemoved, ",") != strings.Join(removed, ",") {
+		t.Errorf("source %q, removed %q\nwant %q, %q", info.Image.Source, info.Image.SourceRemoved, clean, removed)
+	}
+
+	// Imports that fail, with the same credentials: refused, nothing listening, redirected to
+	// another signed URL that fails.
+	for i, src := range []string{
+		signed(origin.Listener.Addr().String(), "/refused"),
+		signed(closedAddr, "/os.raw"),
+		signed(origin.Listener.Addr().String(), "/redirect"),
+	} {
+		out, errOut, err := runCmd(t, "image", "import", "-config", path, fmt.Sprintf("bad@%d", i), src)
+		if err == nil {
+			t.Fatalf("import of %s succeeded", src)
+		}
+		t.Logf("failed import: %v", err)
+		leaks("a failed import's error", err.Error()+"\n"+out+errOut)
+	}
+	leaks("the daemon's log", logs.String())
 }

@@ -32,7 +32,8 @@ type ImageInfo struct {
 }
 
 // RegisterRequest registers a blob already in the blob store as NAME@VERSION. The server reads
-// the blob's manifest itself; sizes and hashes are never taken from the request.
+// the blob's manifest itself; sizes and hashes are never taken from the request. The source is
+// kept without its credentials (store.Image.Source).
 type RegisterRequest struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
@@ -208,7 +209,9 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 	if created {
 		status = http.StatusCreated
 		s.log.Info("image registered", "image", img.Ref(), "digest", img.Digest, "by", img.ImportedBy)
-	} else if img, err = s.inv.Store().ResolveImage(img.Ref()); err != nil {
+	}
+	// What the catalog keeps: the source without its credentials, or the earlier registration.
+	if img, err = s.inv.Store().ResolveImage(img.Ref()); err != nil {
 		s.storeError(w, "", err)
 		return
 	}
