@@ -13,8 +13,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -260,4 +262,152 @@ func TestImportSourceCredentialsDoNotLeak(t *testing.T) {
 		leaks("a failed import's error", err.Error()+"\n"+out+errOut)
 	}
 	leaks("the daemon's log", logs.String())
+}
+
+// trickle serves random images that stop after their first 8 MiB until released: slow sources
+// for imports to be killed in the middle of.
+type trickle struct {
+	*httptest.Server
+	size    int
+	mu      sync.Mutex
+	release map[string]chan struct{}
+}
+
+func newTrickle(t *testing.T) *trickle {
+	tr := &trickle{size: 32 << 20, release: map[string]chan struct{}{}}
+	tr.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// No ranges: one stream, as a server that ignores Range sends (RFC 9110 §14.2).
+		w.Header().Set("Content-Length", fmt.Sprint(tr.size))
+		b := make([]byte, tr.size)
+		rand.Read(b)
+		w.Write(b[:8<<20])
+		w.(http.Flusher).Flush()
+		select {
+		case <-tr.gate(r.URL.Path):
+			w.Write(b[8<<20:])
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() {
+		tr.mu.Lock()
+		for _, c := range tr.release {
+			select {
+			case <-c:
+			default:
+				close(c)
+			}
+		}
+		tr.mu.Unlock()
+		tr.Close()
+	})
+	return tr
+}
+
+func (tr *trickle) gate(path string) chan struct{} {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.release[path] == nil {
+		tr.release[path] = make(chan struct{})
+	}
+	return tr.release[path]
+}
+
+// importProcess starts `imaged image import` as a child and waits until its temp file appears
+// in tmp, which it returns.
+func importProcess(t *testing.T, cfg, ref, src, tmp string) (*exec.Cmd, *lockedBuffer, string) {
+	t.Helper()
+	before := map[string]bool{}
+	ents, _ := os.ReadDir(tmp)
+	for _, e := range ents {
+		before[e.Name()] = true
+	}
+	out := &lockedBuffer{}
+	cmd := exec.Command(imagedBinary(t), "image", "import", "-config", cfg, ref, src)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ents, _ := os.ReadDir(tmp)
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil && !before[e.Name()] && fi.Size() > 0 {
+				return cmd, out, filepath.Join(tmp, e.Name())
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // waiting for another process's file, not timing logic
+	}
+	t.Fatalf("import %s made no temp file in 30 s:\n%s", ref, out)
+	return nil, nil, ""
+}
+
+// TestKilledImportLeavesNothing kills `imaged image import` processes in the middle of their
+// download (SIGKILL: no deferred clean-up runs) and checks that the partial temp file each left
+// is removed the next time the store is opened (any imaged image command) and when the daemon
+// starts, while the temp file of an import still running beside it is left alone and that import
+// completes.
+func TestKilledImportLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := imageConfig(t, dir)
+	tmp := filepath.Join(dir, "state", "images", "tmp")
+	src := newTrickle(t)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() (stop func()) {
+		d, err := newDaemon(cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.run(ctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+			d.close()
+		}
+	}
+	stop := start()
+	killed, _, killedTmp := importProcess(t, path, "a@1", src.URL+"/a.raw", tmp)
+	live, liveOut, liveTmp := importProcess(t, path, "b@1", src.URL+"/b.raw", tmp)
+	killed.Process.Kill()
+	killed.Wait()
+	if _, err := os.Stat(killedTmp); err != nil {
+		t.Fatalf("the killed import left nothing to clean (%v): the test proves nothing", err)
+	}
+	if out, _, err := runCmd(t, "image", "list", "-config", path); err != nil {
+		t.Fatalf("list: %v %s", err, out)
+	}
+	if _, err := os.Stat(killedTmp); !os.IsNotExist(err) {
+		t.Errorf("the killed import's temp file is still there after the store was opened: %v", err)
+	}
+	if _, err := os.Stat(liveTmp); err != nil {
+		t.Errorf("the live import's temp file was touched: %v", err)
+	}
+	close(src.gate("/b.raw"))
+	if err := live.Wait(); err != nil {
+		t.Fatalf("the live import failed: %v\n%s", err, liveOut)
+	}
+	if out, _, err := runCmd(t, "image", "show", "-config", path, "b@1"); err != nil || !strings.Contains(out, `"size": 33554432`) {
+		t.Errorf("show b@1: %v %s", err, out)
+	}
+
+	// Killed while the daemon is down: its start removes the file.
+	stop()
+	killed, _, killedTmp = importProcess(t, path, "c@1", src.URL+"/c.raw", tmp)
+	killed.Process.Kill()
+	killed.Wait()
+	if _, err := os.Stat(killedTmp); err != nil {
+		t.Fatalf("the killed import left nothing to clean (%v): the test proves nothing", err)
+	}
+	stop = start()
+	defer stop()
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("tmp after the daemon started: %v", ents)
+	}
 }
