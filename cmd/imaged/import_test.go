@@ -361,6 +361,9 @@ func TestKilledImportLeavesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if c, ok := d.components["images"].(*collector); !ok || c.grace != time.Hour {
+			t.Errorf("the daemon's blob store collector: %+v", d.components["images"])
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- d.run(ctx) }()

@@ -151,6 +151,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.components["images"] = newCollector(blobs, d.st, cfg.Images.UnregisteredGrace.Duration, d.reg, log.With("component", "images"))
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))

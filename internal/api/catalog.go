@@ -16,6 +16,7 @@ import (
 // Blobs is the part of the blob store the catalog endpoints use.
 type Blobs interface {
 	Manifest(d images.Digest) (*images.Manifest, error)
+	Has(d images.Digest) bool
 	Delete(d images.Digest) error
 }
 
@@ -203,6 +204,16 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 	created, err := s.inv.Store().PutImage(img)
 	if err != nil {
 		s.storeError(w, "version", err)
+		return
+	}
+	// The daemon collects blobs no image references once they are old (cmd/imaged's collector,
+	// which holds the catalog while it decides, store.WithImageDigests): one could have gone
+	// between the manifest read above and PutImage. Once registered it is safe; check it is here.
+	if created && !s.blobs.Has(d) {
+		if _, _, derr := s.inv.Store().DeleteImage(img.Name, img.Version); derr != nil {
+			s.log.Error("registered an image whose blob was collected meanwhile, and could not take it back", "image", img.Ref(), "err", derr)
+		}
+		fail(w, http.StatusNotFound, "digest", "blob %s was collected as unregistered while this request registered it (it was older than images.unregistered_grace): import the image again", d)
 		return
 	}
 	status := http.StatusOK

@@ -119,6 +119,28 @@ func (s *Store) PutImage(img Image) (created bool, err error) {
 	return created, err
 }
 
+// WithImageDigests runs fn with the set of digests the catalog's images have, inside a write
+// transaction: no image is registered (PutImage) or removed until fn returns, so fn may remove
+// the blobs the set lacks without one being registered meanwhile. fn must be quick (renames, not
+// removals of large files) and must not call the Store: it would wait for itself.
+func (s *Store) WithImageDigests(fn func(digests map[string]bool) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		digests := map[string]bool{}
+		err := tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
+			var x Image
+			if err := jsonUnmarshal(v, &x); err != nil {
+				return fmt.Errorf("store: images: %w", err)
+			}
+			digests[x.Digest] = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return fn(digests)
+	})
+}
+
 // Images lists the catalog, by name then import time.
 func (s *Store) Images() ([]Image, error) {
 	imgs, err := list[Image](s.db, bucketImages)
