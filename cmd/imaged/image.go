@@ -341,6 +341,9 @@ func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.
 	if old, err := c.info(ctx, ref); err == nil && old.Image.Name == name && old.Image.Version == version {
 		return fmt.Errorf("%s already exists (%s); versions are immutable: import under a new version", ref, old.Image.Digest)
 	}
+	// The catalog keeps the source without its credentials (store.Image.Source); messages never
+	// show them either.
+	shown, removed := images.RedactSource(src)
 	start := time.Now()
 	s, err := convert.Open(ctx, src, opt)
 	if err != nil {
@@ -352,7 +355,7 @@ func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.
 	d, m, err := c.blobs.Import(ctx, s.Raw(), func(int64) { done, _ := s.Progress(); bar.Set(done) })
 	bar.Finish(err)
 	if err != nil {
-		return fmt.Errorf("import %s from %s: %w", ref, src, err)
+		return fmt.Errorf("import %s from %s: %w", ref, shown, err)
 	}
 	mh, err := m.Hash()
 	if err != nil {
@@ -377,6 +380,9 @@ func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.
 	}
 	fmt.Fprintf(stdout, "imported %s: %s\n  %d bytes (%s), %d of %d blocks hold data, manifest %s\n  %.1f s, %.0f MB/s\n",
 		ref, d, m.Size, format, blocks, len(m.Blocks), mh, secs, float64(m.Size)/secs/1e6)
+	if removed != nil {
+		fmt.Fprintf(stdout, "  source recorded as %s (without %s)\n", shown, strings.Join(removed, ", "))
+	}
 	return nil
 }
 

@@ -182,6 +182,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.blobs = blobs
+	d.components["images"] = newCollector(blobs, d.st, cfg.Images.UnregisteredGrace.Duration, d.reg, log.With("component", "images"))
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))

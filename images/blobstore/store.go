@@ -5,10 +5,14 @@
 //	dir/tmp/                    imports in progress
 //
 // An image is present when its manifest is: Import writes the blob, then the manifest, each
-// with temp file, fsync, rename, and fsync of the directory, so an interrupted import
-// leaves nothing but a temp file that Open's GC removes. The same bytes imported twice (or at
+// with temp file, fsync, rename, and fsync of the directory, so an interrupted import leaves
+// nothing but a temp file, and the next GC (Open runs one) removes it: a live import holds a lock
+// on its temp file, a dead one's is unlocked (tmp.go). The same bytes imported twice (or at
 // once) are stored once. The store knows nothing of names, versions or references: the
 // catalog does, and decides what Delete may remove.
+//
+// Files and directories belong to the owner of the directory holding the store (the daemon's
+// state directory), whoever makes them: the daemon reads what root imports (owner.go).
 package blobstore
 
 import (
@@ -33,20 +37,24 @@ import (
 // ErrNotFound is returned for a digest the store does not hold. It matches fs.ErrNotExist too.
 var ErrNotFound = fmt.Errorf("blobstore: image not found: %w", fs.ErrNotExist)
 
-// TmpMaxAge is how long a temp file may go unmodified before Open's GC removes it: an import in
-// progress (in this process or another) writes its temp file continually.
-const TmpMaxAge = time.Hour
+// StrayBlobAge is how long a blob without a manifest may sit before Open's GC removes it: an
+// import renames its blob into place, then writes the manifest.
+const StrayBlobAge = time.Hour
 
 // Store is a content-addressed image store in one directory. It is safe for concurrent use, by
 // several goroutines and several processes.
 type Store struct {
 	dir, blobs, manifests, tmp string
+	owner                      owner
 
 	mu    sync.Mutex
 	mhash map[images.Digest]images.Hash // manifest hashes, for ETags (manifests are immutable)
 }
 
-// Open opens (creating if need be) the store in dir and removes leftovers older than TmpMaxAge.
+// Open opens (creating if need be) the store in dir and removes leftovers: the temp files of
+// imports that died, and blobs without a manifest older than StrayBlobAge.
+// Run as root, it also gives the store's directories and images that belong to someone else to
+// the store's owner (see owner.go).
 func Open(dir string) (*Store, error) {
 	s := &Store{
 		dir:       dir,
@@ -56,11 +64,18 @@ func Open(dir string) (*Store, error) {
 		mhash:     map[images.Digest]images.Hash{},
 	}
 	for _, d := range []string{s.blobs, s.manifests, s.tmp} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, dirMode); err != nil {
 			return nil, fmt.Errorf("blobstore: %w", err)
 		}
 	}
-	if _, err := s.GC(TmpMaxAge); err != nil {
+	var err error
+	if s.owner, err = storeOwner(dir); err != nil {
+		return nil, err
+	}
+	if err := s.repair(); err != nil {
+		return nil, err
+	}
+	if _, err := s.GC(StrayBlobAge); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -74,22 +89,18 @@ func (s *Store) manifestPath(d images.Digest) string { return filepath.Join(s.ma
 // nil, is called with the number of bytes read as they are. On any error, or when ctx is done,
 // nothing is left behind.
 func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64)) (images.Digest, *images.Manifest, error) {
-	f, err := os.CreateTemp(s.tmp, "import-*")
+	f, err := s.createTemp("import-*")
 	if err != nil {
-		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
+		return images.Digest{}, nil, err
 	}
+	// f stays open, so locked, until it is renamed into place or removed (tmp.go).
 	committed := false
 	defer func() {
 		if !committed {
-			f.Close()
 			os.Remove(f.Name())
 		}
+		f.Close()
 	}()
-	// Readable by the daemon whoever imports (CreateTemp makes 0600); the store is the access
-	// control, and images are served to any agent anyway.
-	if err := f.Chmod(0o644); err != nil {
-		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
-	}
 	var blocks []images.Block
 	record := func(i int64, b []byte, h images.Hash, zero bool) error {
 		blocks = append(blocks, images.Block{SHA256: h, Zero: zero})
@@ -134,9 +145,6 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress func(n int64))
 	if err := f.Sync(); err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return images.Digest{}, nil, fmt.Errorf("blobstore: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return images.Digest{}, nil, fmt.Errorf("blobstore: import: %w", err)
 	}
@@ -162,17 +170,15 @@ func (s *Store) writeManifest(d images.Digest, enc []byte) error {
 	if old, err := os.ReadFile(s.manifestPath(d)); err == nil && bytes.Equal(old, enc) {
 		return nil
 	}
-	f, err := os.CreateTemp(s.tmp, "manifest-*")
+	f, err := s.createTemp("manifest-*")
 	if err != nil {
-		return fmt.Errorf("blobstore: %w", err)
+		return err
 	}
+	defer f.Close()           // locked until renamed (tmp.go)
 	defer os.Remove(f.Name()) // after a rename, a no-op
 	_, err = f.Write(enc)
 	if err == nil {
 		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(f.Name(), s.manifestPath(d))
@@ -292,11 +298,15 @@ func (s *Store) List() ([]images.Digest, error) {
 	return ds, nil
 }
 
-// GC removes what interrupted imports and deletes left behind, once unmodified for olderThan:
-// temp files, and blobs without a manifest. It returns how many files it removed.
+// GC removes what interrupted imports and deletes left behind: temp files no live import holds
+// (tmp.go), and blobs without a manifest once unmodified for olderThan. It returns how many files
+// it removed.
 func (s *Store) GC(olderThan time.Duration) (int, error) {
+	removed, err := s.removeStale()
+	if err != nil {
+		return removed, err
+	}
 	cutoff := time.Now().Add(-olderThan)
-	removed := 0
 	sweep := func(dir string, stray func(name string) bool) error {
 		ents, err := os.ReadDir(dir)
 		if err != nil {
@@ -318,10 +328,7 @@ func (s *Store) GC(olderThan time.Duration) (int, error) {
 		}
 		return nil
 	}
-	if err := sweep(s.tmp, func(string) bool { return true }); err != nil {
-		return removed, err
-	}
-	err := sweep(s.blobs, func(name string) bool {
+	err = sweep(s.blobs, func(name string) bool {
 		if _, err := hex.DecodeString(name); err != nil || strings.ContainsAny(name, "ABCDEF") {
 			return false // not ours
 		}
@@ -329,6 +336,31 @@ func (s *Store) GC(olderThan time.Duration) (int, error) {
 		return errors.Is(err, fs.ErrNotExist)
 	})
 	return removed, err
+}
+
+// repair gives the store's directories, blobs and manifests to the store's owner where they
+// belong to someone else (only root can; see owner.go).
+func (s *Store) repair() error {
+	if !s.owner.chown {
+		return nil
+	}
+	for _, d := range []string{s.dir, filepath.Dir(s.blobs), s.blobs, filepath.Dir(s.manifests), s.manifests, s.tmp} {
+		if err := s.owner.repair(d); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{s.blobs, s.manifests} {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			return fmt.Errorf("blobstore: %w", err)
+		}
+		for _, e := range ents {
+			if err := s.owner.repair(filepath.Join(d, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -312,7 +313,7 @@ func TestGCAndDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := time.Now().Add(-2 * TmpMaxAge)
+	old := time.Now().Add(-2 * StrayBlobAge)
 	write := func(p string, mtime time.Time) {
 		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
@@ -320,15 +321,31 @@ func TestGCAndDelete(t *testing.T) {
 		os.Chtimes(p, mtime, mtime)
 	}
 	orphan := images.Digest(sha256.Sum256([]byte("orphan")))
-	write(filepath.Join(dir, "tmp", "import-old"), old)
-	write(filepath.Join(dir, "tmp", "import-live"), time.Now())
+	fresh := images.Digest(sha256.Sum256([]byte("fresh")))
+	// Temp files: a dead import's, just written and old, and a live import's, locked, old.
+	write(filepath.Join(dir, "tmp", "import-dead-old"), old)
+	write(filepath.Join(dir, "tmp", "import-dead-fresh"), time.Now())
+	live, err := s.createTemp("import-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	os.Chtimes(live.Name(), old, old)
+	// Blobs without a manifest: old, and just renamed in by an import that writes its manifest next.
 	write(filepath.Join(dir, "blobs", "sha256", orphan.Hex()), old)
+	write(filepath.Join(dir, "blobs", "sha256", fresh.Hex()), time.Now())
 	if _, err := Open(dir); err != nil {
 		t.Fatal(err)
 	}
-	if tmp, blobs := files(t, dir, "tmp"), files(t, dir, "blobs/sha256"); len(tmp) != 1 || tmp[0] != "import-live" || len(blobs) != 1 || blobs[0] != d.Hex() {
+	if tmp, blobs := files(t, dir, "tmp"), files(t, dir, "blobs/sha256"); len(tmp) != 1 || tmp[0] != filepath.Base(live.Name()) ||
+		len(blobs) != 2 || !slices.Contains(blobs, d.Hex()) || !slices.Contains(blobs, fresh.Hex()) {
 		t.Fatalf("after GC: tmp %v, blobs %v", tmp, blobs)
 	}
+	live.Close()
+	if n, err := s.GC(StrayBlobAge); err != nil || n != 1 || len(files(t, dir, "tmp")) != 0 {
+		t.Fatalf("GC once the import is gone: %d removed, %v; tmp %v", n, err, files(t, dir, "tmp"))
+	}
+	os.Remove(filepath.Join(dir, "blobs", "sha256", fresh.Hex()))
 	if err := s.Delete(d); err != nil {
 		t.Fatal(err)
 	}
@@ -340,5 +357,43 @@ func TestGCAndDelete(t *testing.T) {
 	}
 	if err := s.Delete(d); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second Delete: %v", err)
+	}
+}
+
+// TestTempLockRace: a sweep running while imports create their temp files never removes one an
+// import got (createTemp re-checks its file after locking it).
+func TestTempLockRace(t *testing.T) {
+	s, _ := open(t)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(done)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := s.removeStale(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 2000 {
+		f, err := s.createTemp("import-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine, _ := f.Stat()
+		there, err := os.Lstat(f.Name())
+		if err != nil || !os.SameFile(mine, there) {
+			t.Fatalf("a sweep took %s from the import that created it: %v", f.Name(), err)
+		}
+		os.Remove(f.Name())
+		f.Close()
 	}
 }

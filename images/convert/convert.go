@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/imaged/imaged/images"
 )
 
 // Format is what a source's bytes turned out to be.
@@ -133,7 +135,8 @@ func openBackend(ctx context.Context, src string, opt Options) (backend, error) 
 	case strings.HasPrefix(src, "s3://"):
 		return openS3(ctx, src, opt)
 	case strings.Contains(src, "://"):
-		return nil, fmt.Errorf("convert: %q: unknown scheme (want a path, http(s):// or s3://)", src)
+		shown, _ := images.RedactSource(src)
+		return nil, fmt.Errorf("convert: %q: unknown scheme (want a path, http(s):// or s3://)", shown)
 	default:
 		return openFile(src)
 	}

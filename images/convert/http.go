@@ -3,11 +3,15 @@ package convert
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
+
+	"github.com/imaged/imaged/images"
 )
 
 // httpBackend reads an http(s) URL: ranged GETs when the server supports them (RFC 9110 §14),
@@ -16,7 +20,10 @@ type httpBackend struct {
 	ctx    context.Context
 	client *http.Client
 	url    string
-	n      int64
+	// shown is url for messages: without its userinfo and signing parameters
+	// (images.RedactSource), which errors end up in logs and terminals.
+	shown string
+	n     int64
 	// etag is the first response's strong ETag, sent as If-Match on every later request so that
 	// an object replaced mid-import fails (412) instead of mixing two images.
 	etag string
@@ -29,7 +36,8 @@ type httpBackend struct {
 const probeLen = headLen
 
 func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error) {
-	b := &httpBackend{ctx: ctx, client: opt.HTTPClient, url: url, n: -1}
+	shown, _ := images.RedactSource(url)
+	b := &httpBackend{ctx: ctx, client: opt.HTTPClient, url: url, shown: shown, n: -1}
 	if b.client == nil {
 		b.client = defaultHTTPClient()
 	}
@@ -42,7 +50,7 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 		defer resp.Body.Close()
 		start, total, err := contentRange(resp.Header.Get("Content-Range"))
 		if err != nil || start != 0 || total < 0 {
-			return nil, fmt.Errorf("convert: %s: Content-Range %q: want the object's size", url, resp.Header.Get("Content-Range"))
+			return nil, fmt.Errorf("convert: %s: Content-Range %q: want the object's size", b.shown, resp.Header.Get("Content-Range"))
 		}
 		b.n = total
 		if et := resp.Header.Get("ETag"); strings.HasPrefix(et, `"`) { // weak ETags (W/"…") can't be used with If-Match
@@ -52,7 +60,7 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 		// Keep the probe's bytes: format detection reads them next.
 		head, err := io.ReadAll(io.LimitReader(resp.Body, probeLen))
 		if err != nil {
-			return nil, fmt.Errorf("convert: GET %s: %w", url, err)
+			return nil, fmt.Errorf("convert: GET %s: %w", b.shown, err)
 		}
 		b.ra.wins[0] = window{off: 0, b: head}
 		return b, nil
@@ -65,13 +73,13 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 		return b, nil
 	case http.StatusRequestedRangeNotSatisfiable:
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: %s: the source is empty", ErrCorrupt, url)
+		return nil, fmt.Errorf("%w: %s: the source is empty", ErrCorrupt, b.shown)
 	case http.StatusNotFound, http.StatusGone:
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: GET %s: %s", ErrNotFound, url, resp.Status)
+		return nil, fmt.Errorf("%w: GET %s: %s", ErrNotFound, b.shown, resp.Status)
 	default:
 		resp.Body.Close()
-		return nil, fmt.Errorf("convert: GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("convert: GET %s: %s", b.shown, resp.Status)
 	}
 }
 
@@ -79,7 +87,7 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 func (b *httpBackend) get(off, n int64) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("convert: %w", err)
+		return nil, fmt.Errorf("convert: GET %s: not a URL", b.shown) // its parse error quotes it whole
 	}
 	// Bytes as stored: a server's transparent gzip would change lengths and offsets.
 	req.Header.Set("Accept-Encoding", "identity")
@@ -91,7 +99,12 @@ func (b *httpBackend) get(off, n int64) (*http.Response, error) {
 	}
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("convert: GET %s: %w", b.url, err)
+		// net/http's errors name the URL (a redirect's target, perhaps) hiding only its password.
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			ue.URL, _ = images.RedactSource(ue.URL)
+		}
+		return nil, fmt.Errorf("convert: GET %s: %w", b.shown, err)
 	}
 	return resp, nil
 }
@@ -104,18 +117,18 @@ func (b *httpBackend) openRange(ctx context.Context, off, n int64) (io.ReadClose
 	if resp.StatusCode != http.StatusPartialContent {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusPreconditionFailed {
-			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.url, b.etag)
+			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.shown, b.etag)
 		}
-		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: %s", b.url, off, off+n-1, resp.Status)
+		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: %s", b.shown, off, off+n-1, resp.Status)
 	}
 	if start, _, err := contentRange(resp.Header.Get("Content-Range")); err != nil || start != off {
 		resp.Body.Close()
-		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: answered Content-Range %q", b.url, off, off+n-1, resp.Header.Get("Content-Range"))
+		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: answered Content-Range %q", b.shown, off, off+n-1, resp.Header.Get("Content-Range"))
 	}
 	return resp.Body, nil
 }
 
-func (b *httpBackend) name() string { return b.url }
+func (b *httpBackend) name() string { return b.shown }
 func (b *httpBackend) size() int64  { return b.n }
 func (b *httpBackend) readerAt() io.ReaderAt {
 	if b.ra == nil {
@@ -130,7 +143,7 @@ func (b *httpBackend) peek(n int) ([]byte, error) {
 		err = nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("convert: GET %s: %w", b.url, err)
+		return nil, fmt.Errorf("convert: GET %s: %w", b.shown, err)
 	}
 	return p, nil
 }
@@ -146,13 +159,13 @@ func (b *httpBackend) stream() (io.ReadCloser, error) {
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusPreconditionFailed {
-			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.url, b.etag)
+			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.shown, b.etag)
 		}
-		return nil, fmt.Errorf("convert: GET %s: %s", b.url, resp.Status)
+		return nil, fmt.Errorf("convert: GET %s: %s", b.shown, resp.Status)
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != b.n {
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: %s: %d bytes now, %d before", ErrCorrupt, b.url, resp.ContentLength, b.n)
+		return nil, fmt.Errorf("%w: %s: %d bytes now, %d before", ErrCorrupt, b.shown, resp.ContentLength, b.n)
 	}
 	return resp.Body, nil
 }

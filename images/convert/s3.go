@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/imaged/imaged/images"
 )
 
 // s3Backend reads s3://bucket/key with HeadObject and ranged GetObject.
@@ -26,9 +28,10 @@ type s3Backend struct {
 }
 
 func openS3(ctx context.Context, src string, opt Options) (*s3Backend, error) {
+	shown, _ := images.RedactSource(src)
 	u, err := url.Parse(src)
 	if err != nil || u.Host == "" || len(u.Path) < 2 {
-		return nil, fmt.Errorf("convert: %q: want s3://bucket/key", src)
+		return nil, fmt.Errorf("convert: %q: want s3://bucket/key", shown)
 	}
 	b := &s3Backend{ctx: ctx, bucket: u.Host, key: strings.TrimPrefix(u.Path, "/")}
 	// The SDK's default chain: environment, shared config and credentials files, SSO, web
@@ -59,7 +62,7 @@ func openS3(ctx context.Context, src string, opt Options) (*s3Backend, error) {
 		return nil, b.err("HeadObject", err)
 	}
 	if head.ContentLength == nil {
-		return nil, fmt.Errorf("convert: %s: HeadObject gave no Content-Length", src)
+		return nil, fmt.Errorf("convert: %s: HeadObject gave no Content-Length", b.name())
 	}
 	b.n, b.etag = *head.ContentLength, head.ETag
 	b.ra = &rangeReaderAt{ctx: ctx, r: b, size: b.n}

@@ -8,6 +8,10 @@
 // §14), so a client can resume or fetch blocks in parallel. Bodies go out through
 // http.ServeContent from the *os.File, which the server copies with sendfile(2): nothing here
 // wraps the ResponseWriter (that would hide its ReadFrom and turn sendfile into copies).
+//
+// It serves any image the store holds, whether a catalog entry names it or not: the routes are
+// anonymous and content-addressed, agents ask only for what their plan names, and the daemon
+// collects what no entry names (cmd/imaged's collector says more).
 package imagehttp
 
 import (

@@ -18,6 +18,7 @@ import (
 type Blobs interface {
 	Manifest(d images.Digest) (*images.Manifest, error)
 	Open(d images.Digest) (*os.File, error) // the blob, to check an agent's proof of possession
+	Has(d images.Digest) bool
 	Delete(d images.Digest) error
 }
 
@@ -34,7 +35,8 @@ type ImageInfo struct {
 }
 
 // RegisterRequest registers a blob already in the blob store as NAME@VERSION. The server reads
-// the blob's manifest itself; sizes and hashes are never taken from the request.
+// the blob's manifest itself; sizes and hashes are never taken from the request. The source is
+// kept without its credentials (store.Image.Source).
 type RegisterRequest struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
@@ -206,11 +208,23 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, "version", err)
 		return
 	}
+	// The daemon collects blobs no image references once they are old (cmd/imaged's collector,
+	// which holds the catalog while it decides, store.WithImageDigests): one could have gone
+	// between the manifest read above and PutImage. Once registered it is safe; check it is here.
+	if created && !s.blobs.Has(d) {
+		if _, _, derr := s.inv.Store().DeleteImage(img.Name, img.Version); derr != nil {
+			s.log.Error("registered an image whose blob was collected meanwhile, and could not take it back", "image", img.Ref(), "err", derr)
+		}
+		fail(w, http.StatusNotFound, "digest", "blob %s was collected as unregistered while this request registered it (it was older than images.unregistered_grace): import the image again", d)
+		return
+	}
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated
 		s.log.Info("image registered", "image", img.Ref(), "digest", img.Digest, "by", img.ImportedBy)
-	} else if img, err = s.inv.Store().ResolveImage(img.Ref()); err != nil {
+	}
+	// What the catalog keeps: the source without its credentials, or the earlier registration.
+	if img, err = s.inv.Store().ResolveImage(img.Ref()); err != nil {
 		s.storeError(w, "", err)
 		return
 	}

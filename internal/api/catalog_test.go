@@ -120,3 +120,43 @@ func TestCatalogAPI(t *testing.T) {
 		t.Errorf("inventory did not see the assignment: %+v", m)
 	}
 }
+
+// collectedBlobs is a blob store whose blob goes (collected as unregistered) between the
+// register handler's manifest read and its catalog write.
+type collectedBlobs struct{ *blobstore.Store }
+
+func (collectedBlobs) Has(images.Digest) bool { return false }
+
+// A registration that races the daemon's collection of unregistered blobs never leaves a catalog
+// entry without its blob.
+func TestRegisterRacesCollection(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "s.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs, err := blobstore.Open(filepath.Join(dir, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := blobs.Import(context.Background(), bytes.NewReader([]byte("imaged")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	u, _ := url.Parse("http://10.99.0.1:8080")
+	New(Deps{Inventory: inv, Blobs: collectedBlobs{blobs}, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	admin := &Principal{Name: "root", Scope: ScopeAdmin, Local: true}
+	status, e, body := call{"POST", "/api/v1/images", `{"name":"debian","version":"1","digest":"` + d.String() + `"}`, admin}.do(mux)
+	if status != 404 || e.Field != "digest" || !strings.Contains(body, "import the image again") {
+		t.Errorf("register: %d %s", status, body)
+	}
+	if imgs, err := st.Images(); err != nil || len(imgs) != 0 {
+		t.Errorf("catalog after the refused registration: %v %v", imgs, err)
+	}
+}

@@ -25,8 +25,17 @@ type File struct {
 	Boot     Boot      `yaml:"boot"`
 	BMCs     []BMC     `yaml:"bmcs"`
 	Jobs     Jobs      `yaml:"jobs"`
+	Images   Images    `yaml:"images"`
 	Machines []Machine `yaml:"machines"`
 	EC2      EC2       `yaml:"ec2"`
+}
+
+// Images tunes the blob store under <state_dir>/images.
+type Images struct {
+	// UnregisteredGrace is how long a blob no catalog image references is kept before the daemon
+	// removes it: what an import killed between committing its blob and registering it left.
+	// It is the time an import has between the two (milliseconds, normally). Default 1h.
+	UnregisteredGrace Duration `yaml:"unregistered_grace"`
 }
 
 // API is who may use the operator API over TCP. The control socket needs no token.
@@ -319,6 +328,9 @@ func (f *File) applyDefaults() {
 	}
 	if f.Boot.TokenTTL.Duration == 0 {
 		f.Boot.TokenTTL.Duration = time.Hour
+	}
+	if f.Images.UnregisteredGrace.Duration == 0 {
+		f.Images.UnregisteredGrace.Duration = time.Hour
 	}
 	for i := range f.Machines {
 		if f.Machines[i].Boot == "" {

@@ -62,6 +62,7 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 	}{
 		{"unknown key with a typo", "  lease_time: 1h", "  lease_tme: 1h", "lease_tme", []string{`unknown key "lease_tme"`, `did you mean "lease_time"`, "dhcp.lease_tme"}},
 		{"unknown key far from any", "  lease_time: 1h", "  colour: blue", "colour", []string{`unknown key "colour"`, "known keys here"}},
+		{"unregistered grace too short", "  unregistered_grace: 1h", "  unregistered_grace: 10s", "unregistered_grace", []string{"images.unregistered_grace", "too short", "1m or more"}},
 		{"bad address", "  server_ip: 10.99.0.1", "  server_ip: 10.99.0.300", "10.99.0.300", []string{`"10.99.0.300" is not an IP address`}},
 		{"bad prefix", "  subnet: 10.99.0.0/24", "  subnet: 10.99.0.0/33", "/33", []string{"CIDR"}},
 		{"host bits", "  subnet: 10.99.0.0/24", "  subnet: 10.99.0.1/24", "10.99.0.1/24", []string{"host bits"}},

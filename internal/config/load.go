@@ -271,6 +271,8 @@ jobs:
   link_mbps: 10000
   probe: {kind: tcp, port: 22}  # readiness after the reboot; default: the OS checks in
   reimage_stale: true           # an OS that checks in with another image is reimaged
+images:
+  unregistered_grace: 1h        # blobs no catalog image references are removed this long after their import
 ec2:                            # imaged ami: credentials from the AWS SDK's default chain
   region: us-east-1
   copy_to: [eu-west-1]

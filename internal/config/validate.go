@@ -100,6 +100,9 @@ func (v *validator) validate(f *File) {
 	v.validateBMCs(f)
 	v.validateAPI(f)
 	v.validateJobs(f)
+	if g := f.Images.UnregisteredGrace.Duration; g < time.Minute {
+		v.fail("images.unregistered_grace", "%v is too short: an import registers its blob after committing it, and a blob collected in between fails the import; use 1m or more (default 1h)", g)
+	}
 	v.validateEC2(f)
 	v.validateMachines(f)
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/images"
 )
 
 // The image catalog: immutable name@version records pointing at blob digests, and channels
@@ -23,17 +25,55 @@ var (
 
 // Image is one name@version of the catalog.
 type Image struct {
-	Name         string    `json:"name"`
-	Version      string    `json:"version"`
-	Digest       string    `json:"digest"` // sha256:<hex> of the raw image
-	Size         int64     `json:"size"`
-	DataBytes    int64     `json:"data_bytes"`  // bytes in non-zero blocks
-	DataBlocks   int       `json:"data_blocks"` // non-zero blocks
-	ManifestHash string    `json:"manifest_hash"`
-	Source       string    `json:"source,omitempty"`
-	Format       string    `json:"format,omitempty"`
-	Imported     time.Time `json:"imported"`
-	ImportedBy   string    `json:"imported_by,omitempty"`
+	Name         string `json:"name"`
+	Version      string `json:"version"`
+	Digest       string `json:"digest"` // sha256:<hex> of the raw image
+	Size         int64  `json:"size"`
+	DataBytes    int64  `json:"data_bytes"`  // bytes in non-zero blocks
+	DataBlocks   int    `json:"data_blocks"` // non-zero blocks
+	ManifestHash string `json:"manifest_hash"`
+	// Source is where the image was imported from, without credentials: PutImage takes out a
+	// URL's userinfo and signing parameters (images.RedactSource) and lists in SourceRemoved
+	// what it took out (names, never values).
+	Source        string    `json:"source,omitempty"`
+	SourceRemoved []string  `json:"source_removed,omitempty"`
+	Format        string    `json:"format,omitempty"`
+	Imported      time.Time `json:"imported"`
+	ImportedBy    string    `json:"imported_by,omitempty"`
+}
+
+// redactSource takes the credentials out of the image's source (images.RedactSource).
+func (i *Image) redactSource() (changed bool) {
+	clean, removed := images.RedactSource(i.Source)
+	if removed == nil {
+		return false
+	}
+	i.Source = clean
+	i.SourceRemoved = append(i.SourceRemoved, removed...)
+	return true
+}
+
+// redactSources takes the credentials out of the sources an imaged before this one stored as
+// given (Open does it, in its migration transaction).
+func redactSources(tx *bolt.Tx) error {
+	b := tx.Bucket(bucketImages)
+	if b == nil {
+		return nil
+	}
+	var fixed []Image
+	err := b.ForEach(func(_, v []byte) error {
+		var img Image
+		if jsonUnmarshal(v, &img) == nil && img.redactSource() {
+			fixed = append(fixed, img)
+		}
+		return nil
+	})
+	for _, img := range fixed {
+		if err == nil {
+			err = put(tx, bucketImages, img.Ref(), img)
+		}
+	}
+	return err
 }
 
 // Ref is name@version.
@@ -58,9 +98,11 @@ type Channel struct {
 
 func imageKey(name, version string) string { return name + "@" + version }
 
-// PutImage records an image. Registering the same name@version with the same digest again is a
-// no-op; with another digest it is ErrImmutable.
+// PutImage records an image, its source without credentials (Image.Source). Registering the
+// same name@version with the same digest again is a no-op; with another digest it is
+// ErrImmutable.
 func (s *Store) PutImage(img Image) (created bool, err error) {
+	img.redactSource()
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		var old Image
 		switch err := get(tx, bucketImages, img.Ref(), &old); {
@@ -75,6 +117,28 @@ func (s *Store) PutImage(img Image) (created bool, err error) {
 		return put(tx, bucketImages, img.Ref(), img)
 	})
 	return created, err
+}
+
+// WithImageDigests runs fn with the set of digests the catalog's images have, inside a write
+// transaction: no image is registered (PutImage) or removed until fn returns, so fn may remove
+// the blobs the set lacks without one being registered meanwhile. fn must be quick (renames, not
+// removals of large files) and must not call the Store: it would wait for itself.
+func (s *Store) WithImageDigests(fn func(digests map[string]bool) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		digests := map[string]bool{}
+		err := tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
+			var x Image
+			if err := jsonUnmarshal(v, &x); err != nil {
+				return fmt.Errorf("store: images: %w", err)
+			}
+			digests[x.Digest] = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return fn(digests)
+	})
 }
 
 // Images lists the catalog, by name then import time.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func catalog(t *testing.T) *Store {
@@ -125,5 +127,33 @@ func TestSyncKeepsAssignments(t *testing.T) {
 	m, _ := s.Machine("m1")
 	if m.AssignedImage != "sha256:x" || m.WorkerGroup != "g" {
 		t.Errorf("%+v", m)
+	}
+}
+
+// Sources are kept without credentials: those PutImage is given, and those an imaged before this
+// one stored as given, which Open redacts.
+func TestSourceRedacted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	const src = "https://u:pw@b.s3.amazonaws.com/k.raw?X-Amz-Credential=AKIA&X-Amz-Signature=ff&versionId=3"
+	const clean = "https://b.s3.amazonaws.com/k.raw?versionId=3"
+	if _, err := s.PutImage(Image{Name: "new", Version: "1", Digest: "sha256:" + strings.Repeat("1", 64), Source: src}); err != nil {
+		t.Fatal(err)
+	}
+	old := Image{Name: "old", Version: "1", Digest: "sha256:" + strings.Repeat("2", 64), Source: src}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketImages, old.Ref(), old) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	defer s.Close()
+	imgs, err := s.Images()
+	if err != nil || len(imgs) != 2 {
+		t.Fatalf("images: %v %v", imgs, err)
+	}
+	for _, img := range imgs {
+		if img.Source != clean || strings.Join(img.SourceRemoved, ",") != "userinfo,X-Amz-Credential,X-Amz-Signature" {
+			t.Errorf("%s: source %q, removed %q", img.Ref(), img.Source, img.SourceRemoved)
+		}
 	}
 }

@@ -106,7 +106,12 @@ func Open(path string, opt Options) (*Store, error) {
 		}
 		return s, nil
 	}
-	if err := db.Update(migrate); err != nil {
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := migrate(tx); err != nil {
+			return err
+		}
+		return redactSources(tx)
+	}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
