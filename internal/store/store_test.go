@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,5 +246,29 @@ func TestUnknownListBounded(t *testing.T) {
 		if u.MAC == "02:00:00:00:00:00" || u.MAC == "02:00:00:00:00:09" {
 			t.Errorf("the least recently seen %s was kept", u.MAC)
 		}
+	}
+}
+
+// TestCreatedByRootForTheDaemon: root (the CLI) creating the state file in the daemon's state
+// directory gives it to the directory's owner, so that the daemon can open it.
+func TestCreatedByRootForTheDaemon(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: cannot create a file for another user")
+	}
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, filepath.Join(dir, "imaged.db"))
+	s.Close()
+	fi, err := os.Stat(filepath.Join(dir, "imaged.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("imaged.db is %d:%d %v, want 65534:65534 0600", st.Uid, st.Gid, fi.Mode().Perm())
 	}
 }
