@@ -47,7 +47,7 @@ func TestAgentWorkLoop(t *testing.T) {
 		t.Fatalf("plan without an assignment: %d %s", w.Code, w.Body)
 	}
 	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{mac}, Boot: "agent", DiskSerial: "WD-1234"}})
-	st.AssignImage("ms1-c1n1", digest)
+	st.AssignImage("ms1-c1n1", digest, "")
 	w = agentReq(mux, "GET", "/agent/v1/plan", tok, mac, "")
 	var plan agentapi.Plan
 	json.Unmarshal(w.Body.Bytes(), &plan)

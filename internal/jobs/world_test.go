@@ -523,7 +523,7 @@ func newHarness(t *testing.T, cfg Config, ms ...*machine) *harness {
 		}
 	}
 	for _, fm := range ms {
-		st.AssignImage(fm.id, imgOld.Digest)
+		st.AssignImage(fm.id, imgOld.Digest, "")
 		st.SetCurrentImage(fm.id, imgOld.Digest)
 	}
 	w.st = st
