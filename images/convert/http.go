@@ -3,9 +3,11 @@ package convert
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 )
@@ -16,6 +18,7 @@ type httpBackend struct {
 	ctx    context.Context
 	client *http.Client
 	url    string
+	shown  string // url for messages: shownURL
 	n      int64
 	// etag is the first response's strong ETag, sent as If-Match on every later request so that
 	// an object replaced mid-import fails (412) instead of mixing two images.
@@ -29,7 +32,7 @@ type httpBackend struct {
 const probeLen = headLen
 
 func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error) {
-	b := &httpBackend{ctx: ctx, client: opt.HTTPClient, url: url, n: -1}
+	b := &httpBackend{ctx: ctx, client: opt.HTTPClient, url: url, shown: shownURL(url), n: -1}
 	if b.client == nil {
 		b.client = defaultHTTPClient()
 	}
@@ -43,7 +46,7 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 		defer resp.Body.Close()
 		start, total, err := contentRange(resp.Header.Get("Content-Range"))
 		if err != nil || start != 0 || total < 0 {
-			return nil, fmt.Errorf("convert: %s: Content-Range %q: want the object's size", url, resp.Header.Get("Content-Range"))
+			return nil, fmt.Errorf("convert: %s: Content-Range %q: want the object's size", b.shown, resp.Header.Get("Content-Range"))
 		}
 		b.n = total
 		if et := resp.Header.Get("ETag"); strings.HasPrefix(et, `"`) { // weak ETags (W/"…") can't be used with If-Match
@@ -53,7 +56,7 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 		// Keep the probe's bytes: format detection reads them next.
 		head, err := io.ReadAll(io.LimitReader(resp.Body, probeLen))
 		if err != nil {
-			return nil, fmt.Errorf("convert: GET %s: %w", url, err)
+			return nil, fmt.Errorf("convert: GET %s: %w", b.shown, err)
 		}
 		b.ra.wins[0] = window{off: 0, b: head}
 		return b, nil
@@ -66,13 +69,13 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 		return b, nil
 	case http.StatusRequestedRangeNotSatisfiable:
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: %s: the source is empty", ErrCorrupt, url)
+		return nil, fmt.Errorf("%w: %s: the source is empty", ErrCorrupt, b.shown)
 	case http.StatusNotFound, http.StatusGone:
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: GET %s: %s", ErrNotFound, url, resp.Status)
+		return nil, fmt.Errorf("%w: GET %s: %s", ErrNotFound, b.shown, resp.Status)
 	default:
 		resp.Body.Close()
-		return nil, fmt.Errorf("convert: GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("convert: GET %s: %s", b.shown, resp.Status)
 	}
 }
 
@@ -105,7 +108,7 @@ func noDowngrade(c *http.Client) *http.Client {
 func (b *httpBackend) get(off, n int64) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("convert: %w", err)
+		return nil, fmt.Errorf("convert: %s: %w", b.shown, withoutURL(err))
 	}
 	// Bytes as stored: a server's transparent gzip would change lengths and offsets.
 	req.Header.Set("Accept-Encoding", "identity")
@@ -117,7 +120,7 @@ func (b *httpBackend) get(off, n int64) (*http.Response, error) {
 	}
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("convert: GET %s: %w", b.url, err)
+		return nil, fmt.Errorf("convert: GET %s: %w", b.shown, withoutURL(err))
 	}
 	return resp, nil
 }
@@ -130,18 +133,18 @@ func (b *httpBackend) openRange(ctx context.Context, off, n int64) (io.ReadClose
 	if resp.StatusCode != http.StatusPartialContent {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusPreconditionFailed {
-			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.url, b.etag)
+			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.shown, b.etag)
 		}
-		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: %s", b.url, off, off+n-1, resp.Status)
+		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: %s", b.shown, off, off+n-1, resp.Status)
 	}
 	if start, _, err := contentRange(resp.Header.Get("Content-Range")); err != nil || start != off {
 		resp.Body.Close()
-		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: answered Content-Range %q", b.url, off, off+n-1, resp.Header.Get("Content-Range"))
+		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: answered Content-Range %q", b.shown, off, off+n-1, resp.Header.Get("Content-Range"))
 	}
 	return resp.Body, nil
 }
 
-func (b *httpBackend) name() string { return b.url }
+func (b *httpBackend) name() string { return b.shown }
 func (b *httpBackend) size() int64  { return b.n }
 func (b *httpBackend) readerAt() io.ReaderAt {
 	if b.ra == nil {
@@ -156,7 +159,7 @@ func (b *httpBackend) peek(n int) ([]byte, error) {
 		err = nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("convert: GET %s: %w", b.url, err)
+		return nil, fmt.Errorf("convert: GET %s: %w", b.shown, err)
 	}
 	return p, nil
 }
@@ -172,13 +175,13 @@ func (b *httpBackend) stream() (io.ReadCloser, error) {
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusPreconditionFailed {
-			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.url, b.etag)
+			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.shown, b.etag)
 		}
-		return nil, fmt.Errorf("convert: GET %s: %s", b.url, resp.Status)
+		return nil, fmt.Errorf("convert: GET %s: %s", b.shown, resp.Status)
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != b.n {
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: %s: %d bytes now, %d before", ErrCorrupt, b.url, resp.ContentLength, b.n)
+		return nil, fmt.Errorf("%w: %s: %d bytes now, %d before", ErrCorrupt, b.shown, resp.ContentLength, b.n)
 	}
 	return resp.Body, nil
 }
@@ -188,6 +191,31 @@ func (b *httpBackend) Close() error {
 		return b.c.Close()
 	}
 	return nil
+}
+
+// shownURL is raw as messages show it: without userinfo (a password, or a token as the user
+// name) and without the query, where presigned URLs carry their signature (X-Amz-Signature,
+// sig, …). Errors of an import reach logs, the CLI and API answers.
+func shownURL(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return "(a URL that does not parse)"
+	}
+	u.User, u.Fragment = nil, ""
+	if u.RawQuery != "" || u.ForceQuery {
+		u.RawQuery, u.ForceQuery = "…", false
+	}
+	return u.String()
+}
+
+// withoutURL is err without the URL that net/url and net/http put in their errors (the whole
+// URL, query included), for a message that names the source by shownURL instead.
+func withoutURL(err error) error {
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // contentRange parses "bytes first-last/complete" (RFC 9110 §14.4); complete is -1 for "*".
