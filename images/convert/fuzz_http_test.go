@@ -18,8 +18,7 @@ import (
 // Content-Range, Content-Length, ETag, Last-Modified, Location) and the Content-Range of its
 // ranged answers, written on the wire and parsed by net/http as a real answer would be; the
 // client is the default one with an in-process transport (nothing is dialled). Whatever the
-// server says: no panic, no allocation sized by a header, no request but http(s), never from
-// https down to http, the URL's password only to its own host and scheme, and every byte an
+// server says: no panic, no allocation sized by a header, never from https down to http, the URL's password only to its own host and scheme, and every byte an
 // import yields is the object's byte at that offset, and no error shows the URL's password or
 // query (a presigned URL's signature).
 //
@@ -65,13 +64,18 @@ func FuzzHTTPHeaders(f *testing.F) {
 		}
 		first := true
 		serve := func(r *http.Request) (*http.Response, error) {
+			// As net/http's Transport answers a redirect to another scheme or to no host:
+			// nothing is sent.
 			if r.URL.Scheme != "http" && r.URL.Scheme != "https" {
-				t.Fatalf("a request to %s", r.URL.Redacted())
+				return nil, fmt.Errorf("unsupported protocol scheme %q", r.URL.Scheme)
+			}
+			if r.URL.Host == "" {
+				return nil, fmt.Errorf("no Host in request URL")
 			}
 			if secure && r.URL.Scheme == "http" {
 				t.Fatalf("an https import went on over http: %s", r.URL.Redacted())
 			}
-			if u, p, ok := r.BasicAuth(); ok && (u != "importer" || p != "Pw-5ecret" || r.URL.Host != "imaged.test" || (secure && r.URL.Scheme != "https")) {
+			if _, p, ok := r.BasicAuth(); ok && p == "Pw-5ecret" && (r.URL.Host != "imaged.test" || (secure && r.URL.Scheme != "https")) {
 				t.Fatalf("the source's credentials went to %s", r.URL.Redacted())
 			}
 			if first {
