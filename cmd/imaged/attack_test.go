@@ -69,7 +69,7 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 	if _, err := d.st.PutImage(store.Image{Name: "debian", Version: "12", Digest: dg.String(), Size: int64(len(img)), ManifestHash: mh, DataBlocks: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.st.AssignImage("ms1-c1n1", dg.String()); err != nil {
+	if err := d.st.AssignImage("ms1-c1n1", dg.String(), ""); err != nil {
 		t.Fatal(err)
 	}
 	attacker := fromAddr("127.0.0.66")

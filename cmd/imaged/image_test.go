@@ -148,7 +148,11 @@ func testImageCommands(t *testing.T, dir, cfg, by string) {
 	if out, err := im("rollback", "debian@production"); err != nil || !strings.Contains(out, "2 → 1") {
 		t.Errorf("rollback: %v %s", err, out)
 	}
-	if out, _, err := runCmd(t, "machines", "assign", "-config", cfg, "-by", "alice", "ms1-c1n1", "debian@2"); err != nil || !strings.Contains(out, d2) {
+	if out, _, err := runCmd(t, "machines", "assign", "-config", cfg, "-by", "alice", "ms1-c1n1", "debian@production"); err != nil ||
+		!strings.Contains(out, d1) || !strings.Contains(out, "and follows debian@production") {
+		t.Errorf("assign through a channel: %v %s", err, out)
+	}
+	if out, _, err := runCmd(t, "machines", "assign", "-config", cfg, "-by", "alice", "ms1-c1n1", "debian@2"); err != nil || !strings.Contains(out, d2) || strings.Contains(out, "follows") {
 		t.Errorf("assign: %v %s", err, out)
 	}
 	if _, err := im("delete", "debian@2"); err == nil || !strings.Contains(err.Error(), "machine ms1-c1n1") {

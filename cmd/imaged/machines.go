@@ -246,6 +246,10 @@ func cmdAssign(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s is assigned %s (%s)\n", fs.Arg(0), rep.Image.Ref(), rep.Image.Digest)
+	fmt.Fprintf(stdout, "%s is assigned %s (%s)", fs.Arg(0), rep.Image.Ref(), rep.Image.Digest)
+	if rep.Image.Channel != "" {
+		fmt.Fprintf(stdout, " and follows %s", rep.Image.Channel)
+	}
+	fmt.Fprintln(stdout)
 	return nil
 }

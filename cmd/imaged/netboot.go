@@ -21,41 +21,7 @@ import (
 func (d *daemon) addNetboot(obs *observer, roots []string) error {
 	cfg := d.cfg
 	if cfg.DHCP.Mode != config.ModeOff {
-		base := cfg.HTTP.PublicURL.URL
-		dc := dhcp.Config{
-			Mode:       dhcp.Mode(cfg.DHCP.Mode),
-			Interface:  cfg.DHCP.Interface,
-			ServerIP:   cfg.DHCP.ServerIP.Addr,
-			Subnet:     cfg.DHCP.Subnet.Prefix,
-			Router:     cfg.DHCP.Router.Addr,
-			DomainName: cfg.DHCP.DomainName,
-			LeaseTime:  cfg.DHCP.LeaseTime.Duration,
-			Unknown:    dhcp.UnknownPolicy(cfg.DHCP.UnknownClients),
-			Boot: dhcp.Boot{
-				BIOSFile:    cfg.Boot.BIOSFile,
-				UEFIx64File: cfg.Boot.UEFIFile,
-				ARM64File:   cfg.Boot.ARM64File,
-				HTTPBase:    base,
-				ScriptURL:   func(mac net.HardwareAddr) string { return boot.ScriptURL(base, mac) },
-			},
-		}
-		if cfg.TLSEnabled() && cfg.HTTP.TLS.IPXEHTTPS {
-			tlsBase := cfg.HTTP.TLS.PublicURL.URL
-			dc.Boot.HTTPSScriptURL = func(mac net.HardwareAddr) string { return boot.ScriptURL(tlsBase, mac) }
-		}
-		for _, a := range cfg.DHCP.DNS {
-			dc.DNS = append(dc.DNS, a.Addr)
-		}
-		if p := cfg.DHCP.Pool; p != nil {
-			dc.PoolStart, dc.PoolEnd = p.Start.Addr, p.End.Addr
-		}
-		srv, err := dhcp.New(dc, dhcp.Deps{
-			Inventory:  dhcpInventory{d.inv},
-			Leases:     dhcpLeases{d.st},
-			Observer:   obs,
-			Log:        d.log.With("component", "dhcp"),
-			Registerer: d.reg,
-		})
+		srv, err := d.newDHCP(dhcpConfig(cfg), obs)
 		if err != nil {
 			return err
 		}
@@ -79,6 +45,50 @@ func (d *daemon) addNetboot(obs *observer, roots []string) error {
 		d.components["tftp"] = s
 	}
 	return nil
+}
+
+// dhcpConfig maps the config file's dhcp and boot sections onto the DHCP server's Config.
+func dhcpConfig(cfg *config.File) dhcp.Config {
+	base := cfg.HTTP.PublicURL.URL
+	dc := dhcp.Config{
+		Mode:       dhcp.Mode(cfg.DHCP.Mode),
+		Interface:  cfg.DHCP.Interface,
+		ServerIP:   cfg.DHCP.ServerIP.Addr,
+		Subnet:     cfg.DHCP.Subnet.Prefix,
+		Router:     cfg.DHCP.Router.Addr,
+		DomainName: cfg.DHCP.DomainName,
+		LeaseTime:  cfg.DHCP.LeaseTime.Duration,
+		Unknown:    dhcp.UnknownPolicy(cfg.DHCP.UnknownClients),
+		Boot: dhcp.Boot{
+			BIOSFile:    cfg.Boot.BIOSFile,
+			UEFIx64File: cfg.Boot.UEFIFile,
+			ARM64File:   cfg.Boot.ARM64File,
+			HTTPBase:    base,
+			ScriptURL:   func(mac net.HardwareAddr) string { return boot.ScriptURL(base, mac) },
+		},
+	}
+	if cfg.TLSEnabled() && cfg.HTTP.TLS.IPXEHTTPS {
+		tlsBase := cfg.HTTP.TLS.PublicURL.URL
+		dc.Boot.HTTPSScriptURL = func(mac net.HardwareAddr) string { return boot.ScriptURL(tlsBase, mac) }
+	}
+	for _, a := range cfg.DHCP.DNS {
+		dc.DNS = append(dc.DNS, a.Addr)
+	}
+	if p := cfg.DHCP.Pool; p != nil {
+		dc.PoolStart, dc.PoolEnd = p.Start.Addr, p.End.Addr
+	}
+	return dc
+}
+
+// newDHCP constructs (and binds) the DHCP server over the daemon's inventory, leases and metrics.
+func (d *daemon) newDHCP(dc dhcp.Config, obs *observer) (*dhcp.Server, error) {
+	return dhcp.New(dc, dhcp.Deps{
+		Inventory:  dhcpInventory{d.inv},
+		Leases:     dhcpLeases{d.st},
+		Observer:   obs,
+		Log:        d.log.With("component", "dhcp"),
+		Registerer: d.reg,
+	})
 }
 
 type dhcpInventory struct{ inv *inventory.Inventory }

@@ -132,6 +132,9 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.reg.Register(d.inv.Collector()); err != nil {
+		return nil, fmt.Errorf("inventory: metrics: %w", err)
+	}
 	d.bmcs, err = newBMCs(cfg, log, d.reg, d.inv.Event)
 	if err != nil {
 		return nil, err

@@ -41,6 +41,7 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 	if b.client == nil {
 		b.client = defaultHTTPClient()
 	}
+	b.client = noDowngrade(b.client)
 	resp, err := b.get(0, probeLen)
 	if err != nil {
 		return nil, err
@@ -81,6 +82,31 @@ func openHTTP(ctx context.Context, url string, opt Options) (*httpBackend, error
 		resp.Body.Close()
 		return nil, fmt.Errorf("convert: GET %s: %s", b.shown, resp.Status)
 	}
+}
+
+// maxRedirects is net/http's own limit, kept when a redirect policy replaces its default.
+const maxRedirects = 10
+
+// noDowngrade returns c with a redirect policy that refuses a redirect from https to http: the
+// bytes of an import become an image with whatever digest they have, so an import asked over
+// https must not be served by whoever sits on a plain-http path (net/http follows such
+// redirects by default). The client's own policy, or net/http's limit, applies on top.
+func noDowngrade(c *http.Client) *http.Client {
+	cc := *c
+	next := c.CheckRedirect
+	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+			return fmt.Errorf("redirected from https to %s://%s: an https import does not go on over plain http", req.URL.Scheme, req.URL.Host)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
+	return &cc
 }
 
 // get requests n bytes at off (n < 0: the whole object, no Range header).

@@ -84,21 +84,39 @@ func (b *s3Backend) err(op string, err error) error {
 	return fmt.Errorf("convert: %s s3://%s/%s: %w", op, b.bucket, b.key, err)
 }
 
-func (b *s3Backend) get(ctx context.Context, rng *string) (io.ReadCloser, error) {
+func (b *s3Backend) get(ctx context.Context, rng *string) (*s3.GetObjectOutput, error) {
 	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: &b.key, Range: rng, IfMatch: b.etag})
 	if err != nil {
 		return nil, b.err("GetObject", err)
 	}
+	return out, nil
+}
+
+// openRange reads n bytes at off. The answer must say it holds them (Content-Range, RFC 9110
+// §14.4): a store, or a proxy before it, that ignores Range answers 200 with the object from
+// its first byte, which read as the bytes at off would make another image.
+func (b *s3Backend) openRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	out, err := b.get(ctx, aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)))
+	if err != nil {
+		return nil, err
+	}
+	cr := aws.ToString(out.ContentRange)
+	if start, _, err := contentRange(cr); err != nil || start != off {
+		out.Body.Close()
+		return nil, fmt.Errorf("convert: GetObject %s bytes %d-%d: answered Content-Range %q (does the store, or a proxy before it, ignore Range?)", b.name(), off, off+n-1, cr)
+	}
 	return out.Body, nil
 }
 
-func (b *s3Backend) openRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-	return b.get(ctx, aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1)))
+func (b *s3Backend) name() string             { return "s3://" + b.bucket + "/" + b.key }
+func (b *s3Backend) size() int64              { return b.n }
+func (b *s3Backend) readerAt() io.ReaderAt    { return b.ra }
+func (b *s3Backend) peek(int) ([]byte, error) { return nil, errors.New("peek on S3") }
+func (b *s3Backend) stream() (io.ReadCloser, error) {
+	out, err := b.get(b.ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return out.Body, nil
 }
-
-func (b *s3Backend) name() string                   { return "s3://" + b.bucket + "/" + b.key }
-func (b *s3Backend) size() int64                    { return b.n }
-func (b *s3Backend) readerAt() io.ReaderAt          { return b.ra }
-func (b *s3Backend) peek(int) ([]byte, error)       { return nil, errors.New("peek on S3") }
-func (b *s3Backend) stream() (io.ReadCloser, error) { return b.get(b.ctx, nil) }
-func (b *s3Backend) Close() error                   { return nil }
+func (b *s3Backend) Close() error { return nil }

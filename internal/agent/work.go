@@ -44,8 +44,12 @@ func (w *worker) request(ctx context.Context, method, u string, body any) (*http
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+w.session)
-	req.Header.Set(agentapi.HeaderMAC, w.cfg.MAC.String())
+	// The session is a credential for this boot on the server that issued it: it never goes
+	// to another origin, whatever URL a reply names (the image endpoints take no credential).
+	if req.URL.Scheme == w.cfg.Server.Scheme && req.URL.Host == w.cfg.Server.Host {
+		req.Header.Set("Authorization", "Bearer "+w.session)
+		req.Header.Set(agentapi.HeaderMAC, w.cfg.MAC.String())
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -86,7 +86,7 @@ func newAgentWorld(t *testing.T) *agentWorld {
 	if _, err := st.PutImage(image); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.AssignImage("ms1-c1n1", d.String()); err != nil {
+	if err := st.AssignImage("ms1-c1n1", d.String(), ""); err != nil {
 		t.Fatal(err)
 	}
 	sj := &signalJobs{}

@@ -100,7 +100,8 @@ func (s *Server) noJobs(w http.ResponseWriter) bool {
 
 // submitReimage resolves ref and submits a reimage job for machine id.
 func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id, ref string, probe *jobs.Probe) (jobs.Job, bool) {
-	if _, ok := s.inv.Machine(id); !ok {
+	m, ok := s.inv.Machine(id)
+	if !ok {
 		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
 		return jobs.Job{}, false
 	}
@@ -115,6 +116,7 @@ func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id, ref s
 	if !ok {
 		return jobs.Job{}, false
 	}
+	keepChannel(m, &img)
 	j, err := s.jobs.Submit(r.Context(), jobs.Request{Kind: jobs.KindReimage, Machine: id, Image: img, By: by(r), Probe: probe})
 	if err != nil {
 		s.jobError(w, "probe", err)
@@ -122,6 +124,15 @@ func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id, ref s
 	}
 	s.log.Info("reimage submitted", "job", j.ID, "machine", id, "image", img.Ref(), "digest", img.Digest, "by", j.By)
 	return j, true
+}
+
+// keepChannel: a reimage with the very image a machine is assigned (Roller's reimage without
+// ?image=, jobs.reimage_stale) keeps the channel the machine follows, so that the job's
+// assignment does not quietly pin the machine to that version.
+func keepChannel(m store.Machine, img *store.Image) {
+	if img.Channel == "" && img.Digest == m.AssignedImage {
+		img.Channel = m.AssignedChannel
+	}
 }
 
 // hasBMC refuses a job for a machine imaged cannot power: jobs drive machines through their BMC.
@@ -348,6 +359,7 @@ func (s *Server) reimageStale(r *http.Request, m store.Machine) {
 		s.log.Warn("stale machine not reimaged: its assigned image is not in the catalog", "machine", m.ID, "assigned", m.AssignedImage, "err", err)
 		return
 	}
+	keepChannel(m, &img)
 	j, err := s.jobs.Submit(r.Context(), jobs.Request{Kind: jobs.KindReimage, Machine: m.ID, Image: img, By: "policy jobs.reimage_stale"})
 	switch {
 	case errors.Is(err, jobs.ErrBusy):

@@ -113,6 +113,7 @@ func TestJobsAPI(t *testing.T) {
 		{"reimage a machine without a BMC", call{"POST", "/api/v1/machines/ms1-c1n2/reimage", `{"image":"debian@production"}`, op}, 409, "id", "no BMC"},
 		{"reimage with a bad probe field", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{"image":"debian@production","probe":{"port":"x"}}`, op}, 400, "probe.port", ""},
 		{"reimage", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{"image":"debian@production"}`, op}, 202, "", `"id": "job1"`},
+		{"the job's image names its channel", call{"GET", "/api/v1/jobs/job1", "", nil}, 200, "", `"channel": "debian@production"`},
 		{"a second reimage of a busy machine", call{"POST", "/api/v1/machines/ms1-c1n1/reimage", `{"image":"debian@12.1"}`, op}, 409, "id", "active job"},
 		{"the job", call{"GET", "/api/v1/jobs/job1", "", nil}, 200, "", `"by": "roller"`},
 		{"a missing job", call{"GET", "/api/v1/jobs/job9", "", nil}, 404, "id", ""},
@@ -162,16 +163,27 @@ func TestJobsAPI(t *testing.T) {
 	for i := range fj.jobs {
 		fj.jobs[i].State = jobs.StateSucceeded
 	}
-	st.AssignImage("ms1-c1n1", digest)
+	// The machine follows debian@production; the reimage keeps it following (the job's
+	// assignment must not pin it to the version).
+	st.AssignImage("ms1-c1n1", digest, "debian@production")
 	inv.Reload()
 	before := len(fj.jobs)
 	req("POST", "/api/v1/check-in", `{"digest":"sha256:`+strings.Repeat("cd", 32)+`"}`, "192.0.2.1:4000")
-	if len(fj.jobs) != before+1 || fj.jobs[before].By != "policy jobs.reimage_stale" || fj.jobs[before].Image.Digest != digest {
+	if len(fj.jobs) != before+1 || fj.jobs[before].By != "policy jobs.reimage_stale" || fj.jobs[before].Image.Digest != digest ||
+		fj.jobs[before].Image.Channel != "debian@production" {
 		t.Errorf("stale policy: jobs %+v", fj.jobs[before:])
 	}
+	// So does Roller's reimage of the assigned image.
+	fj.jobs[before].State = jobs.StateSucceeded
+	if status, _, body := (call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=reimage", "", op}).do(h); status != 200 ||
+		fj.jobs[len(fj.jobs)-1].Image.Channel != "debian@production" {
+		t.Errorf("Roller's reimage of the assigned image: %d %s, job image %+v", status, body, fj.jobs[len(fj.jobs)-1].Image)
+	}
+	fj.jobs[len(fj.jobs)-1].State = jobs.StateSucceeded
+	n := len(fj.jobs)
 	// A check-in with the right image submits nothing.
 	req("POST", "/api/v1/check-in", `{"digest":"`+digest+`"}`, "192.0.2.1:4000")
-	if len(fj.jobs) != before+1 {
+	if len(fj.jobs) != n {
 		t.Errorf("a good check-in submitted a job")
 	}
 }

@@ -247,9 +247,11 @@ func (t *table) decline(mac net.HardwareAddr, a netip.Addr, now time.Time) (Leas
 	return Lease{MAC: mac, Addr: a, Expiry: until, State: LeaseDeclined}, true
 }
 
-// poolStats counts the table for the lease gauges.
+// poolStats counts the table for the lease gauges. size is how many addresses of the dynamic
+// pool may be leased at all (the range without the addresses that are never handed out); free
+// is how many of them nobody holds.
 type poolStats struct {
-	bound, offered, declined, free int
+	bound, offered, declined, size, free int
 }
 
 func (t *table) stats(now time.Time) poolStats {
@@ -266,25 +268,26 @@ func (t *table) stats(now time.Time) poolStats {
 		} else {
 			s.offered++
 		}
-		if t.inPool(a) {
+		if t.inPool(a) && !t.never[a] {
 			usedInPool++
 		}
 	}
 	for a, until := range t.declined {
 		if until.After(now) {
 			s.declined++
-			if t.inPool(a) {
+			if t.inPool(a) && !t.never[a] {
 				usedInPool++
 			}
 		}
 	}
 	if t.hi >= t.lo {
-		s.free = int(t.hi-t.lo+1) - usedInPool
+		s.size = int(t.hi - t.lo + 1)
 		for a := range t.never {
 			if t.inPool(a) {
-				s.free--
+				s.size--
 			}
 		}
+		s.free = max(0, s.size-usedInPool)
 	}
 	return s
 }

@@ -2,9 +2,14 @@ package dhcp
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestTableExpiry walks the lease table through time: offers are held for offerHold, leases
@@ -99,5 +104,50 @@ func TestThrottle(t *testing.T) {
 		if len(th.seen) > 3 {
 			t.Fatalf("step %d: throttle remembers %d keys, more than its bound 3", i, len(th.seen))
 		}
+	}
+}
+
+// TestPoolGauges: the pool's size leaves out the addresses never handed out (here the server's
+// and the router's, both inside the range), and free counts down as clients take addresses, to
+// 0 when the pool is exhausted; a reservation outside the pool changes neither.
+func TestPoolGauges(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg, err := Config{Mode: ModeServer, Interface: "x", ServerIP: netip.MustParseAddr("10.0.0.10"),
+		Router: netip.MustParseAddr("10.0.0.11"), Subnet: netip.MustParsePrefix("10.0.0.0/24"),
+		PoolStart: netip.MustParseAddr("10.0.0.10"), PoolEnd: netip.MustParseAddr("10.0.0.14"),
+		LeaseTime: time.Hour}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := newTable(cfg)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&poolCollector{t: tb, now: func() time.Time { return t0 }})
+	check := func(when string, size, free int) {
+		t.Helper()
+		want := fmt.Sprintf(`# HELP imaged_dhcp_pool_addresses %s
+# TYPE imaged_dhcp_pool_addresses gauge
+imaged_dhcp_pool_addresses %d
+# HELP imaged_dhcp_pool_free_addresses Free addresses in the dynamic pool.
+# TYPE imaged_dhcp_pool_free_addresses gauge
+imaged_dhcp_pool_free_addresses %d
+`, poolSizeHelp, size, free)
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "imaged_dhcp_pool_addresses", "imaged_dhcp_pool_free_addresses"); err != nil {
+			t.Errorf("%s: %v", when, err)
+		}
+	}
+	none := netip.Addr{}
+	check("empty", 3, 3)
+	if _, err := tb.offer(mustMAC(t, "02:00:00:00:00:01"), netip.MustParseAddr("10.0.0.50"), none, t0); err != nil {
+		t.Fatal(err)
+	}
+	check("a reservation outside the pool", 3, 3)
+	for i := 2; i <= 4; i++ {
+		if _, err := tb.offer(mustMAC(t, fmt.Sprintf("02:00:00:00:00:%02x", i)), none, none, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("three offers", 3, 0)
+	if _, err := tb.offer(mustMAC(t, "02:00:00:00:00:05"), none, none, t0); !errors.Is(err, errPoolExhausted) {
+		t.Fatalf("a fourth client: %v, want errPoolExhausted", err)
 	}
 }

@@ -14,7 +14,7 @@ type metrics struct {
 	handle  prometheus.Histogram
 }
 
-func newMetrics(reg prometheus.Registerer, mode Mode, t *table) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, mode Mode, t *table, now func() time.Time) (*metrics, error) {
 	m := &metrics{
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imaged_dhcp_packets_total",
@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, mode Mode, t *table) (*metrics, error
 	}
 	cs := []prometheus.Collector{m.packets, m.replies, m.unknown, m.handle}
 	if mode == ModeServer {
-		cs = append(cs, &poolCollector{t: t})
+		cs = append(cs, &poolCollector{t: t, now: now})
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -69,20 +69,28 @@ var (
 		"Addresses held, by state (bound, offered, declined).", []string{"state"}, nil)
 	poolFreeDesc = prometheus.NewDesc("imaged_dhcp_pool_free_addresses",
 		"Free addresses in the dynamic pool.", nil, nil)
+	poolSizeDesc = prometheus.NewDesc("imaged_dhcp_pool_addresses", poolSizeHelp, nil, nil)
 )
 
-// poolCollector reads the lease table at scrape time.
-type poolCollector struct{ t *table }
+const poolSizeHelp = "Addresses of the dynamic pool that may be leased (the range without this server's, the router's, the network and broadcast addresses); 0 without a pool."
+
+// poolCollector reads the lease table at scrape time (server mode only: a proxy has no pool).
+type poolCollector struct {
+	t   *table
+	now func() time.Time
+}
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- leasesDesc
 	ch <- poolFreeDesc
+	ch <- poolSizeDesc
 }
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.t.stats(time.Now())
+	s := c.t.stats(c.now())
 	ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(s.bound), LeaseBound)
 	ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(s.offered), stateOffered)
 	ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(s.declined), LeaseDeclined)
 	ch <- prometheus.MustNewConstMetric(poolFreeDesc, prometheus.GaugeValue, float64(s.free))
+	ch <- prometheus.MustNewConstMetric(poolSizeDesc, prometheus.GaugeValue, float64(s.size))
 }

@@ -111,7 +111,7 @@ func build(cfg Config, deps Deps) (*Server, error) {
 		s.table.load(ls, s.now())
 		s.log.Info("leases loaded", "count", len(ls))
 	}
-	if s.m, err = newMetrics(deps.Registerer, cfg.Mode, s.table); err != nil {
+	if s.m, err = newMetrics(deps.Registerer, cfg.Mode, s.table, func() time.Time { return s.now() }); err != nil {
 		return nil, err
 	}
 	return s, nil

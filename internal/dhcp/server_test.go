@@ -228,7 +228,7 @@ func TestServerLeaseLifecycle(t *testing.T) {
 	// Lease gauges: R and D bound, A's old address declined (by B), E's offer.
 	want := map[string]float64{"bound": 2, "offered": 1, "declined": 1}
 	got := map[string]float64{}
-	var free float64
+	var free, size float64
 	mfs, err := lb.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +240,8 @@ func TestServerLeaseLifecycle(t *testing.T) {
 				got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
 			case "imaged_dhcp_pool_free_addresses":
 				free = m.GetGauge().GetValue()
+			case "imaged_dhcp_pool_addresses":
+				size = m.GetGauge().GetValue()
 			}
 		}
 	}
@@ -247,8 +249,8 @@ func TestServerLeaseLifecycle(t *testing.T) {
 		t.Errorf("imaged_dhcp_leases (-want +got):\n%s", diff)
 	}
 	// The pool is 127.0.0.100-103: D's lease, the declined address and E's offer are in it.
-	if free != 1 {
-		t.Errorf("imaged_dhcp_pool_free_addresses = %v, want 1", free)
+	if free != 1 || size != 4 {
+		t.Errorf("imaged_dhcp_pool_free_addresses = %v, imaged_dhcp_pool_addresses = %v, want 1 of 4", free, size)
 	}
 }
 

@@ -142,9 +142,10 @@ func resultProblems(img store.Image, r agentapi.Result) []string {
 }
 
 // Assign makes img the image machine id is to run, records who asked in its timeline, and
-// returns the machine as stored.
+// returns the machine as stored. When img was resolved through a channel (img.Channel), the
+// machine follows that channel from now on; else it follows none.
 func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machine, error) {
-	if err := inv.st.AssignImage(id, img.Digest); err != nil {
+	if err := inv.st.AssignImage(id, img.Digest, img.Channel); err != nil {
 		return store.Machine{}, err
 	}
 	m, err := inv.st.Machine(id)
@@ -154,8 +155,12 @@ func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machi
 	inv.mu.Lock()
 	inv.byID[id] = m
 	inv.mu.Unlock()
-	inv.Event(store.Event{Machine: id, Kind: "assign", Message: fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by),
-		Fields: map[string]string{"image": img.Ref(), "digest": img.Digest, "by": by}})
+	msg, fields := fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by), map[string]string{"image": img.Ref(), "digest": img.Digest, "by": by}
+	if img.Channel != "" {
+		msg = fmt.Sprintf("assigned %s (%s) through %s by %s", img.Ref(), img.Digest, img.Channel, by)
+		fields["channel"] = img.Channel
+	}
+	inv.Event(store.Event{Machine: id, Kind: "assign", Message: msg, Fields: fields})
 	return m, nil
 }
 

@@ -53,6 +53,8 @@ const (
 var reimagePhases = []Phase{PhaseQueued, PhaseFencing, PhaseBootSet, PhasePoweringOn, PhaseNetbooting,
 	PhaseWriting, PhaseVerifying, PhaseRebooting, PhaseBootingOS, PhaseReady}
 
+var rebootPhases = []Phase{PhaseQueued, PhaseRebooting, PhaseBootingOS, PhaseReady}
+
 // linkPhases are the phases in which a reimage uses (or is about to use) the link to the
 // appliance: admission limits how many jobs are in them at once.
 func (p Phase) usesLink() bool {

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -598,4 +599,82 @@ func TestIDs(t *testing.T) {
 	if !(a < b && b < c && c < d) || len(a) != 13 || len(d) != 13 {
 		t.Errorf("ids %s %s %s %s", a, b, c, d)
 	}
+}
+
+// gatherPastDeadline reads imaged_jobs_past_deadline by phase from the registry, as a scrape would.
+func gatherPastDeadline(t *testing.T, h *harness) map[string]float64 {
+	t.Helper()
+	mfs, err := h.gen.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "imaged_jobs_past_deadline" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	return got
+}
+
+// A BMC call that ignores its deadline wedges the job in its phase: the manager cannot end the
+// phase, and imaged_jobs_past_deadline says so (the alert ImagedJobPastDeadline fires on it).
+// A phase that times out normally never shows there.
+func TestPastDeadlineGauge(t *testing.T) {
+	zero := map[string]float64{}
+	for _, p := range append(reimagePhases, PhaseStopping) {
+		zero[string(p)] = 0
+	}
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.Cycles = -1
+		h := newHarness(t, cfg, &machine{id: "n1", slow: map[string]time.Duration{"off": time.Hour}, deaf: true},
+			&machine{id: "n2", slow: map[string]time.Duration{"boot:pxe": time.Hour}})
+		if diff := cmp.Diff(zero, gatherPastDeadline(t, h)); diff != "" {
+			t.Fatalf("before any job (-want +got):\n%s", diff)
+		}
+		wedged := h.submit(Request{Machine: "n1", Probe: &Probe{Kind: "tcp", Port: 22}})
+		timedOut := h.submit(Request{Machine: "n2", Probe: &Probe{Kind: "tcp", Port: 22}})
+		time.Sleep(cfg.Timeouts[PhaseFencing] - time.Second)
+		synctest.Wait()
+		if diff := cmp.Diff(zero, gatherPastDeadline(t, h)); diff != "" {
+			t.Errorf("within the fencing deadline (-want +got):\n%s", diff)
+		}
+		// n2's boot-set times out at its deadline and fails; n1 stays in fencing, past it.
+		if j := h.waitDone(timedOut.ID); j.State != StateFailed || j.Phase != PhaseBootSet {
+			t.Fatalf("n2: %s in %s: %s", j.State, j.Phase, j.Reason)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		want := maps.Clone(zero)
+		want[string(PhaseFencing)] = 1
+		if diff := cmp.Diff(want, gatherPastDeadline(t, h)); diff != "" {
+			t.Errorf("a wedged fencing (-want +got):\n%s", diff)
+		}
+		if j, _ := h.mgr().Get(wedged.ID); j.State != StateRunning || j.Phase != PhaseFencing {
+			t.Errorf("n1: %s in %s, want still running in fencing", j.State, j.Phase)
+		}
+	})
+}
+
+// The failure and outcome series exist before the first job, so that increase() over them sees
+// the first failure after a start.
+func TestJobSeriesExistFromStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testConfig(), &machine{id: "n1"})
+		for name, want := range map[string]int{
+			"imaged_job_failures_total": len(reimagePhases) + len(rebootPhases),
+			"imaged_jobs_total":         2 * 3,
+		} {
+			if n, err := testutil.GatherAndCount(h.gen.reg, name); err != nil || n != want {
+				t.Errorf("%s: %d series (%v), want %d", name, n, err, want)
+			}
+		}
+		if got := testutil.ToFloat64(h.mgr().met.failures.WithLabelValues("reimage", string(PhaseVerifying))); got != 0 {
+			t.Errorf("failures{verifying} = %v at start", got)
+		}
+	})
 }

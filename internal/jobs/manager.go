@@ -60,7 +60,7 @@ func New(cfg Config, d Deps) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, d: d, log: d.Log, jobs: map[string]*entry{}, byMachine: map[string]*entry{},
 		checkIns: map[string]store.CheckIn{}, kick: make(chan struct{}, 1)}
-	if m.met, err = newMetrics(d.Registerer); err != nil {
+	if m.met, err = newMetrics(d.Registerer, m); err != nil {
 		return nil, err
 	}
 	all, err := d.Store.Jobs("")

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,7 +16,7 @@ type metrics struct {
 	stale    prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, mgr *Manager) (*metrics, error) {
 	m := &metrics{
 		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "imaged_job_phase_seconds",
@@ -43,8 +44,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Machines whose booted OS last checked in with another image than the one they are assigned.",
 		}),
 	}
+	// Every kind, outcome and phase exists from the start, so that increase() and alerts see
+	// the first failure after a restart (a series born at 1 has no increase).
+	for k, phases := range map[Kind][]Phase{KindReimage: reimagePhases, KindReboot: rebootPhases} {
+		for _, o := range []State{StateSucceeded, StateFailed, StateCancelled} {
+			m.total.WithLabelValues(string(k), string(o))
+		}
+		for _, p := range phases {
+			m.failures.WithLabelValues(string(k), string(p))
+		}
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.phase, m.total, m.failures, m.retries, m.current, m.stale} {
+		for _, c := range []prometheus.Collector{m.phase, m.total, m.failures, m.retries, m.current, m.stale, pastDeadline{mgr}} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("jobs: metrics: %w", err)
 			}
@@ -70,4 +81,38 @@ func (m *Manager) updateGaugesLocked() {
 	m.met.current.WithLabelValues("queued").Set(float64(queued))
 	m.met.current.WithLabelValues("active").Set(float64(active))
 	m.met.stale.Set(float64(stale))
+}
+
+var pastDeadlineDesc = prometheus.NewDesc("imaged_jobs_past_deadline",
+	"Unfinished jobs whose current phase (stopping: the clean-up) has run past its deadline. The manager ends a phase at its "+
+		"deadline, so anything but a moment above 0 means it is wedged (a BMC call or store write that does not return).",
+	[]string{"phase"}, nil)
+
+// pastDeadline counts, at scrape time, the unfinished jobs whose committed deadline has passed.
+// It reads Job.Deadline, the very deadline the manager's phase context carries (absolute, not
+// moved by a restart or a change of the configured timeouts), so it counts exactly the jobs the
+// manager should already have moved on.
+type pastDeadline struct{ m *Manager }
+
+func (c pastDeadline) Describe(ch chan<- *prometheus.Desc) { ch <- pastDeadlineDesc }
+
+func (c pastDeadline) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	n := map[Phase]int{}
+	c.m.mu.Lock()
+	for _, e := range c.m.jobs {
+		if !now.After(e.job.Deadline) {
+			continue
+		}
+		p := e.job.Phase
+		if e.job.State == StateStopping {
+			p = PhaseStopping
+		}
+		n[p]++
+	}
+	c.m.mu.Unlock()
+	// Every phase is reported, 0 included, so that a rule can tell "none" from "not scraped".
+	for _, p := range append(reimagePhases[:len(reimagePhases):len(reimagePhases)], PhaseStopping) {
+		ch <- prometheus.MustNewConstMetric(pastDeadlineDesc, prometheus.GaugeValue, float64(n[p]), string(p))
+	}
 }

@@ -63,6 +63,7 @@ type machine struct {
 	fail      int                      // the next fail matching calls fail
 	failOp    string                   // "" any call, else the op ("state", "off", "on", "boot:pxe", ...)
 	slow      map[string]time.Duration // op → how long the BMC takes
+	deaf      bool                     // slow calls ignore the caller's cancel and deadline (a wedged client)
 	ignoreOff bool                     // power off accepted, the machine stays on (the state tells the truth)
 	lieOff    bool                     // power off accepted, the machine stays on, the state says Off
 	offSaid   bool
@@ -348,13 +349,16 @@ func (b fakeBMC) call(ctx context.Context, id, op string) (*machine, error) {
 		return nil, fmt.Errorf("BMC: no system %s", id)
 	}
 	fm.calls = append(fm.calls, op)
-	slow := fm.slow[op]
+	slow, deaf := fm.slow[op], fm.deaf
 	failing := fm.fail > 0 && (fm.failOp == "" || fm.failOp == op)
 	if failing {
 		fm.fail--
 	}
 	b.w.mu.Unlock()
 	if slow > 0 {
+		if deaf {
+			ctx = context.WithoutCancel(ctx)
+		}
 		if err := sleep(ctx, slow); err != nil {
 			return nil, err
 		}
@@ -521,7 +525,7 @@ func newHarness(t *testing.T, cfg Config, ms ...*machine) *harness {
 		}
 	}
 	for _, fm := range ms {
-		st.AssignImage(fm.id, imgOld.Digest)
+		st.AssignImage(fm.id, imgOld.Digest, "")
 		st.SetCurrentImage(fm.id, imgOld.Digest)
 	}
 	w.st = st

@@ -71,7 +71,8 @@ func LoadCredentials(file string) (Credentials, error) {
 func parseCredentials(b []byte) (Credentials, error) {
 	var c Credentials
 	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
@@ -99,7 +100,10 @@ func parseCredentials(b []byte) (Credentials, error) {
 		*dst = value
 	}
 	if err := sc.Err(); err != nil {
-		return c, err
+		if errors.Is(err, bufio.ErrTooLong) {
+			return c, fmt.Errorf("line %d: longer than %d KiB: not a credentials file", n, bufio.MaxScanTokenSize>>10)
+		}
+		return c, fmt.Errorf("line %d: %w", n, err)
 	}
 	if c.Username == "" || c.Password == "" {
 		return c, errors.New("want both a username: and a password: line")

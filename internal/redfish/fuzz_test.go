@@ -2,8 +2,10 @@ package redfish
 
 import (
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +86,62 @@ func FuzzRetryAfter(f *testing.F) {
 		}
 		if ok && strings.TrimSpace(v) == "" {
 			t.Errorf("retryAfter(%q) accepted blank", v)
+		}
+	})
+}
+
+// FuzzCredentials feeds the BMC credentials file parser. Whatever the file holds: no panic; a
+// login it accepts has both fields, without surrounding blanks or line breaks, and reads back
+// the same once written out again; a refusal names its line (or says what is missing) and never
+// shows the password, wherever the password line sits; the login's String and LogValue never show
+// it either.
+func FuzzCredentials(f *testing.F) {
+	for _, s := range []string{
+		"username: Administrator\npassword: p@ss: with colon\n",
+		"# iLO of ms1\n\nUsername:  admin \r\nPASSWORD:\tsecret\r\n",
+		"password: b\nusername: a",
+		"username: a\n",
+		"username: a\npassword: b\nrealm: c\n",
+		"username: a\nusername: b\npassword: c\n",
+		"username:\npassword: b\n",
+		"username: a\nbare-secret-line\n",
+		"\ufeffusername: a\npassword: b\n",
+		"",
+	} {
+		f.Add([]byte(s))
+	}
+	const secret = "Zq8-fuzz-secret-7Hw"
+	lineErr := regexp.MustCompile(`^line [0-9]+: |^want both a username: and a password: line$`)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := parseCredentials(b)
+		if err == nil {
+			for _, v := range []string{c.Username, c.Password} {
+				if v == "" || v != strings.TrimSpace(v) || strings.ContainsAny(v, "\r\n") {
+					t.Fatalf("accepted %q: field %q", b, v)
+				}
+			}
+			again, err := parseCredentials([]byte("username: " + c.Username + "\npassword: " + c.Password + "\n"))
+			if err != nil || again != c {
+				t.Fatalf("%+v written out reads back as %+v, %v", c, again, err)
+			}
+		} else if !lineErr.MatchString(err.Error()) {
+			t.Errorf("error %q names no line", err)
+		}
+		for _, in := range [][]byte{
+			append([]byte("password: "+secret+"\n"), b...),
+			append(append([]byte{}, b...), "\npassword: "+secret+"\n"...),
+		} {
+			c, err := parseCredentials(in)
+			if err != nil && strings.Contains(err.Error(), secret) {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+			if err == nil && c.Password == secret && !strings.Contains(c.Username, secret) {
+				var logs strings.Builder
+				slog.New(slog.NewTextHandler(&logs, nil)).Info("login", "creds", c)
+				if strings.Contains(c.String(), secret) || strings.Contains(logs.String(), secret) {
+					t.Fatalf("the login shows its password: %s / %s", c, logs.String())
+				}
+			}
 		}
 	})
 }

@@ -40,6 +40,9 @@ type Image struct {
 	Format        string    `json:"format,omitempty"`
 	Imported      time.Time `json:"imported"`
 	ImportedBy    string    `json:"imported_by,omitempty"`
+	// Channel is the channel (name@channel) ResolveImage went through when the reference named
+	// one; it is not part of the catalog entry. A machine assigned this image follows it.
+	Channel string `json:"channel,omitempty"`
 }
 
 // redactSource takes the credentials out of the image's source (images.RedactSource).
@@ -103,6 +106,7 @@ func imageKey(name, version string) string { return name + "@" + version }
 // ErrImmutable.
 func (s *Store) PutImage(img Image) (created bool, err error) {
 	img.redactSource()
+	img.Channel = ""
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		var old Image
 		switch err := get(tx, bucketImages, img.Ref(), &old); {
@@ -184,13 +188,35 @@ func resolve(tx *bolt.Tx, ref string, img *Image) error {
 		return fmt.Errorf("store: %q is not name@version, name@channel or sha256:<digest>", ref)
 	}
 	var ch Channel
+	channel := ""
 	if err := get(tx, bucketChannels, imageKey(name, tag), &ch); err == nil {
-		tag = ch.Version
+		tag, channel = ch.Version, imageKey(name, ch.Channel)
 	}
 	if err := get(tx, bucketImages, imageKey(name, tag), img); err != nil {
 		return fmt.Errorf("store: image %s: %w", ref, err)
 	}
+	img.Channel = channel
 	return nil
+}
+
+// ChannelDigests maps every channel (name@channel) to the digest of the version it points at.
+func (s *Store) ChannelDigests() (map[string]string, error) {
+	out := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketChannels).ForEach(func(_, v []byte) error {
+			var ch Channel
+			if err := jsonUnmarshal(v, &ch); err != nil {
+				return err
+			}
+			var img Image
+			if err := get(tx, bucketImages, imageKey(ch.Name, ch.Version), &img); err != nil {
+				return fmt.Errorf("store: channel %s@%s: %w", ch.Name, ch.Channel, err)
+			}
+			out[imageKey(ch.Name, ch.Channel)] = img.Digest
+			return nil
+		})
+	})
+	return out, err
 }
 
 // Promote points channel of image name at version, recording who did it.
@@ -340,14 +366,15 @@ func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err
 	return removed, kept, err
 }
 
-// AssignImage sets the digest machine id should run.
-func (s *Store) AssignImage(id, digest string) error {
+// AssignImage sets the digest machine id should run, and the channel (name@channel) it follows
+// from now on: "" when the assignment named a version or a digest.
+func (s *Store) AssignImage(id, digest, channel string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		var m Machine
 		if err := get(tx, bucketMachines, id, &m); err != nil {
 			return fmt.Errorf("store: machine %q: %w", id, err)
 		}
-		m.AssignedImage = digest
+		m.AssignedImage, m.AssignedChannel = digest, channel
 		return put(tx, bucketMachines, id, m)
 	})
 }

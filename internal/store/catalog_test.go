@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,8 +42,11 @@ func TestPromoteRollbackResolve(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if img, err := s.ResolveImage("win10@production"); err != nil || img.Version != "3" {
+	if img, err := s.ResolveImage("win10@production"); err != nil || img.Version != "3" || img.Channel != "win10@production" {
 		t.Fatalf("production = %+v %v", img, err)
+	}
+	if img, err := s.ResolveImage("win10@3"); err != nil || img.Channel != "" {
+		t.Errorf("a version resolved through a channel: %+v %v", img, err)
 	}
 	for _, want := range []string{"2", "1"} {
 		ch, err := s.Rollback("win10", "production", "bob")
@@ -67,7 +71,7 @@ func TestPromoteRollbackResolve(t *testing.T) {
 	if _, err := s.Promote("win10", "1", "2", "x"); err == nil {
 		t.Error("a channel named like a version was accepted")
 	}
-	if img, err := s.ResolveImage("sha256:" + strings.Repeat("4", 64)); err != nil || img.Version != "4" {
+	if img, err := s.ResolveImage("sha256:" + strings.Repeat("4", 64)); err != nil || img.Version != "4" || img.Channel != "" {
 		t.Errorf("by digest: %+v %v", img, err)
 	}
 	for _, bad := range []string{"win10", "@1", "win10@", "win11@1"} {
@@ -82,7 +86,7 @@ func TestDeleteAndPruneKeepWhatIsReferenced(t *testing.T) {
 	s.PutImage(Image{Name: "win10", Version: "1b", Digest: "sha256:" + strings.Repeat("1", 64), Imported: time.Unix(1600000000, 0)})
 	s.Promote("win10", "1", "production", "alice")
 	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}}})
-	if err := s.AssignImage("m1", "sha256:"+strings.Repeat("2", 64)); err != nil {
+	if err := s.AssignImage("m1", "sha256:"+strings.Repeat("2", 64), ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.DeleteImage("win10", "1"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "channel win10@production") {
@@ -122,10 +126,10 @@ func TestDeleteAndPruneKeepWhatIsReferenced(t *testing.T) {
 func TestSyncKeepsAssignments(t *testing.T) {
 	s := catalog(t)
 	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}}})
-	s.AssignImage("m1", "sha256:x")
+	s.AssignImage("m1", "sha256:x", "win10@production")
 	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}, WorkerGroup: "g"}})
 	m, _ := s.Machine("m1")
-	if m.AssignedImage != "sha256:x" || m.WorkerGroup != "g" {
+	if m.AssignedImage != "sha256:x" || m.AssignedChannel != "win10@production" || m.WorkerGroup != "g" {
 		t.Errorf("%+v", m)
 	}
 }
@@ -155,5 +159,30 @@ func TestSourceRedacted(t *testing.T) {
 		if img.Source != clean || strings.Join(img.SourceRemoved, ",") != "userinfo,X-Amz-Credential,X-Amz-Signature" {
 			t.Errorf("%s: source %q, removed %q", img.Ref(), img.Source, img.SourceRemoved)
 		}
+	}
+}
+
+// ChannelDigests says where every channel points now; a channel resolved image is never stored
+// with its channel (it is not part of the catalog entry).
+func TestChannelDigests(t *testing.T) {
+	s := catalog(t)
+	s.Promote("win10", "1", "production", "alice")
+	s.Promote("win10", "2", "canary", "alice")
+	got, err := s.ChannelDigests()
+	want := map[string]string{"win10@production": "sha256:" + strings.Repeat("1", 64), "win10@canary": "sha256:" + strings.Repeat("2", 64)}
+	if err != nil || !maps.Equal(got, want) {
+		t.Errorf("ChannelDigests = %v %v, want %v", got, err, want)
+	}
+	s.Promote("win10", "3", "production", "bob")
+	if got, _ := s.ChannelDigests(); got["win10@production"] != "sha256:"+strings.Repeat("3", 64) {
+		t.Errorf("after a promote: %v", got)
+	}
+	img, _ := s.ResolveImage("win10@canary")
+	img.Version = "2c"
+	if _, err := s.PutImage(img); err != nil {
+		t.Fatal(err)
+	}
+	if stored, _ := s.ResolveImage("win10@2c"); stored.Channel != "" {
+		t.Errorf("stored with its channel: %+v", stored)
 	}
 }

@@ -28,9 +28,13 @@ type Machine struct {
 	DiskByPath string `json:"disk_by_path,omitempty"`
 	LastHello  *Hello `json:"last_hello,omitempty"`
 	// AssignedImage is the digest the machine should run; CurrentImage the digest it was last
-	// verified to run. Both are kept across config reloads.
+	// verified to run. Both (and AssignedChannel) are kept across config reloads.
 	AssignedImage string `json:"assigned_image,omitempty"`
 	CurrentImage  string `json:"current_image,omitempty"`
+	// AssignedChannel is the channel (name@channel) the assignment was made through, "" when it
+	// named a version or a digest: the machine follows it, and is behind it once the channel
+	// points at another image than the one the machine was verified to run.
+	AssignedChannel string `json:"assigned_channel,omitempty"`
 }
 
 // Hello is an agent's announcement that it runs on a machine.
@@ -51,7 +55,7 @@ func (s *Store) SyncMachines(ms []Machine) error {
 		for _, m := range ms {
 			var old Machine
 			if err := get(tx, bucketMachines, m.ID, &old); err == nil {
-				m.LastHello, m.AssignedImage, m.CurrentImage = old.LastHello, old.AssignedImage, old.CurrentImage
+				m.LastHello, m.AssignedImage, m.CurrentImage, m.AssignedChannel = old.LastHello, old.AssignedImage, old.CurrentImage, old.AssignedChannel
 			}
 			if err := put(tx, bucketMachines, m.ID, m); err != nil {
 				return err
