@@ -14,7 +14,7 @@ import (
 // HttpDxe; with no such file the variable is left alone. iPXE from 2025 on, built without
 // TRUST= (src/interface/efi/efi_cacert.c; Debian trixie's ipxe.efi, 1.21.1+git20250501), reads
 // the same variable at start and trusts each certificate in it, besides the iPXE root CA. On a real server the same store is filled from the
-// firmware's setup menu ("TLS Auth Configuration") or through its BMC.
+// firmware's setup menu ("Tls Auth Configuration") or through its BMC.
 
 // edk2CACertsFWCfg is the fw_cfg file name OVMF reads. QEMU warns ("externally provided fw_cfg
 // item names should be prefixed with opt/"); this one is EDK2's, and OVMF looks for no other.
