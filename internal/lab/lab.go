@@ -31,6 +31,9 @@ type Blade struct {
 	NIC      string // virtio-net-pci or e1000
 	NoROM    bool   // see VM.NoROM
 	Disk     string // raw disk image file attached as virtio-blk, optional
+	// HTTPSCACerts is a PEM file of the certificates the blade's UEFI firmware trusts for HTTPS
+	// (its TlsCaCertificate store; see VM.HTTPSCACerts and EDK2CACerts). UEFI only.
+	HTTPSCACerts string
 }
 
 // Lab is a virtual netboot lab: a Network, imaged serving in its server namespace, and blades.
@@ -147,6 +150,8 @@ type Config struct {
 	Blades    []Blade
 	LogLevel  string
 	UEFIFile  string  // ipxe.efi (default) or snponly.efi
+	IPXEDir   string  // boot.ipxe_dir: where imaged copies the boot programs from (default Debian's /usr/lib/ipxe)
+	IPXEHTTPS bool    // http.tls.ipxe_https: an iPXE that advertises HTTPS gets the https script URL
 	NoTFTP    bool    // turn TFTP off (UEFI firmware then falls back to UEFI HTTP boot)
 	BMC       *BMCRef // the chassis BMC every blade is behind, if any
 	ExtraYAML string  // appended as is
@@ -168,7 +173,7 @@ func (l *Lab) WriteConfig(c Config) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "version: 1\nstate_dir: %s\nlog: {level: %s}\n", filepath.Join(l.Dir, "state"), c.LogLevel)
 	// TLS on, as in production: the agents of the end-to-end tests pin imaged's certificate.
-	fmt.Fprintf(&b, "http: {listen: %s:%d, tls: {listen: %s:%d}}\n", ServerIP, HTTPPort, ServerIP, HTTPSPort)
+	fmt.Fprintf(&b, "http: {listen: %s:%d, tls: {listen: %s:%d, ipxe_https: %t}}\n", ServerIP, HTTPPort, ServerIP, HTTPSPort, c.IPXEHTTPS)
 	// The lab's API is read without a token (from the host, through the lab's namespace only);
 	// changes go through the control socket.
 	b.WriteString("api: {anonymous_read: true}\n")
@@ -186,6 +191,9 @@ func (l *Lab) WriteConfig(c Config) (string, error) {
 		fmt.Fprintf(&b, "tftp: {listen: %s:69}\n", ServerIP)
 	}
 	fmt.Fprintf(&b, "boot:\n  assets_dir: %s\n  uefi_file: %s\n  agent: {kernel: vmlinuz, initrd: initrd.img, cmdline: console=ttyS0}\n", l.BootDir(), c.UEFIFile)
+	if c.IPXEDir != "" {
+		fmt.Fprintf(&b, "  ipxe_dir: %s\n", c.IPXEDir)
+	}
 	if c.BMC != nil {
 		fmt.Fprintf(&b, "bmcs:\n  - name: %s\n    url: %s\n    ca_file: %s\n    credentials: %s\n", c.BMC.Name, c.BMC.URL, c.BMC.CAFile, c.BMC.Credentials)
 		// Reimage jobs on QEMU blades under TCG: an emulated BMC that answers at once, a netboot
@@ -321,6 +329,20 @@ func (l *Lab) Boot(ctx context.Context, b Blade) (*Running, error) {
 		return nil, err
 	}
 	vm := &VM{Name: b.ID, Netns: l.Net.Cli(), Tap: tap, MAC: b.MAC, Firmware: b.Firmware, NIC: b.NIC, NoROM: b.NoROM, Disk: b.Disk, Dir: l.Dir}
+	if b.HTTPSCACerts != "" {
+		pemData, err := os.ReadFile(b.HTTPSCACerts)
+		if err != nil {
+			return nil, fmt.Errorf("lab: %s's HTTPS CA certificates: %w", b.ID, err)
+		}
+		esl, err := EDK2CACerts(pemData)
+		if err != nil {
+			return nil, fmt.Errorf("lab: %s's HTTPS CA certificates (%s): %w", b.ID, b.HTTPSCACerts, err)
+		}
+		vm.HTTPSCACerts = filepath.Join(l.Dir, b.ID+".https-cacerts.esl")
+		if err := os.WriteFile(vm.HTTPSCACerts, esl, 0o644); err != nil {
+			return nil, fmt.Errorf("lab: %w", err)
+		}
+	}
 	return vm.Start(ctx)
 }
 

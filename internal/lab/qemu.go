@@ -30,6 +30,10 @@ type VM struct {
 	Disk   string // raw disk image attached as virtio-blk, optional
 	Memory int    // MiB, default 512
 	Dir    string // where the serial log and the UEFI variable store go
+	// HTTPSCACerts is a file of EFI signature lists (EDK2CACerts makes one) handed to OVMF as
+	// fw_cfg "etc/edk2/https/cacerts": the CA certificates the firmware's HTTPS trusts, and an
+	// iPXE that reads the firmware's store (see edk2.go) with it. UEFI only.
+	HTTPSCACerts string
 
 	// The fields below serve BMC-managed blades (PowerVM); the netboot tests leave them zero.
 
@@ -103,6 +107,11 @@ func (vm *VM) Start(ctx context.Context) (*Running, error) {
 		args = append(args, "-machine", "q35",
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+		if vm.HTTPSCACerts != "" {
+			args = append(args, "-fw_cfg", "name="+edk2CACertsFWCfg+",file="+vm.HTTPSCACerts)
+		}
+	} else if vm.HTTPSCACerts != "" {
+		return nil, fmt.Errorf("lab: %s: a CA store for HTTPS is a UEFI firmware's (fw_cfg %s); SeaBIOS has none", vm.Name, edk2CACertsFWCfg)
 	}
 	if vm.Disk != "" {
 		args = append(args, "-drive", "file="+vm.Disk+",if=virtio,format=raw,cache=writeback")
