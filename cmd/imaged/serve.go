@@ -210,7 +210,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	}
 	newServer := func(h http.Handler, component string) *http.Server {
 		return &http.Server{Handler: lim.Handler(routeClass, h), ReadHeaderTimeout: cfg.HTTP.Limits.ReadTimeout.Duration, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(log.With("component", component).Handler(), slog.LevelWarn)}
+			ErrorLog: httplimit.ErrorLog(log.With("component", component), slog.LevelWarn)}
 	}
 	d.closers = append(d.closers, func() { d.httpLn.Close() })
 	if httpsURL == nil {

@@ -14,6 +14,10 @@
 //   - Event streams: at most MaxStreams at once, MaxStreamsPerClient from one address; one more
 //     is answered 503 with a JSON error ({"error": …}, the API's format) and Retry-After.
 //
+//   - Error lines: ErrorLog, for http.Server.ErrorLog, logs at most ErrorLogBurst of net/http's
+//     lines a minute (a TLS handshake dropped halfway, a malformed request line: each one a
+//     client's choice) and says how many it left out.
+//
 // Every refusal is counted in imaged_http_refused_total{reason} with a reason among
 // connections, client_connections, sse, client_sse, read_timeout and write_timeout (alert rules
 // match these names: keep them); imaged_http_connections is the number of connections open.
