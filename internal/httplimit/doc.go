@@ -4,6 +4,7 @@
 //   - Connections: Listen wraps a TCP listener with a cap on the connections open at once, in
 //     total and per client address (a refused connection is closed at once, before a byte of it
 //     is read, and costs the daemon nothing more).
+//
 //   - Deadlines by route class: Handler gives every request a class (Classify) and sets its
 //     connection's deadlines with http.ResponseController. A Request (the JSON APIs, boot
 //     scripts) must deliver its body within ReadTimeout and take its answer within WriteTimeout
@@ -11,6 +12,7 @@
 //     bound, but each write must move within TransferStall, so the deadline moves on while bytes
 //     flow; a Stream (Server-Sent Events) has no total bound either, each of its writes must go
 //     out within WriteTimeout, and its handler sends a heartbeat so that a dead peer is found.
+//
 //   - Event streams: at most MaxStreams at once, MaxStreamsPerClient from one address; one more
 //     is answered 503 with a JSON error ({"error": …}, the API's format) and Retry-After.
 //
