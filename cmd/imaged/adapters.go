@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/imaged/imaged/internal/boot"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/store"
 )
@@ -24,16 +24,16 @@ type bootInventory struct {
 
 // ByMAC gives the machine its configured profile, except while a reimage job has it netboot:
 // then the agent, whatever the profile says (a machine that boots "local" is reimaged too).
-func (b bootInventory) ByMAC(mac net.HardwareAddr) (boot.Machine, bool) {
+func (b bootInventory) ByMAC(mac net.HardwareAddr) (ipxe.Machine, bool) {
 	m, ok := b.inv.ByMAC(mac)
 	if !ok {
-		return boot.Machine{}, false
+		return ipxe.Machine{}, false
 	}
 	profile := m.Boot
 	if b.jobs != nil && b.jobs.Netbooting(m.ID) {
-		profile = boot.ProfileAgent
+		profile = ipxe.ProfileAgent
 	}
-	return boot.Machine{ID: m.ID, MAC: mac, Profile: profile, Hostname: m.Hostname, WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType}, true
+	return ipxe.Machine{ID: m.ID, MAC: mac, Profile: profile, Hostname: m.Hostname, WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType}, true
 }
 
 type bootTokens struct {
@@ -44,11 +44,11 @@ type bootTokens struct {
 // Issue hands out a boot token for a script fetched from remote; the inventory refuses a client
 // that does not hold the address imaged leased to the MAC. A token that a job waits for is
 // stored, so that the hello still counts after a restart; others stay in memory.
-func (b bootTokens) Issue(m boot.Machine, remote netip.Addr) (string, error) {
+func (b bootTokens) Issue(m ipxe.Machine, remote netip.Addr) (string, error) {
 	persist := m.ID != "" && b.jobs != nil && b.jobs.Netbooting(m.ID)
 	tok, err := b.inv.IssueToken(inventory.TokenRequest{Machine: m.ID, MAC: m.MAC, Profile: m.Profile, Remote: remote, Persist: persist})
 	if errors.Is(err, inventory.ErrNotLeased) || errors.Is(err, inventory.ErrWrongAddress) {
-		return "", fmt.Errorf("%w: %w", boot.ErrRefused, err)
+		return "", fmt.Errorf("%w: %w", ipxe.ErrRefused, err)
 	}
 	return tok, err
 }
@@ -73,7 +73,7 @@ func remoteAddr(remote string) netip.Addr {
 // they are kept in memory, coalesced), so that anonymous traffic costs nothing durable.
 func (o *observer) waiting(machine string) bool { return o.jobs != nil && o.jobs.Active(machine) }
 
-func (o *observer) ScriptServed(m boot.Machine, remote string) {
+func (o *observer) ScriptServed(m ipxe.Machine, remote string) {
 	if m.ID == "" {
 		return
 	}

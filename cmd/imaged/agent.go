@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/imaged/imaged/internal/agent"
-	"github.com/imaged/imaged/internal/osimage/osinit"
+	"github.com/imaged/imaged/internal/lab/labos/osinit"
 )
 
 // runAgentInit is the initramfs path: imaged is /init (PID 1) on the blade.

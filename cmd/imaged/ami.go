@@ -22,9 +22,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/imaged/imaged/images"
-	"github.com/imaged/imaged/images/progress"
 	"github.com/imaged/imaged/internal/cloud"
 	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/progressbar"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -272,7 +272,7 @@ func (e *amiEnv) push(ctx context.Context, ref string, stdout, stderr io.Writer)
 		copies = append(copies, cloud.RegionClient{Region: r, EC2: e.ec2In(r)})
 	}
 	nz, _ := m.NonZero()
-	bar := progress.New(stderr, int64(nz)*images.BlockSize, progress.Options{Desc: fmt.Sprintf("push %s (%d blocks of 512 KiB)", info.Image.Ref(), nz)})
+	bar := progressbar.New(stderr, int64(nz)*images.BlockSize, progressbar.Options{Desc: fmt.Sprintf("push %s (%d blocks of 512 KiB)", info.Image.Ref(), nz)})
 	pub, err := cloud.PublishAMI(ctx, eb, e.ec2In(e.region), cloud.Image{Name: info.Image.Name, Version: info.Image.Version, Manifest: m,
 		ManifestHash: info.Image.ManifestHash, Blob: blob, BootMode: *e.flags.bootMode}, cloud.PublishOptions{Region: e.region, CopyTo: copies,
 		JournalDir: filepath.Join(e.cfg.StateDir, "ami-push"),

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imaged/imaged/internal/vbmc"
+	"github.com/imaged/imaged/internal/lab/vbmc"
 )
 
 // testBlade is a machine behind the emulator: it only remembers its power and how it booted.

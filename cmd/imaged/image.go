@@ -18,10 +18,10 @@ import (
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/images/convert"
-	"github.com/imaged/imaged/images/progress"
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/progressbar"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -351,7 +351,7 @@ func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.
 	}
 	defer s.Close()
 	_, total := s.Progress()
-	bar := progress.New(stderr, total, progress.Options{Desc: "import " + ref})
+	bar := progressbar.New(stderr, total, progressbar.Options{Desc: "import " + ref})
 	d, m, err := c.blobs.Import(ctx, s.Raw(), func(int64) { done, _ := s.Progress(); bar.Set(done) })
 	bar.Finish(err)
 	if err != nil {

@@ -6,12 +6,12 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/imaged/imaged/internal/boot"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/dhcp"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/ra"
+	"github.com/imaged/imaged/internal/routeradv"
 	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/tftp"
 )
@@ -28,7 +28,7 @@ func (d *daemon) addNetboot(obs *observer, roots []string) error {
 		d.components["dhcp"] = srv
 	}
 	if cfg.RAEnabled() {
-		s, err := ra.New(ra.Config{Interface: cfg.DHCP.Interface, Prefix: cfg.DHCP.RouterAdvertisements.Prefix.Prefix,
+		s, err := routeradv.New(routeradv.Config{Interface: cfg.DHCP.Interface, Prefix: cfg.DHCP.RouterAdvertisements.Prefix.Prefix,
 			Interval: cfg.DHCP.RouterAdvertisements.Interval.Duration}, d.log.With("component", "ra"))
 		if err != nil {
 			return err
@@ -64,12 +64,12 @@ func dhcpConfig(cfg *config.File) dhcp.Config {
 			UEFIx64File: cfg.Boot.UEFIFile,
 			ARM64File:   cfg.Boot.ARM64File,
 			HTTPBase:    base,
-			ScriptURL:   func(mac net.HardwareAddr) string { return boot.ScriptURL(base, mac) },
+			ScriptURL:   func(mac net.HardwareAddr) string { return ipxe.ScriptURL(base, mac) },
 		},
 	}
 	if cfg.TLSEnabled() && cfg.HTTP.TLS.IPXEHTTPS {
 		tlsBase := cfg.HTTP.TLS.PublicURL.URL
-		dc.Boot.HTTPSScriptURL = func(mac net.HardwareAddr) string { return boot.ScriptURL(tlsBase, mac) }
+		dc.Boot.HTTPSScriptURL = func(mac net.HardwareAddr) string { return ipxe.ScriptURL(tlsBase, mac) }
 	}
 	for _, a := range cfg.DHCP.DNS {
 		dc.DNS = append(dc.DNS, a.Addr)

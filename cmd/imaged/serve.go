@@ -27,10 +27,10 @@ import (
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/images/imagehttp"
 	"github.com/imaged/imaged/internal/api"
-	"github.com/imaged/imaged/internal/boot"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/httplimit"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/servercert"
 	"github.com/imaged/imaged/internal/store"
@@ -160,18 +160,18 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		httpsURL, apiURL = cfg.HTTP.TLS.PublicURL.URL, cfg.HTTP.TLS.PublicURL.URL
 	}
 
-	bc := boot.Config{
+	bc := ipxe.Config{
 		PublicURL:      cfg.HTTP.PublicURL.URL,
 		HTTPSURL:       httpsURL,
 		Roots:          roots,
-		Agent:          boot.Agent{Kernel: cfg.Boot.Agent.Kernel, Initrd: cfg.Boot.Agent.Initrd, Cmdline: cfg.Boot.Agent.Cmdline},
+		Agent:          ipxe.Agent{Kernel: cfg.Boot.Agent.Kernel, Initrd: cfg.Boot.Agent.Initrd, Cmdline: cfg.Boot.Agent.Cmdline},
 		Profiles:       cfg.Boot.Profiles,
 		UnknownProfile: unknownProfile(cfg),
 	}
 	if d.cert != nil {
 		bc.TLSPin = d.cert.Fingerprint()
 	}
-	bh, err := boot.New(bc, boot.Deps{Inventory: bootInventory{d.inv, d.jobs}, Tokens: bootTokens{d.inv, d.jobs}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
+	bh, err := ipxe.New(bc, ipxe.Deps{Inventory: bootInventory{d.inv, d.jobs}, Tokens: bootTokens{d.inv, d.jobs}, Observer: obs, Log: log.With("component", "boot"), Registerer: d.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +358,7 @@ func listenControl(path string) (net.Listener, error) {
 
 func unknownProfile(cfg *config.File) string {
 	if cfg.DHCP.UnknownClients == "netboot" {
-		return boot.ProfileAgent
+		return ipxe.ProfileAgent
 	}
 	return ""
 }

@@ -6,7 +6,7 @@
 //
 // Its dependency set ships in the initramfs, so it must stay small: no bbolt, AWS SDK, gofish,
 // Prometheus, nor any imaged server package (TestAgentDeps guards this). Only cmd/imaged and the
-// init modes (internal/osimage) import it.
+// init modes (internal/lab/labos/osinit) import it.
 //
 // Every milestone is one console line starting with "imaged agent: ", which the lab timeline
 // greps for; keep that prefix stable.

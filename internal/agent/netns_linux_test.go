@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imaged/imaged/internal/testnet"
+	"github.com/imaged/imaged/internal/lab/netns"
 )
 
 // TestRunInNamespace runs the agent's Run for real inside a client namespace: dnsmasq gives the
@@ -88,9 +88,9 @@ type agentLab struct {
 }
 
 func startAgentLab(t *testing.T, refuse bool) *agentLab {
-	testnet.RequireRoot(t)
-	dnsmasq := testnet.RequireCommand(t, "dnsmasq", "dnsmasq")
-	p := testnet.NewPair(t)
+	netns.RequireRoot(t)
+	dnsmasq := netns.RequireCommand(t, "dnsmasq", "dnsmasq")
+	p := netns.NewPair(t)
 	env := &agentLab{dir: t.TempDir(), mac: "52:54:00:99:00:42"}
 	env.ns, _ = p.AddClient(env.mac)
 
@@ -104,7 +104,7 @@ func startAgentLab(t *testing.T, refuse bool) *agentLab {
 	if refuse {
 		appendFile(conf, "dhcp-option=121,172.16.0.0/12,0.0.0.0,192.168.77.0/24,10.99.0.3,0.0.0.0/0,10.99.0.1\n")
 	}
-	cmd := testnet.Command(context.Background(), p.Srv, dnsmasq, "--keep-in-foreground", "--pid-file="+filepath.Join(env.dir, "dnsmasq.pid"), "--conf-file="+conf)
+	cmd := netns.Command(context.Background(), p.Srv, dnsmasq, "--keep-in-foreground", "--pid-file="+filepath.Join(env.dir, "dnsmasq.pid"), "--conf-file="+conf)
 	logw := &testWriter{t: t, prefix: "dnsmasq: "}
 	cmd.Stdout, cmd.Stderr = logw, logw
 	if err := cmd.Start(); err != nil {
@@ -120,11 +120,11 @@ func startAgentLab(t *testing.T, refuse bool) *agentLab {
 	if refuse {
 		srvEnv = append(srvEnv, "IMAGED_TEST_REFUSE=1")
 	}
-	testnet.StartHelper(t, p.Srv, "TestHelperHelloServer", srvEnv...)
+	netns.StartHelper(t, p.Srv, "TestHelperHelloServer", srvEnv...)
 	var port string
 	env.waitFile(t, "port", 20*time.Second, func(b []byte) error { port = string(b); return nil })
 	cmdline := fmt.Sprintf("console=ttyS0 imaged.server=http://%s:%s imaged.token=tok-ns imaged.mac=%s", p.SrvIP, port, env.mac)
-	testnet.StartHelper(t, env.ns, "TestHelperAgent", "IMAGED_TEST_DIR="+env.dir, "IMAGED_TEST_CMDLINE="+cmdline)
+	netns.StartHelper(t, env.ns, "TestHelperAgent", "IMAGED_TEST_DIR="+env.dir, "IMAGED_TEST_CMDLINE="+cmdline)
 	return env
 }
 
@@ -163,7 +163,7 @@ func ipOut(t *testing.T, ns string, args ...string) string {
 // TestHelperHelloServer is the imaged server's hello endpoint, run by StartHelper inside the
 // server namespace: it answers 503 once, then 200 (or always 403 with IMAGED_TEST_REFUSE=1).
 func TestHelperHelloServer(t *testing.T) {
-	if !testnet.IsHelper("TestHelperHelloServer") {
+	if !netns.IsHelper("TestHelperHelloServer") {
 		t.Skip("helper process for TestRunInNamespace")
 	}
 	dir := os.Getenv("IMAGED_TEST_DIR")
@@ -200,7 +200,7 @@ func TestHelperHelloServer(t *testing.T) {
 
 // TestHelperAgent runs Run inside the client namespace for TestRunInNamespace.
 func TestHelperAgent(t *testing.T) {
-	if !testnet.IsHelper("TestHelperAgent") {
+	if !netns.IsHelper("TestHelperAgent") {
 		t.Skip("helper process for TestRunInNamespace")
 	}
 	dir := os.Getenv("IMAGED_TEST_DIR")

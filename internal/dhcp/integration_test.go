@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imaged/imaged/internal/testnet"
+	"github.com/imaged/imaged/internal/lab/netns"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -27,7 +27,7 @@ import (
 )
 
 // Integration tests: real DHCP clients (busybox udhcpc, ISC dhclient, a PXE client built on
-// nclient4) and dnsmasq talk to imaged inside network namespaces made by testnet. Root only.
+// nclient4) and dnsmasq talk to imaged inside network namespaces made by internal/lab/netns. Root only.
 
 const helperEnv = "IMAGED_DHCP_HELPER_CONFIG"
 
@@ -45,8 +45,8 @@ type serverSpec struct {
 // TestHelperDHCPServer is not a test: StartHelper runs it inside the server namespace, where
 // it serves 10.99.0.0/24 on veth-srv until interrupted, then writes its packet counters.
 func TestHelperDHCPServer(t *testing.T) {
-	if !testnet.IsHelper("TestHelperDHCPServer") {
-		t.Skip("helper process: runs only inside a namespace via testnet.StartHelper")
+	if !netns.IsHelper("TestHelperDHCPServer") {
+		t.Skip("helper process: runs only inside a namespace via netns.StartHelper")
 	}
 	var spec serverSpec
 	if err := json.Unmarshal([]byte(os.Getenv(helperEnv)), &spec); err != nil {
@@ -110,7 +110,7 @@ type serverHelper struct {
 	result string
 }
 
-func startServer(t *testing.T, p *testnet.Pair, spec serverSpec) *serverHelper {
+func startServer(t *testing.T, p *netns.Pair, spec serverSpec) *serverHelper {
 	t.Helper()
 	dir := t.TempDir()
 	spec.Ready, spec.Result = filepath.Join(dir, "ready"), filepath.Join(dir, "result.json")
@@ -118,7 +118,7 @@ func startServer(t *testing.T, p *testnet.Pair, spec serverSpec) *serverHelper {
 		spec.Interface = p.SrvIf
 	}
 	b, _ := json.Marshal(spec)
-	cmd := testnet.StartHelper(t, p.Srv, "TestHelperDHCPServer", helperEnv+"="+string(b))
+	cmd := netns.StartHelper(t, p.Srv, "TestHelperDHCPServer", helperEnv+"="+string(b))
 	waitFile(t, spec.Ready, 10*time.Second)
 	return &serverHelper{cmd: cmd, result: spec.Result}
 }
@@ -152,10 +152,10 @@ func waitFile(t *testing.T, name string, d time.Duration) {
 // udhcpc runs busybox udhcpc once in ns and returns the address it was offered and bound.
 func udhcpc(t *testing.T, ns string) string {
 	t.Helper()
-	testnet.RequireCommand(t, "busybox", "busybox")
+	netns.RequireCommand(t, "busybox", "busybox")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := testnet.Command(ctx, ns, "busybox", "udhcpc", "-i", "dc0", "-n", "-q", "-f", "-s", "/bin/true").CombinedOutput()
+	out, err := netns.Command(ctx, ns, "busybox", "udhcpc", "-i", "dc0", "-n", "-q", "-f", "-s", "/bin/true").CombinedOutput()
 	t.Logf("udhcpc:\n%s", out)
 	if err != nil {
 		t.Fatalf("udhcpc: %v", err)
@@ -168,7 +168,7 @@ func udhcpc(t *testing.T, ns string) string {
 }
 
 func TestIntegrationUdhcpcGetsReservation(t *testing.T) {
-	p := testnet.NewPair(t)
+	p := netns.NewPair(t)
 	mac := "02:42:0a:63:00:4d"
 	ns, _ := p.AddClient(mac)
 	startServer(t, p, serverSpec{Mode: ModeServer, Reserve: map[string]string{mac: "10.99.0.77"},
@@ -179,8 +179,8 @@ func TestIntegrationUdhcpcGetsReservation(t *testing.T) {
 }
 
 func TestIntegrationDhclientGetsReservation(t *testing.T) {
-	p := testnet.NewPair(t)
-	testnet.RequireCommand(t, "dhclient", "isc-dhcp-client")
+	p := netns.NewPair(t)
+	netns.RequireCommand(t, "dhclient", "isc-dhcp-client")
 	mac := "02:42:0a:63:00:4e"
 	ns, _ := p.AddClient(mac)
 	startServer(t, p, serverSpec{Mode: ModeServer, Reserve: map[string]string{mac: "10.99.0.78"}})
@@ -198,7 +198,7 @@ func TestIntegrationDhclientGetsReservation(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := testnet.Command(ctx, ns, "dhclient", "-1", "-v", "-sf", "/bin/true", "-lf", lf, "-pf", pf, "dc0").CombinedOutput()
+	out, err := netns.Command(ctx, ns, "dhclient", "-1", "-v", "-sf", "/bin/true", "-lf", lf, "-pf", pf, "dc0").CombinedOutput()
 	t.Logf("dhclient:\n%s", out)
 	if err != nil {
 		t.Fatalf("dhclient: %v", err)
@@ -236,8 +236,8 @@ var pxeUUID = []byte{0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0x
 // collecting every offer; then it takes the DHCP server's address and asks the proxy's
 // boot-server port for its boot file.
 func TestHelperPXEClient(t *testing.T) {
-	if !testnet.IsHelper("TestHelperPXEClient") {
-		t.Skip("helper process: runs only inside a namespace via testnet.StartHelper")
+	if !netns.IsHelper("TestHelperPXEClient") {
+		t.Skip("helper process: runs only inside a namespace via netns.StartHelper")
 	}
 	var spec pxeSpec
 	if err := json.Unmarshal([]byte(os.Getenv(helperEnv)), &spec); err != nil {
@@ -362,8 +362,8 @@ func offerOf(p *dhcpv4.DHCPv4) pxeOffer {
 // client gets its address from dnsmasq and its boot file from imaged, and imaged's
 // boot-server port answers its follow-up REQUEST.
 func TestIntegrationProxyBesideDnsmasq(t *testing.T) {
-	p := testnet.NewPair(t)
-	testnet.RequireCommand(t, "dnsmasq", "dnsmasq")
+	p := netns.NewPair(t)
+	netns.RequireCommand(t, "dnsmasq", "dnsmasq")
 	mac := "02:42:0a:63:00:4f"
 	ns, _ := p.AddClient(mac)
 
@@ -384,7 +384,7 @@ log-facility=%s
 `, p.SrvIf, filepath.Join(dir, "dnsmasq.leases"), pidFile, filepath.Join(dir, "dnsmasq.log"))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dm := testnet.Command(context.Background(), p.Srv, "dnsmasq", "--conf-file="+conf, "--keep-in-foreground")
+	dm := netns.Command(context.Background(), p.Srv, "dnsmasq", "--conf-file="+conf, "--keep-in-foreground")
 	dm.Stdout, dm.Stderr = os.Stderr, os.Stderr
 	if err := dm.Start(); err != nil {
 		t.Fatal(err)
@@ -402,7 +402,7 @@ log-facility=%s
 
 	result := filepath.Join(t.TempDir(), "pxe.json")
 	b, _ := json.Marshal(pxeSpec{Result: result, Wait: 2 * time.Second})
-	testnet.StartHelper(t, ns, "TestHelperPXEClient", helperEnv+"="+string(b))
+	netns.StartHelper(t, ns, "TestHelperPXEClient", helperEnv+"="+string(b))
 	waitFile(t, result, 20*time.Second)
 	var res pxeResult
 	raw, _ := os.ReadFile(result)
@@ -495,8 +495,8 @@ type blastSpec struct {
 // TestHelperBlaster is not a test: StartHelper runs it in the client bridge namespace, where it
 // sends junk at the server and writes how many malformed packets it sent.
 func TestHelperBlaster(t *testing.T) {
-	if !testnet.IsHelper("TestHelperBlaster") {
-		t.Skip("helper process: runs only inside a namespace via testnet.StartHelper")
+	if !netns.IsHelper("TestHelperBlaster") {
+		t.Skip("helper process: runs only inside a namespace via netns.StartHelper")
 	}
 	var spec blastSpec
 	if err := json.Unmarshal([]byte(os.Getenv(helperEnv)), &spec); err != nil {
@@ -520,13 +520,13 @@ func TestHelperBlaster(t *testing.T) {
 // TestIntegrationBlast: 20000 junk packets in 4 s do not keep udhcpc from its lease, and the
 // malformed ones are counted.
 func TestIntegrationBlast(t *testing.T) {
-	p := testnet.NewPair(t)
+	p := netns.NewPair(t)
 	mac := "02:42:0a:63:00:50"
 	ns, _ := p.AddClient(mac)
 	srv := startServer(t, p, serverSpec{Mode: ModeServer, Reserve: map[string]string{mac: "10.99.0.80"}})
 	result := filepath.Join(t.TempDir(), "blast")
 	b, _ := json.Marshal(blastSpec{N: 20000, D: 4 * time.Second, Result: result})
-	testnet.StartHelper(t, p.Cli, "TestHelperBlaster", helperEnv+"="+string(b))
+	netns.StartHelper(t, p.Cli, "TestHelperBlaster", helperEnv+"="+string(b))
 	time.Sleep(500 * time.Millisecond) // udhcpc starts in the middle of the flood
 	if got := udhcpc(t, ns); got != "10.99.0.80" {
 		t.Errorf("udhcpc during the flood got %s, want 10.99.0.80", got)

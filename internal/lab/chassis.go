@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imaged/imaged/internal/lab/vbmc"
 	"github.com/imaged/imaged/internal/redfish"
-	"github.com/imaged/imaged/internal/vbmc"
 )
 
 // A virtual chassis: the lab network, N QEMU blades that are Off until their BMC powers them

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/internal/lab"
+	"github.com/imaged/imaged/internal/lab/netns"
 	"github.com/imaged/imaged/internal/store"
-	"github.com/imaged/imaged/internal/testnet"
 )
 
 // These tests netboot real PXE clients (QEMU under TCG with SeaBIOS/iPXE or OVMF/EDK2) from a
@@ -63,8 +63,8 @@ var assetsMu sync.Mutex
 
 func requireLab(t *testing.T) {
 	t.Helper()
-	testnet.RequireRoot(t)
-	testnet.RequireCommand(t, "qemu-system-x86_64", "qemu-system-x86")
+	netns.RequireRoot(t)
+	netns.RequireCommand(t, "qemu-system-x86_64", "qemu-system-x86")
 	for file, pkg := range map[string]string{"/usr/lib/ipxe/undionly.kpxe": "ipxe", "/usr/lib/ipxe/ipxe.efi": "ipxe",
 		"/usr/share/OVMF/OVMF_CODE_4M.fd": "ovmf", "/usr/lib/ipxe/qemu/efi-virtio.rom": "ipxe-qemu"} {
 		if _, err := os.Stat(file); err != nil {
@@ -262,7 +262,7 @@ func TestNetbootUEFIHTTPBoot(t *testing.T) {
 }
 
 func TestNetbootProxyBesideDnsmasq(t *testing.T) {
-	testnet.RequireCommand(t, "dnsmasq", "dnsmasq")
+	netns.RequireCommand(t, "dnsmasq", "dnsmasq")
 	l := newLab(t, "imt-proxy")
 	// The network's own DHCP server, on another host: addresses only, no boot options.
 	ns, err := l.Net.AddHost("dhcp", "eth0", "", lab.DNSMasqIP+"/24")

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imaged/imaged/internal/vbmc"
+	"github.com/imaged/imaged/internal/lab/vbmc"
 )
 
 // PowerVM is a QEMU blade under a BMC's control: it implements vbmc.Blade. Every power-on is

@@ -16,20 +16,20 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/internal/lab"
-	"github.com/imaged/imaged/internal/testnet"
-	"github.com/imaged/imaged/internal/vbmc"
+	"github.com/imaged/imaged/internal/lab/netns"
+	"github.com/imaged/imaged/internal/lab/vbmc"
 )
 
 // TestPowerVMThroughRedfish drives one QEMU blade (SeaBIOS + iPXE ROM, no disk, no OS) in a
 // network namespace through the virtual BMC's HTTP API, and checks each answer against the
 // real process: its existence, its command line, its console and QMP.
 func TestPowerVMThroughRedfish(t *testing.T) {
-	testnet.RequireRoot(t)
-	testnet.RequireCommand(t, "qemu-system-x86_64", "qemu-system-x86")
+	netns.RequireRoot(t)
+	netns.RequireCommand(t, "qemu-system-x86_64", "qemu-system-x86")
 	if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
 		t.Skip("skipping: the NIC's iPXE option ROM is missing (apt-get install ipxe-qemu)")
 	}
-	pair := testnet.NewPair(t)
+	pair := netns.NewPair(t)
 	pv, err := lab.NewPowerVM(lab.VM{Name: "ms1-c1n1", Netns: pair.Cli, Tap: pair.AddTap(), MAC: "52:54:00:99:00:21",
 		Firmware: "bios", Memory: 128, Dir: t.TempDir()})
 	if err != nil {

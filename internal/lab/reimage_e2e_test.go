@@ -17,8 +17,8 @@ import (
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/lab"
-	"github.com/imaged/imaged/internal/osimage"
-	"github.com/imaged/imaged/internal/testnet"
+	"github.com/imaged/imaged/internal/lab/labos"
+	"github.com/imaged/imaged/internal/lab/netns"
 )
 
 // controlClient talks to a chassis's imaged over its control socket, as root: the admin scope.
@@ -77,7 +77,7 @@ func jobText(j jobs.Job) string {
 func TestReimageThroughAPI(t *testing.T) {
 	requireLab(t)
 	for _, c := range [][2]string{{"syslinux", "syslinux"}, {"mcopy", "mtools"}, {"mkfs.fat", "dosfstools"}} {
-		testnet.RequireCommand(t, c[0], c[1])
+		netns.RequireCommand(t, c[0], c[1])
 	}
 	bin := imagedBinary(t)
 	dir := filepath.Join(t.TempDir(), "chassis")
@@ -110,15 +110,15 @@ func TestReimageThroughAPI(t *testing.T) {
 	// Three bootable images from the lab's kernel and initramfs (whose /init is imaged: the
 	// cmdline selects its os mode), differing only in a kernel parameter.
 	u, _ := url.Parse(lab.BaseURL())
-	build := func(name string) osimage.Result {
-		r, err := osimage.Build(context.Background(), osimage.BuildOptions{Output: filepath.Join(t.TempDir(), name+".raw"), Size: size, URL: u,
+	build := func(name string) labos.Result {
+		r, err := labos.Build(context.Background(), labos.BuildOptions{Output: filepath.Join(t.TempDir(), name+".raw"), Size: size, URL: u,
 			Kernel: filepath.Join(dir, "boot", "vmlinuz"), Initrd: filepath.Join(dir, "boot", "initrd.img"), ExtraArgs: []string{"imaged.build=" + name}})
 		if err != nil {
 			t.Fatalf("build %s: %v", name, err)
 		}
 		return r
 	}
-	imgs := map[string]osimage.Result{"1": build("one"), "2": build("two"), "3": build("three")}
+	imgs := map[string]labos.Result{"1": build("one"), "2": build("two"), "3": build("three")}
 	cfg := filepath.Join(dir, "imaged.yaml")
 	for v, r := range imgs {
 		if out, err := exec.Command(bin, "image", "import", "-config", cfg, "labos@"+v, r.Path).CombinedOutput(); err != nil {

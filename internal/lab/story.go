@@ -15,7 +15,7 @@ import (
 
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/osimage"
+	"github.com/imaged/imaged/internal/lab/labos"
 )
 
 // StoryOptions configure Story.
@@ -49,7 +49,7 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) ([]jobs.Job, erro
 	fmt.Fprintf(out, "lab: chassis up: %d blades, powered off, behind the Redfish BMC at %s; imaged serves at %s and %s\n", len(c.Blades), c.BMCURL, BaseURL(), HTTPSURL())
 
 	u, _ := url.Parse(BaseURL())
-	img, err := osimage.Build(ctx, osimage.BuildOptions{Output: filepath.Join(o.Dir, "labos-1.raw"), Size: size, URL: u,
+	img, err := labos.Build(ctx, labos.BuildOptions{Output: filepath.Join(o.Dir, "labos-1.raw"), Size: size, URL: u,
 		Kernel: filepath.Join(o.Dir, "boot", "vmlinuz"), Initrd: filepath.Join(o.Dir, "boot", "initrd.img")})
 	if err != nil {
 		return nil, err

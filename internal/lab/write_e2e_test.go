@@ -16,8 +16,8 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/lab"
+	"github.com/imaged/imaged/internal/lab/netns"
 	"github.com/imaged/imaged/internal/store"
-	"github.com/imaged/imaged/internal/testnet"
 )
 
 func sha256File(t *testing.T, path string, n int64) string {
@@ -40,7 +40,7 @@ func sha256File(t *testing.T, path string, n int64) string {
 // second blade's write fails, names the block, leaves block 0 as it was, and imaged does not
 // record the image as running there.
 func TestAgentWritesImage(t *testing.T) {
-	testnet.RequireCommand(t, "sfdisk", "fdisk")
+	netns.RequireCommand(t, "sfdisk", "fdisk")
 	l := newLab(t, "imt-write")
 	ctx := context.Background()
 	src := filepath.Join(l.Dir, "debian.img")

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imaged/imaged/internal/testnet"
+	"github.com/imaged/imaged/internal/lab/netns"
 )
 
 const helperName = "TestHelperTFTPServer"
@@ -20,9 +20,9 @@ const helperName = "TestHelperTFTPServer"
 // TestIntegrationRealClients serves undionly.kpxe from inside a network namespace and fetches it
 // with the real atftp and tftp-hpa clients from the client namespace.
 func TestIntegrationRealClients(t *testing.T) {
-	testnet.RequireRoot(t)
-	atftp := testnet.RequireCommand(t, "atftp", "atftp")
-	tftpHPA := testnet.RequireCommand(t, "tftp", "tftp-hpa")
+	netns.RequireRoot(t)
+	atftp := netns.RequireCommand(t, "atftp", "atftp")
+	tftpHPA := netns.RequireCommand(t, "tftp", "tftp-hpa")
 	const src = "/usr/lib/ipxe/undionly.kpxe"
 	want, err := os.ReadFile(src)
 	if err != nil {
@@ -35,11 +35,11 @@ func TestIntegrationRealClients(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "undionly.kpxe"), want, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := testnet.NewPair(t)
+	p := netns.NewPair(t)
 	ready := filepath.Join(t.TempDir(), "ready")
 	// The wildcard address, as in a default config: IPv4 requests then reach a dual-stack IPv6
 	// socket, and the server still learns their destination address and interface (for the MTU).
-	testnet.StartHelper(t, p.Srv, helperName,
+	netns.StartHelper(t, p.Srv, helperName,
 		"IMAGED_TFTP_LISTEN=:69", "IMAGED_TFTP_ROOT="+root, "IMAGED_TFTP_READY="+ready)
 	waitFile(t, ready, 10*time.Second)
 
@@ -70,7 +70,7 @@ func TestIntegrationRealClients(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			name, args := tc.args(out)
-			cmd := testnet.Command(ctx, p.Cli, name, args...)
+			cmd := netns.Command(ctx, p.Cli, name, args...)
 			cmd.Dir = t.TempDir()
 			b, err := cmd.CombinedOutput()
 			if err != nil {
@@ -91,9 +91,9 @@ func TestIntegrationRealClients(t *testing.T) {
 }
 
 // TestHelperTFTPServer is the server for TestIntegrationRealClients, re-executed by
-// testnet.StartHelper inside the server namespace so that its socket lives there.
+// netns.StartHelper inside the server namespace so that its socket lives there.
 func TestHelperTFTPServer(t *testing.T) {
-	if !testnet.IsHelper(helperName) {
+	if !netns.IsHelper(helperName) {
 		t.Skip("helper process for TestIntegrationRealClients")
 	}
 	// Bounded even if the parent dies without stopping it.
