@@ -21,14 +21,16 @@ import (
 	"github.com/imaged/imaged/internal/blockcopy"
 )
 
-// env is one bench run: the image, the two servers, and the processes to stop.
+// env is one bench run: the image, the servers, and the processes to stop.
 type env struct {
 	dir, self string
 	m         *images.Manifest
 	etag      string
-	imaged    string // the imaged binary
-	goURL     string // imaged serve's GET /images/{digest}/blob
-	ngxURL    string // nginx, sendfile on
+	imagedBin string // the imaged binary
+	imaged    server // imaged serve's GET /images/{digest}/blob, plain HTTP (http.tls off)
+	imagedTLS server // the same over HTTPS, as shipped (its own certificate, pinned)
+	ngx       server // nginx, sendfile on
+	ngxTLS    server // nginx, ssl (user-space TLS: no sendfile)
 	stderr    io.Writer
 	stops     []func()
 }
@@ -38,6 +40,7 @@ type proc struct {
 	wall time.Duration
 	ru   syscall.Rusage
 	out  []byte
+	srv  time.Duration // CPU the server used meanwhile (copyRuns)
 }
 
 func (r proc) cpu() time.Duration {
@@ -103,8 +106,40 @@ func (e *env) verify(ctx context.Context, path string) error {
 	return nil
 }
 
-func (e *env) copyArgv(url, out string, extra ...string) []string {
-	return append([]string{e.self, "copy", "-url", url, "-etag", e.etag, "-manifest", filepath.Join(e.dir, "img.manifest"), "-out", out}, extra...)
+// copyArgv is one agent copying from s (the agent's pinned client over https) onto out.
+func (e *env) copyArgv(s server, out string, extra ...string) []string {
+	argv := []string{e.self, "copy", "-url", s.url, "-etag", e.etag, "-manifest", filepath.Join(e.dir, "img.manifest"), "-out", out}
+	if s.pin != "" {
+		argv = append(argv, "-pin", s.pin)
+	}
+	return append(argv, extra...)
+}
+
+// bmaptool is bmaptool copy from s onto out (over https trusting s's certificate: Python's
+// default context reads SSL_CERT_FILE).
+func (e *env) bmaptool(s server, bmap, out string) []string {
+	argv := []string{"bmaptool", "-q", "copy", "--bmap", bmap, s.url, out}
+	if s.ca != "" {
+		argv = append([]string{"env", "SSL_CERT_FILE=" + s.ca}, argv...)
+	}
+	return argv
+}
+
+// onServer runs f and returns the CPU time s's processes used meanwhile (0 with no process: a
+// file source).
+func onServer(s server, f func() error) (time.Duration, error) {
+	if s.pid == 0 {
+		return 0, f()
+	}
+	before, err := cpuOf(s.pid)
+	if err != nil {
+		return 0, err
+	}
+	if err := f(); err != nil {
+		return 0, err
+	}
+	after, err := cpuOf(s.pid)
+	return after - before, err
 }
 
 func parseResult(b []byte) (copyResult, error) {
@@ -135,7 +170,7 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	if *imaged == "" {
 		return errors.New("-imaged: the imaged binary is needed (run.sh builds it)")
 	}
-	e := &env{dir: *dir, self: self, imaged: *imaged, stderr: stderr}
+	e := &env{dir: *dir, self: self, imagedBin: *imaged, stderr: stderr}
 	defer func() {
 		for i := len(e.stops) - 1; i >= 0; i-- {
 			e.stops[i]()
@@ -164,51 +199,63 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	if err := e.startServers(ctx, img); err != nil {
 		return err
 	}
+	e.log("a wrong pin must be refused (imaged logs the handshake the client breaks off)")
+	if err := e.checkPin(ctx); err != nil {
+		return err
+	}
 
 	t := newTable()
 	t.Add("image", fmt.Sprintf("%d MiB, %d of %d blocks non-zero (%d MiB)", *size>>20, nzBlocks, len(e.m.Blocks), nzBytes>>20), "", "", "")
 
-	// Part 1: one 2 GiB image onto a new file, side by side, alternating run by run.
-	e.log("part 1: blockcopy vs bmaptool vs curl|tee(sha256sum), %d runs", *runs)
+	// Part 1: one 2 GiB image onto a new file, side by side, alternating run by run; then the
+	// same over HTTPS, blockcopy with the agent's pinned client, bmaptool trusting the certificate.
+	e.log("part 1: blockcopy vs bmaptool vs curl|tee(sha256sum), plain and HTTPS, %d runs", *runs)
 	out := filepath.Join(e.dir, "out")
-	var wBC, wBmap, wCurl []time.Duration
-	var bc4 copyResult
+	var wBC, wBmap, wCurl, wBCTLS, wBmapTLS []time.Duration
+	var bc4, bc4TLS copyResult
 	var bc4run proc
+	// one runs argv onto out, verifies the first run's output, and appends its wall time.
+	one := func(i int, argv []string, walls *[]time.Duration) (proc, error) {
+		e.clean(out)
+		r, _, err := e.measure(ctx, argv)
+		if err != nil {
+			return proc{}, err
+		}
+		*walls = append(*walls, r[0].wall)
+		if i == 0 {
+			return r[0], e.verify(ctx, out)
+		}
+		return r[0], nil
+	}
 	for i := range *runs {
-		e.clean(out)
-		r, _, err := e.measure(ctx, e.copyArgv(e.goURL, out, "-zeroed"))
+		p, err := one(i, e.copyArgv(e.imaged, out, "-zeroed"), &wBC)
 		if err != nil {
 			return err
 		}
-		if bc4, err = parseResult(r[0].out); err != nil {
+		if bc4, err = parseResult(p.out); err != nil {
 			return err
 		}
-		if r[0].ru.Maxrss > bc4run.ru.Maxrss {
-			bc4run = r[0]
+		if p.ru.Maxrss > bc4run.ru.Maxrss {
+			bc4run = p
 		}
-		wBC = append(wBC, r[0].wall)
-		if i == 0 {
-			if err := e.verify(ctx, out); err != nil {
-				return err
-			}
-		}
-		e.clean(out)
-		r, _, err = e.measure(ctx, []string{"bmaptool", "-q", "copy", "--bmap", bmap, e.goURL, out})
-		if err != nil {
+		if _, err := one(i, e.bmaptool(e.imaged, bmap, out), &wBmap); err != nil {
 			return err
 		}
-		wBmap = append(wBmap, r[0].wall)
-		if i == 0 {
-			if err := e.verify(ctx, out); err != nil {
-				return err
-			}
+		if p, err = one(i, e.copyArgv(e.imagedTLS, out, "-zeroed"), &wBCTLS); err != nil {
+			return err
+		}
+		if bc4TLS, err = parseResult(p.out); err != nil {
+			return err
+		}
+		if _, err := one(i, e.bmaptool(e.imagedTLS, bmap, out), &wBmapTLS); err != nil {
+			return err
 		}
 		if i > 0 {
 			continue // 10× slower than the others: one run is enough, and saves a minute
 		}
 		e.clean(out)
 		sum := filepath.Join(e.dir, "sum")
-		r, _, err = e.measure(ctx, []string{"bash", "-c", fmt.Sprintf(`set -e; curl -sf %s | tee >(sha256sum >%s) >%s; wait $!; sync %s`, e.goURL, sum, out, out)})
+		r, _, err := e.measure(ctx, []string{"bash", "-c", fmt.Sprintf(`set -e; curl -sf %s | tee >(sha256sum >%s) >%s; wait $!; sync %s`, e.imaged.url, sum, out, out)})
 		if err != nil {
 			return err
 		}
@@ -225,12 +272,23 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 		fmt.Sprintf("≤ %.2f s (2/3 bmaptool)", bmW.Seconds()*2/3), benchtab.Met(bcW.Seconds() <= bmW.Seconds()*2/3))
 	t.Add("", fmt.Sprintf("runs: %s", benchtab.Secs(wBC)), fmt.Sprintf("%.2f s  curl | tee >(sha256sum), + sync (1 run)", cuW.Seconds()), "", "")
 	t.Add("", "", fmt.Sprintf("runs: bmaptool %s; curl %s", benchtab.Secs(wBmap), benchtab.Secs(wCurl)), "", "")
+	bcTW, bmTW := benchtab.Median(wBCTLS), benchtab.Median(wBmapTLS)
+	t.Add("   over HTTPS (blockcopy pinned as the agent)",
+		fmt.Sprintf("%.2f s  blockcopy, 4 conns (%s of plain)", bcTW.Seconds(), benchtab.Of(bcTW.Seconds(), bcW.Seconds())),
+		fmt.Sprintf("%.2f s  bmaptool copy --bmap, HTTPS", bmTW.Seconds()),
+		fmt.Sprintf("≤ %.2f s (2/3 bmaptool)", bmTW.Seconds()*2/3), benchtab.Met(bcTW.Seconds() <= bmTW.Seconds()*2/3))
+	t.Add("", fmt.Sprintf("runs: %s; %s", benchtab.Secs(wBCTLS), bc4TLS.TLS), fmt.Sprintf("runs: %s", benchtab.Secs(wBmapTLS)), "", "")
 
 	// Part 2: single stream (one connection), verified write rate, against one core of
-	// sha256sum and the disk's O_DIRECT write rate; then with the network and the disk taken out
-	// (the image read from a local file, writes dropped), where only hashing limits.
-	e.log("part 2: single stream vs sha256sum vs dd")
-	bc1, bc1run, err := e.copyRuns(ctx, *runs, e.goURL, out, "-workers", "1")
+	// sha256sum and the disk's O_DIRECT write rate, in plain HTTP and over HTTPS, with the CPU
+	// each side spends per GB of data; then with the network and the disk taken out (the image
+	// read from a local file, writes dropped), where only hashing limits.
+	e.log("part 2: single stream, plain and HTTPS, vs sha256sum vs dd")
+	bc1, bc1run, err := e.copyRuns(ctx, *runs, e.imaged, out, "-workers", "1")
+	if err != nil {
+		return err
+	}
+	bc1TLS, bc1TLSrun, err := e.copyRuns(ctx, *runs, e.imagedTLS, out, "-workers", "1")
 	if err != nil {
 		return err
 	}
@@ -251,21 +309,31 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	}
 	ddRate := mbps(*size>>22<<22, r[0].wall)
 	e.clean(ddOut)
-	bcNull, bcNullRun, err := e.copyRuns(ctx, *runs, "file:"+img, "null", "-workers", "1")
+	bcNull, bcNullRun, err := e.copyRuns(ctx, *runs, server{url: "file:" + img}, "null", "-workers", "1")
 	if err != nil {
 		return err
 	}
-	bc1Rate := mbps(nzBytes, bc1run.wall)
+	bc1Rate, bc1TLSRate := mbps(nzBytes, bc1run.wall), mbps(nzBytes, bc1TLSrun.wall)
 	lower := min(shaRate, ddRate)
 	hashCores := func(r copyResult) float64 { return r.HashTime.Seconds() / r.Duration.Seconds() }
+	cpu := func(r copyResult, p proc) float64 { return p.cpu().Seconds() / r.Duration.Seconds() }
+	perGB := func(p proc) string {
+		return fmt.Sprintf("agent %s, imaged %s", benchtab.PerGB(p.cpu(), nzBytes), benchtab.PerGB(p.srv, nzBytes))
+	}
 	t.Add("2. single stream (1 conn), verified write",
 		fmt.Sprintf("%.0f MB/s data (%.0f MB/s image)", bc1Rate, mbps(*size, bc1run.wall)),
 		fmt.Sprintf("%.0f sha256sum (1 core), %.0f dd oflag=direct", shaRate, ddRate),
 		fmt.Sprintf("≥ %.0f (90%% of lower)", 0.9*lower), benchtab.Met(bc1Rate >= 0.9*lower))
-	cpu := func(r copyResult, p proc) float64 { return p.cpu().Seconds() / r.Duration.Seconds() }
 	t.Add("   cores: hashing (HashTime/wall), CPU/wall",
 		fmt.Sprintf("%.2f hashing, %.2f CPU, max %d at once", hashCores(bc1), cpu(bc1, bc1run), bc1.MaxHashing),
 		fmt.Sprintf("(openssl dgst -sha256: %.0f MB/s, 1 core SHA-NI)", osslRate), "", "")
+	t.Add("   CPU per GB of data", perGB(bc1run), "", "", "")
+	t.Add("   over HTTPS (1 conn, pinned as the agent)",
+		fmt.Sprintf("%.0f MB/s data (%s of plain)", bc1TLSRate, benchtab.Of(bc1TLSRate, bc1Rate)),
+		"(the same sha256sum and dd)",
+		fmt.Sprintf("≥ %.0f (90%% of lower)", 0.9*lower), benchtab.Met(bc1TLSRate >= 0.9*lower))
+	t.Add("   cores; CPU per GB of data",
+		fmt.Sprintf("%.2f hashing, %.2f CPU; %s", hashCores(bc1TLS), cpu(bc1TLS, bc1TLSrun), perGB(bc1TLSrun)), bc1TLS.TLS, "", "")
 	t.Add("   network+disk out: file src → no-op target",
 		fmt.Sprintf("%.0f MB/s data, %.2f hashing, %.2f CPU", mbps(nzBytes, bcNull.Duration), hashCores(bcNull), cpu(bcNull, bcNullRun)),
 		"", "> 1 core hashing", benchtab.Met(hashCores(bcNull) > 1 && cpu(bcNull, bcNullRun) > 1.2))
@@ -277,7 +345,7 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	for i := range *clients {
 		o := filepath.Join(e.dir, fmt.Sprintf("out%d", i))
 		outs = append(outs, o)
-		argvs = append(argvs, e.copyArgv(e.goURL, o, "-zeroed"))
+		argvs = append(argvs, e.copyArgv(e.imaged, o, "-zeroed"))
 	}
 	rs, wall, err := e.measure(ctx, argvs...)
 	if err != nil {
@@ -300,7 +368,7 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	bcAgg := mbps(int64(*clients)**size, wall)
 	argvs = argvs[:0]
 	for _, o := range outs {
-		argvs = append(argvs, []string{"bash", "-c", fmt.Sprintf("set -e; curl -sf -o %s %s; sync %s", o, e.ngxURL, o)})
+		argvs = append(argvs, []string{"bash", "-c", fmt.Sprintf("set -e; curl -sf -o %s %s; sync %s", o, e.ngx.url, o)})
 	}
 	_, nwall, err := e.measure(ctx, argvs...)
 	if err != nil {
@@ -315,29 +383,55 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 		fmt.Sprintf("%.0f MB/s image (%.2f s; %.0f MB/s on the wire)", bcAgg, wall.Seconds(), mbps(wire, wall)),
 		fmt.Sprintf("%.0f MB/s  curl from nginx, + sync (%.2f s)", ngAgg, nwall.Seconds()),
 		fmt.Sprintf("≥ %.0f (90%% nginx)", 0.9*ngAgg), benchtab.Met(bcAgg >= 0.9*ngAgg))
-	// The servers alone: the same clients (curl) pulling the whole blob to /dev/null, the two
-	// servers alternating run by run (the median of each, so that a burst of other load on this
-	// 2-core machine does not decide the row).
-	srvRuns := [2][]float64{}
+	// The servers alone: the same clients (curl) pulling the whole blob to /dev/null, plain and
+	// over HTTPS, the four servers alternating run by run (the median of each, so that a burst
+	// of other load on this 2-core machine does not decide a row), with the CPU each server's
+	// processes and the clients spent.
+	e.log("part 3: servers only, plain and HTTPS, %d runs", *runs)
+	srvs := []server{e.imaged, e.ngx, e.imagedTLS, e.ngxTLS}
+	rates := make([][]float64, len(srvs))
+	srvCPU := make([]time.Duration, len(srvs))
+	cliCPU := make([]time.Duration, len(srvs))
 	for range *runs {
-		for i, u := range []string{e.goURL, e.ngxURL} {
+		for i, s := range srvs {
 			argvs = argvs[:0]
 			for range *clients {
-				argvs = append(argvs, []string{"curl", "-sf", "-o", "/dev/null", u})
+				argvs = append(argvs, s.curl("/dev/null"))
 			}
-			_, w, err := e.measure(ctx, argvs...)
+			var rs []proc
+			var w time.Duration
+			c, err := onServer(s, func() (err error) { rs, w, err = e.measure(ctx, argvs...); return err })
 			if err != nil {
 				return err
 			}
-			srvRuns[i] = append(srvRuns[i], mbps(int64(*clients)**size, w))
+			rates[i] = append(rates[i], mbps(int64(*clients)**size, w))
+			srvCPU[i] += c
+			for _, r := range rs {
+				cliCPU[i] += r.cpu()
+			}
 		}
 	}
-	srvRates := []float64{benchtab.Median(srvRuns[0]), benchtab.Median(srvRuns[1])}
+	med := make([]float64, len(srvs))
+	cpuCell := func(i int, who string) string {
+		moved := int64(*runs) * int64(*clients) * *size
+		return fmt.Sprintf("CPU per GB: %s %s, curl %s", who, benchtab.PerGB(srvCPU[i], moved), benchtab.PerGB(cliCPU[i], moved))
+	}
+	for i := range srvs {
+		med[i] = benchtab.Median(rates[i])
+	}
 	t.Add(fmt.Sprintf("   servers only: %d curl → /dev/null (median)", *clients),
-		fmt.Sprintf("%.0f MB/s  imaged serve", srvRates[0]),
-		fmt.Sprintf("%.0f MB/s  nginx sendfile", srvRates[1]),
-		fmt.Sprintf("≥ %.0f (90%% nginx)", 0.9*srvRates[1]), benchtab.Met(srvRates[0] >= 0.9*srvRates[1]))
-	t.Add("", fmt.Sprintf("runs: %s", joinf(srvRuns[0])), fmt.Sprintf("runs: %s", joinf(srvRuns[1])), "", "")
+		fmt.Sprintf("%.0f MB/s  imaged serve", med[0]),
+		fmt.Sprintf("%.0f MB/s  nginx sendfile", med[1]),
+		fmt.Sprintf("≥ %.0f (90%% nginx)", 0.9*med[1]), benchtab.Met(med[0] >= 0.9*med[1]))
+	t.Add("", fmt.Sprintf("runs: %s", joinf(rates[0])), fmt.Sprintf("runs: %s", joinf(rates[1])), "", "")
+	t.Add("", cpuCell(0, "imaged"), cpuCell(1, "nginx"), "", "")
+	t.Add("   … over HTTPS (median)",
+		fmt.Sprintf("%.0f MB/s  imaged serve (%s of plain)", med[2], benchtab.Of(med[2], med[0])),
+		fmt.Sprintf("%.0f MB/s  nginx ssl, no sendfile (%s of plain)", med[3], benchtab.Of(med[3], med[1])),
+		fmt.Sprintf("≥ %.0f (90%% nginx HTTPS)", 0.9*med[3]), benchtab.Met(med[2] >= 0.9*med[3]))
+	t.Add("", fmt.Sprintf("runs: %s", joinf(rates[2])), fmt.Sprintf("runs: %s", joinf(rates[3])), "", "")
+	t.Add("", cpuCell(2, "imaged"), cpuCell(3, "nginx"), "", "")
+	t.Add("", tlsOf(ctx, e.imagedTLS), tlsOf(ctx, e.ngxTLS), "", "")
 
 	// Part 4: memory.
 	t.Add("4. agent peak RSS writing 2 GiB", fmt.Sprintf("%.1f MiB (4 conns); %.1f MiB (1 conn)", float64(bc4run.ru.Maxrss)/1024, float64(bc1run.ru.Maxrss)/1024),
@@ -345,7 +439,7 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 
 	// Part 5: O_DIRECT or the page cache, on a file and on a loop device.
 	e.log("part 5: O_DIRECT vs buffered")
-	_, bcOff, err := e.copyRuns(ctx, *runs, e.goURL, out, "-direct", "off")
+	_, bcOff, err := e.copyRuns(ctx, *runs, e.imaged, out, "-direct", "off")
 	if err != nil {
 		return err
 	}
@@ -370,14 +464,14 @@ func bench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 
 	fmt.Fprintf(stdout, "load average before: %s", load)
 	t.Print(stdout)
-	fmt.Fprintf(stdout, "(image served over 127.0.0.1 by `imaged serve`, GET /images/{digest}/blob from its blob store after `imaged image import`; nginx %s only in part 3; bench took %.0f s)\n",
-		strings.TrimPrefix(strings.TrimSpace(versionOf("nginx", "-v")), "nginx version: "), time.Since(benchStart).Seconds())
+	fmt.Fprintf(stdout, "(image served over 127.0.0.1 by `imaged serve`, GET /images/{digest}/blob from its blob store after `imaged image import`: plain HTTP with http.tls off, HTTPS as shipped, on its self-signed RSA 2048 certificate, pinned by blockcopy as the agent pins it; nginx %s only in part 3, over HTTPS on an RSA 2048 certificate from openssl req, TLS in user space (no Options KTLS; %s); bench took %.0f s)\n",
+		strings.TrimPrefix(strings.TrimSpace(versionOf("nginx", "-v")), "nginx version: "), kTLS(), time.Since(benchStart).Seconds())
 	return nil
 }
 
-// copyRuns runs one agent n times onto out (a new file each time, or null), verifies the first
-// output, and returns the run of median wall time.
-func (e *env) copyRuns(ctx context.Context, n int, url, out string, extra ...string) (copyResult, proc, error) {
+// copyRuns runs one agent n times from s onto out (a new file each time, or null), verifies the
+// first output, and returns the run of median wall time, with the CPU s used during it.
+func (e *env) copyRuns(ctx context.Context, n int, s server, out string, extra ...string) (copyResult, proc, error) {
 	type one struct {
 		res copyResult
 		p   proc
@@ -387,10 +481,15 @@ func (e *env) copyRuns(ctx context.Context, n int, url, out string, extra ...str
 		if out != "null" {
 			e.clean(out)
 		}
-		r, _, err := e.measure(ctx, e.copyArgv(url, out, append([]string{"-zeroed"}, extra...)...))
+		var r []proc
+		c, err := onServer(s, func() (err error) {
+			r, _, err = e.measure(ctx, e.copyArgv(s, out, append([]string{"-zeroed"}, extra...)...))
+			return err
+		})
 		if err != nil {
 			return copyResult{}, proc{}, err
 		}
+		r[0].srv = c
 		res, err := parseResult(r[0].out)
 		if err != nil {
 			return copyResult{}, proc{}, err

@@ -3,17 +3,20 @@
 //
 //	gen   -out DIR [-size BYTES] [-seed N]      a sparse image, half its blocks zero, and its manifest
 //	copy  -url U -etag E -manifest M -out F ...  one agent: blockcopy.Copy onto F, Result as JSON
+//	                                             (an https URL with -pin, the agent's pinned client)
 //	bench -dir DIR                               everything above side by side, one table
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -21,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/agent"
 	"github.com/imaged/imaged/internal/blockcopy"
 )
 
@@ -118,11 +122,13 @@ func readManifest(path string) (*images.Manifest, error) {
 // copyResult is what `copy` prints.
 type copyResult struct {
 	blockcopy.Result
+	TLS   string `json:",omitempty"` // over https: the version and cipher suite negotiated
 	Error string `json:",omitempty"`
 }
 
 func copyCmd(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	rawURL := fs.String("url", "", "blob URL, or file:PATH to read the image from a local file (the network taken out)")
+	pinHex := fs.String("pin", "", "an https URL's certificate SHA-256 (imaged.tls_sha256): the agent's pinned client")
 	etag := fs.String("etag", "", "blob's strong ETag")
 	mpath := fs.String("manifest", "", "manifest file")
 	out := fs.String("out", "", "target: a file (created), a block device, or null (writes dropped: the disk taken out)")
@@ -170,7 +176,19 @@ func copyCmd(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wri
 		defer f.Close()
 		tgt = f
 	}
-	var src blockcopy.Source = &blockcopy.HTTPSource{URL: u, ETag: *etag}
+	// The agent's own client (agent.Config.BlobClient): blockcopy's, plus over https the pinned
+	// certificate check and nothing else, exactly as on a blade.
+	var pin []byte
+	if *pinHex != "" {
+		if pin, err = agent.ParsePin(*pinHex); err != nil {
+			return fmt.Errorf("-pin: %w", err)
+		}
+	}
+	if (u.Scheme == "https") != (pin != nil) {
+		return errors.New("-pin goes with an https -url, and only with one (as imaged.tls_sha256 with imaged.server)")
+	}
+	client := (&agent.Config{Server: u, TLSPin: pin}).BlobClient()
+	var src blockcopy.Source = &blockcopy.HTTPSource{URL: u, ETag: *etag, Client: client}
 	if u.Scheme == "file" {
 		img, err := os.Open(u.Opaque + u.Path)
 		if err != nil {
@@ -183,11 +201,33 @@ func copyCmd(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wri
 	r := copyResult{Result: res}
 	if err != nil {
 		r.Error = err.Error()
+	} else if pin != nil {
+		r.TLS = tlsState(ctx, client, u)
 	}
 	if jerr := json.NewEncoder(stdout).Encode(r); jerr != nil {
 		return jerr
 	}
 	return err
+}
+
+// tlsState asks one byte more of u, after the copy (on a connection it left open), and says
+// what the handshake agreed: "TLS 1.3 TLS_AES_128_GCM_SHA256".
+func tlsState(ctx context.Context, client *http.Client, u *url.URL) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err.Error()
+	}
+	req.Header.Set("Range", "bytes=0-0")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.TLS == nil {
+		return "no TLS"
+	}
+	return tls.VersionName(resp.TLS.Version) + " " + tls.CipherSuiteName(resp.TLS.CipherSuite)
 }
 
 // fileSource reads the image from a local file: the single-stream rate without the network.

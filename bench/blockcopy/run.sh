@@ -1,14 +1,16 @@
 #!/bin/sh
 # bench/blockcopy/run.sh — internal/blockcopy against bmaptool copy, curl | tee >(sha256sum),
 # sha256sum, dd and nginx, on a 2 GiB image with half its blocks zero, served by `imaged serve`
-# over 127.0.0.1 only, writing to files under /var/tmp (and a loop device). One run, one table (see main.go/bench.go).
+# over 127.0.0.1 only, in plain HTTP and over HTTPS (blockcopy with the agent's pinned client;
+# nginx with ssl beside it), writing to files under /var/tmp (and a loop device). One run, one
+# table (see main.go/bench.go).
 #
 #   sudo sh bench/blockcopy/run.sh
 #
 # Needs root (loop device, nginx), bmaptool (bmap-tools), nginx, curl, openssl and Go.
 # Knobs: RUNS=3 (part 1, median), CLIENTS=8, SIZE=2147483648, LOOP=1, TMPDIR=/var/tmp.
-# Needs about (CLIENTS + 2) × SIZE free. Everything it starts is stopped by PID and every file it
-# made is deleted on exit.
+# Needs about (CLIENTS + 3) × SIZE free (the image, two imaged blob stores, the outputs).
+# Everything it starts is stopped by PID and every file it made is deleted on exit.
 set -eu
 RUNS=${RUNS:-3}
 CLIENTS=${CLIENTS:-8}
@@ -21,7 +23,7 @@ for c in bmaptool nginx curl openssl sha256sum dd losetup bash go; do
 	command -v "$c" >/dev/null || { echo "run.sh: $c not found" >&2; exit 1; }
 done
 BASE=${TMPDIR:-/var/tmp}
-need=$(( (CLIENTS + 2) * SIZE / 1024 ))
+need=$(( (CLIENTS + 3) * SIZE / 1024 ))
 avail=$(df -Pk "$BASE" | awk 'NR==2 {print $4}')
 [ "$avail" -gt "$need" ] || { echo "run.sh: $BASE has $avail KiB free, the bench needs $need" >&2; exit 1; }
 

@@ -78,8 +78,9 @@ func (c *Config) apiClient() *http.Client {
 	}}
 }
 
-// blobClient is blockcopy's HTTP client with the agent's TLS.
-func (c *Config) blobClient() *http.Client {
+// BlobClient is blockcopy's HTTP client with the agent's TLS: what the agent streams the image
+// with, and what bench/blockcopy measures over HTTPS (so that the bench's client is this one).
+func (c *Config) BlobClient() *http.Client {
 	hc := blockcopy.NewClient()
 	hc.Transport.(*http.Transport).TLSClientConfig = c.tlsConfig()
 	return hc

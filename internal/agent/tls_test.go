@@ -116,7 +116,7 @@ func TestAgentRefusesAnotherCertificate(t *testing.T) {
 		check("hello", err)
 		w := &worker{cfg: &cfg, client: cfg.apiClient(), log: slog.New(slog.DiscardHandler)}
 		check("plan", w.call(context.Background(), "GET", "agent/v1/plan", nil, nil))
-		src := &blockcopy.HTTPSource{URL: srv.url.JoinPath("images/x/blob"), Client: cfg.blobClient()}
+		src := &blockcopy.HTTPSource{URL: srv.url.JoinPath("images/x/blob"), Client: cfg.BlobClient()}
 		rc, err := src.OpenRange(context.Background(), 0, 512)
 		if err == nil {
 			got, _ := io.ReadAll(rc)

@@ -179,7 +179,7 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 	}
 	w.con.say("writing %s onto %s (%d bytes, serial %q)", img.Ref, path, disk.Size, disk.Serial)
 	prog := w.startProgress(ctx, img.Digest, m.Size)
-	r, err := blockcopy.Copy(ctx, f, &blockcopy.HTTPSource{URL: blobURL, ETag: `"` + img.Digest + `"`, Client: w.cfg.blobClient()}, m,
+	r, err := blockcopy.Copy(ctx, f, &blockcopy.HTTPSource{URL: blobURL, ETag: `"` + img.Digest + `"`, Client: w.cfg.BlobClient()}, m,
 		// 8 retries per block, backing off to 10 s: a block survives about 35 s of the server
 		// being away (imaged restarting) without restarting the copy; a corrupt block is tried
 		// 3 more times only.

@@ -1,5 +1,6 @@
 // Package benchtab prints the benchmarks' tables: columns padded to their widest cell, and the
-// small helpers every table uses (medians, lists of run times, a target's verdict).
+// small helpers every table uses (medians, lists of run times, shares, CPU per GB, a target's
+// verdict).
 package benchtab
 
 import (
@@ -61,4 +62,12 @@ func Met(ok bool) string {
 		return "met"
 	}
 	return "NOT met"
+}
+
+// Of is a as a share of b, "87 %": a rate against its peer's, or over HTTPS against plain.
+func Of(a, b float64) string { return fmt.Sprintf("%.0f %%", 100*a/b) }
+
+// PerGB is CPU time per gigabyte (10⁹ bytes) moved, "0.42 s/GB".
+func PerGB(cpu time.Duration, bytes int64) string {
+	return fmt.Sprintf("%.2f s/GB", cpu.Seconds()/(float64(bytes)/1e9))
 }

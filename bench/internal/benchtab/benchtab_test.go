@@ -19,4 +19,10 @@ func TestPrint(t *testing.T) {
 	if Median([]float64{3, 1, 2}) != 2 || Met(false) != "NOT met" {
 		t.Error("Median or Met")
 	}
+	if got := Of(870, 1000); got != "87 %" {
+		t.Errorf("Of(870, 1000) = %q, want 87 %%", got)
+	}
+	if got := PerGB(3*time.Second, 2<<30); got != "1.40 s/GB" {
+		t.Errorf("PerGB(3 s, 2 GiB) = %q, want 1.40 s/GB", got)
+	}
 }
