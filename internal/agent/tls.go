@@ -54,13 +54,15 @@ func (c *Config) tlsConfig() *tls.Config {
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
+			// Another certificate is not a network hiccup: blockcopy must not try the block
+			// again (Permanent), whatever its retries.
 			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("agent: %w: %s presented none", ErrCertificate, server)
+				return blockcopy.Permanent(fmt.Errorf("agent: %w: %s presented none", ErrCertificate, server))
 			}
 			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
 			if subtle.ConstantTimeCompare(sum[:], pin) != 1 {
-				return fmt.Errorf("agent: %w: %s presented a certificate with SHA-256 %x, imaged.tls_sha256 is %x; refusing it",
-					ErrCertificate, server, sum, pin)
+				return blockcopy.Permanent(fmt.Errorf("agent: %w: %s presented a certificate with SHA-256 %x, imaged.tls_sha256 is %x; refusing it",
+					ErrCertificate, server, sum, pin))
 			}
 			return nil
 		},

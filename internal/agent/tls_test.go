@@ -20,11 +20,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/blockcopy"
 )
 
@@ -48,18 +51,54 @@ func selfSigned(t *testing.T) tls.Certificate {
 // tlsServer serves h over TLS 1.2+ with cert on 127.0.0.1:0 and counts the requests that
 // reached it.
 func tlsServer(t *testing.T, cert tls.Certificate, h http.Handler) (*url.URL, *atomic.Int32) {
+	u, n, _ := tlsServerCounting(t, cert, h)
+	return u, n
+}
+
+// tlsServerCounting is tlsServer, also counting the TLS handshakes it was asked for.
+func tlsServerCounting(t *testing.T, cert tls.Certificate, h http.Handler) (*url.URL, *atomic.Int32, *atomic.Int32) {
 	t.Helper()
-	var n atomic.Int32
+	var n, hs atomic.Int32
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
 		h.ServeHTTP(w, r)
 	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { hs.Add(1); return nil, nil }}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
-	return u, &n
+	return u, &n, &hs
+}
+
+// TestWrongCertificateNotRetried: a blob server with another certificate is refused at the first
+// handshake, and the copy does not try again, however many retries it has: the certificate will
+// not change between attempts.
+func TestWrongCertificateNotRetried(t *testing.T) {
+	pin := sha256.Sum256(selfSigned(t).Certificate[0])
+	impostor, reached, handshakes := tlsServerCounting(t, selfSigned(t), imagedLike())
+	cfg, err := ParseCmdline("imaged.server=" + impostor.String() + " imaged.tls_sha256=" + hexString(pin[:]) + " imaged.token=tok imaged.mac=52:54:00:99:00:11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.setDefaults()
+	b := images.NewBuilder()
+	b.Write(blob)
+	m, _ := b.Manifest()
+	src := &blockcopy.HTTPSource{URL: impostor.JoinPath("images/x/blob"), Client: cfg.BlobClient()}
+	disk, err := os.Create(filepath.Join(t.TempDir(), "disk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disk.Close()
+	_, err = blockcopy.Copy(context.Background(), disk, src, m, blockcopy.Options{Retries: 8, ChecksumRetries: 3})
+	if !errors.Is(err, ErrCertificate) {
+		t.Fatalf("copy from a server with another certificate: %v", err)
+	}
+	if n := handshakes.Load(); n != 1 || reached.Load() != 0 {
+		t.Errorf("%d handshakes, %d requests; want 1 and 0: a wrong certificate is not retried", n, reached.Load())
+	}
 }
 
 var blob = bytes.Repeat([]byte("imaged"), 1<<16)

@@ -1,6 +1,7 @@
 package blockcopy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -85,6 +86,11 @@ func Permanent(err error) error { return permanentError{err} }
 func retryable(err error) bool {
 	var p permanentError
 	if errors.As(err, &p) || errors.Is(err, ErrSourceChanged) {
+		return false
+	}
+	// A certificate the client does not trust stays untrusted on the next connection.
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) {
 		return false
 	}
 	var se *ServerError
