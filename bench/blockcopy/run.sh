@@ -5,7 +5,7 @@
 # nginx with ssl beside it), writing to files under /var/tmp (and a loop device). One run, one
 # table (see main.go/bench.go).
 #
-#   sudo sh bench/blockcopy/run.sh
+#   sh bench/blockcopy/run.sh
 #
 # Needs root (loop device, nginx), bmaptool (bmap-tools), nginx, curl, openssl and Go.
 # Knobs: RUNS=3 (part 1, median), CLIENTS=8, SIZE=2147483648, LOOP=1, TMPDIR=/var/tmp.

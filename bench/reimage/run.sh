@@ -2,7 +2,7 @@
 # bench/reimage/run.sh — the lab reimage broken down per phase, with 1 blade and with 2 at once:
 # API call to ready, and which phases dominate (QEMU under TCG on this machine). Root.
 #
-#   sudo sh bench/reimage/run.sh          (RUNS=3 by default)
+#   sh bench/reimage/run.sh          (RUNS=3 by default)
 #
 # Everything runs in the lab's own network namespaces; each run's chassis is taken down after it.
 set -eu
