@@ -9,6 +9,7 @@ import (
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/power"
+	"github.com/imaged/imaged/internal/power/fleet"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -33,7 +34,7 @@ func jobsProbe(p *config.Probe) *jobs.Probe {
 }
 
 // jobsPower drives machines for the jobs through their BMCs.
-type jobsPower struct{ b *bmcs }
+type jobsPower struct{ b *fleet.BMCs }
 
 func (p jobsPower) PowerState(ctx context.Context, machine string) (string, error) {
 	sys, err := p.b.System(ctx, machine)
