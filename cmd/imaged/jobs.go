@@ -8,8 +8,6 @@ import (
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/power"
-	"github.com/imaged/imaged/internal/power/fleet"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -31,27 +29,6 @@ func jobsProbe(p *config.Probe) *jobs.Probe {
 		return nil
 	}
 	return &jobs.Probe{Kind: p.Kind, Port: p.Port, Path: p.Path, Status: p.Status, CheckIn: p.CheckIn}
-}
-
-// jobsPower drives machines for the jobs through their BMCs.
-type jobsPower struct{ b *fleet.BMCs }
-
-func (p jobsPower) PowerState(ctx context.Context, machine string) (string, error) {
-	sys, err := p.b.System(ctx, machine)
-	return string(sys.Power), err
-}
-func (p jobsPower) PowerOff(ctx context.Context, machine string) error {
-	return p.b.Power(ctx, machine, power.ActionOff)
-}
-func (p jobsPower) PowerOn(ctx context.Context, machine string) error {
-	return p.b.Power(ctx, machine, power.ActionOn)
-}
-func (p jobsPower) BootOnce(ctx context.Context, machine, target string) error {
-	t, err := power.ParseBootTarget(target)
-	if err != nil {
-		return err
-	}
-	return p.b.BootOnce(ctx, machine, t, "")
 }
 
 // jobsCatalog is the inventory as the jobs see it.
@@ -91,7 +68,7 @@ func (j jobsWithProbes) Submit(ctx context.Context, req jobs.Request) (jobs.Job,
 
 func newJobs(d *daemon) (*jobs.Manager, error) {
 	m, err := jobs.New(jobsConfig(d.cfg.Jobs), jobs.Deps{
-		Power: jobsPower{d.bmcs}, Catalog: jobsCatalog{d.inv}, Store: d.st, Events: d.inv.Event,
+		Power: d.bmcs, Catalog: jobsCatalog{d.inv}, Store: d.st, Events: d.inv.Event,
 		Log: d.log.With("component", "jobs"), Registerer: d.reg,
 	})
 	if err != nil {
