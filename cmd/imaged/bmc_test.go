@@ -46,7 +46,7 @@ func bmcLab(t *testing.T) (cfgPath string, blades []*vbmc.MemBlade) {
 	text := strings.Replace(string(b), "machines:\n  - {id: ms1-c1n1, macs: [\"52:54:00:99:00:11\"]}\n", fmt.Sprintf(`bmcs:
   - {name: ms1, url: %q, ca_file: %q, credentials: %q}
 machines:
-  - {id: ms1-c1n1, macs: ["52:54:00:99:00:11"], bmc: ms1}
+  - {id: ms1-c1n1, macs: ["52:54:00:99:00:11"], bmc: ms1, probe: {kind: tcp, port: 22}}
   - {id: ms1-c1n2, macs: ["52:54:00:99:00:99"], bmc: ms1, bmc_system: blade-2}
   - {id: ms1-c1n3, macs: ["52:54:00:99:00:13"]}
 `, srv.URL(), ca, cred), 1)
@@ -125,6 +125,9 @@ func TestBMCCommands(t *testing.T) {
 		}
 		if !strings.Contains(out, "phase netbooting") || !strings.Contains(out, "fencing") || !strings.Contains(out, "by alice (uid") {
 			t.Errorf("jobs show: the job should have fenced, set the boot and powered on:\n%s", out)
+		}
+		if !strings.Contains(out, "readiness: tcp/22") {
+			t.Errorf("jobs show: the job should wait for the machine's own probe (machines[].probe):\n%s", out)
 		}
 		if got := fmt.Sprint(blades[0].Boots()); got != "[Pxe Pxe Pxe]" {
 			t.Errorf("blade-1 booted %s, want a third PXE boot from the job", got)

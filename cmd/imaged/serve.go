@@ -192,7 +192,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)}, ReimageStale: cfg.Jobs.ReimageStale,
+	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: d.jobs, ReimageStale: cfg.Jobs.ReimageStale,
 		PublicURL: apiURL, Log: log.With("component", "api"), Registerer: d.reg})
 	apiSrv.Register(mux)
 	metrics := promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg})
