@@ -64,6 +64,37 @@ func TestAMIPush(t *testing.T) {
 	}
 }
 
+// Each subcommand takes its own number of arguments, and a command that could never work is a
+// usage error (exit 2) that says why, before anything reaches AWS.
+func TestAMIUsage(t *testing.T) {
+	awsEnv(t)
+	cfg := imageConfig(t, t.TempDir())
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"push"}, "usage: imaged ami push"},
+		{[]string{"push", "a@1", "b@1"}, "usage: imaged ami push"},
+		{[]string{"list", "a", "b"}, "usage: imaged ami list"},
+		{[]string{"promote", "a@1"}, "usage: imaged ami promote"},
+		{[]string{"rollback"}, "usage: imaged ami rollback"},
+		{[]string{"smoke", "a@1", "ami-1"}, "usage: imaged ami smoke"},
+		{[]string{"prune", "-keep", "-1"}, "-keep -1"},
+		{[]string{"rollback", "a@stable"}, "no published contract"},
+		{[]string{"rollback", "-contract", "s3://bucket", "a@stable"}, "-contract"},
+		{[]string{"smoke", "-probe", "tcp:22", "latest"}, "neither an AMI id"},
+	} {
+		args := append([]string{"ami", tc.args[0], "-config", cfg, "-endpoint", "http://127.0.0.1:1"}, tc.args[1:]...)
+		if _, _, err := runCmd(t, args...); exitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), tc.says) {
+			t.Errorf("imaged %s: %v (exit %d), want a usage error saying %q", strings.Join(tc.args, " "), err, exitCode(err), tc.says)
+		}
+	}
+	t.Setenv("AWS_REGION", "")
+	if _, _, err := runCmd(t, "ami", "list", "-config", cfg); exitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), "no AWS region: give -region") {
+		t.Errorf("no region anywhere: %v (exit %d)", err, exitCode(err))
+	}
+}
+
 // mbrDisk is a disk image of size bytes that BIOS firmware would boot: boot code and the
 // signature in its MBR (push reads the boot mode from the image).
 func mbrDisk(size int) []byte {

@@ -8,52 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/imaged/imaged/internal/lab/vbmc"
 )
 
-// testBlade is a machine behind the emulator: it only remembers its power and how it booted.
-type testBlade struct {
-	id  string
-	mac net.HardwareAddr
-
-	mu    sync.Mutex
-	on    bool
-	boots []vbmc.BootSource
-}
-
-func (b *testBlade) ID() string            { return b.id }
-func (b *testBlade) MAC() net.HardwareAddr { return b.mac }
-func (b *testBlade) ConsolePath() string   { return "" }
-func (b *testBlade) PowerState() vbmc.PowerState {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.on {
-		return vbmc.StateOn
-	}
-	return vbmc.StateOff
-}
-func (b *testBlade) PowerOn(ctx context.Context, boot vbmc.Boot) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.on = true
-	b.boots = append(b.boots, boot.Source)
-	return nil
-}
-func (b *testBlade) ForceOff(ctx context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.on = false
-	return nil
-}
-func (b *testBlade) GracefulShutdown(ctx context.Context) error { return b.ForceOff(ctx) }
-
 // bmcLab is a Redfish emulator on 127.0.0.1 with two blades (HTTPS, its own CA) and a config
 // whose machines are behind it: ms1-c1n1 found by its MAC, ms1-c1n2 by bmc_system.
-func bmcLab(t *testing.T) (cfgPath string, blades []*testBlade) {
+func bmcLab(t *testing.T) (cfgPath string, blades []*vbmc.MemBlade) {
 	t.Helper()
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "bmc"), 0o700)
@@ -64,7 +27,7 @@ func bmcLab(t *testing.T) (cfgPath string, blades []*testBlade) {
 	var bs []vbmc.Blade
 	for i := range 2 {
 		mac, _ := net.ParseMAC(fmt.Sprintf("52:54:00:99:00:%02x", 0x11+i))
-		b := &testBlade{id: fmt.Sprintf("blade-%d", i+1), mac: mac}
+		b := vbmc.NewMemBlade(fmt.Sprintf("blade-%d", i+1), mac)
 		blades = append(blades, b)
 		bs = append(bs, b)
 	}
@@ -83,7 +46,7 @@ func bmcLab(t *testing.T) (cfgPath string, blades []*testBlade) {
 	text := strings.Replace(string(b), "machines:\n  - {id: ms1-c1n1, macs: [\"52:54:00:99:00:11\"]}\n", fmt.Sprintf(`bmcs:
   - {name: ms1, url: %q, ca_file: %q, credentials: %q}
 machines:
-  - {id: ms1-c1n1, macs: ["52:54:00:99:00:11"], bmc: ms1}
+  - {id: ms1-c1n1, macs: ["52:54:00:99:00:11"], bmc: ms1, probe: {kind: tcp, port: 22}}
   - {id: ms1-c1n2, macs: ["52:54:00:99:00:99"], bmc: ms1, bmc_system: blade-2}
   - {id: ms1-c1n3, macs: ["52:54:00:99:00:13"]}
 `, srv.URL(), ca, cred), 1)
@@ -123,14 +86,14 @@ func TestBMCCommands(t *testing.T) {
 	}
 	t.Run("by itself", func(t *testing.T) {
 		steps(t)
-		if got := fmt.Sprint(blades[0].boots); got != "[Pxe]" {
+		if got := fmt.Sprint(blades[0].Boots()); got != "[Pxe]" {
 			t.Errorf("blade-1 booted %s, want one PXE boot", got)
 		}
 	})
 	t.Run("through the daemon", func(t *testing.T) {
 		d := serveConfig(t, cfgPath)
 		steps(t)
-		if got := fmt.Sprint(blades[0].boots); got != "[Pxe Pxe]" {
+		if got := fmt.Sprint(blades[0].Boots()); got != "[Pxe Pxe]" {
 			t.Errorf("blade-1 booted %s, want a second PXE boot", got)
 		}
 		// A reimage job through the daemon: it fences the machine through the emulator, sets
@@ -163,7 +126,10 @@ func TestBMCCommands(t *testing.T) {
 		if !strings.Contains(out, "phase netbooting") || !strings.Contains(out, "fencing") || !strings.Contains(out, "by alice (uid") {
 			t.Errorf("jobs show: the job should have fenced, set the boot and powered on:\n%s", out)
 		}
-		if got := fmt.Sprint(blades[0].boots); got != "[Pxe Pxe Pxe]" {
+		if !strings.Contains(out, "readiness: tcp/22") {
+			t.Errorf("jobs show: the job should wait for the machine's own probe (machines[].probe):\n%s", out)
+		}
+		if got := fmt.Sprint(blades[0].Boots()); got != "[Pxe Pxe Pxe]" {
 			t.Errorf("blade-1 booted %s, want a third PXE boot from the job", got)
 		}
 		if out, _, err := runCmd(t, "jobs", "cancel", "-config", cfgPath, id); err != nil || !strings.Contains(out, "job "+id) {

@@ -11,11 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/power"
+	"github.com/imaged/imaged/internal/power/fleet"
 )
 
 // bmcClient carries out `imaged bmc …`: through the running daemon's control socket when it
@@ -23,26 +22,25 @@ import (
 // with its own Redfish clients built from the config.
 type bmcClient struct {
 	remote *controlClient
-	local  *bmcs
-	cfg    *config.File
+	local  *fleet.BMCs
 }
 
 func openBMCs(cfg *config.File, by string, stderr io.Writer) (*bmcClient, error) {
 	if c, err := net.DialTimeout("unix", cfg.HTTP.ControlSocket, time.Second); err == nil {
 		c.Close()
-		return &bmcClient{remote: newControlClient(cfg.HTTP.ControlSocket, by), cfg: cfg}, nil
+		return &bmcClient{remote: newControlClient(cfg.HTTP.ControlSocket, by)}, nil
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	b, err := newBMCs(cfg, log, prometheus.NewRegistry(), nil)
+	b, err := fleet.New(fleetConfig(cfg), fleet.Deps{Log: log})
 	if err != nil {
 		return nil, err
 	}
-	return &bmcClient{local: b, cfg: cfg}, nil
+	return &bmcClient{local: b}, nil
 }
 
 func (c *bmcClient) close() {
 	if c.local != nil {
-		c.local.close()
+		c.local.Close()
 	}
 }
 
@@ -50,9 +48,6 @@ func (c *bmcClient) machine(ctx context.Context, id string) (api.MachinePower, e
 	var mp api.MachinePower
 	if c.remote != nil {
 		return mp, c.remote.Do(ctx, "GET", "/api/v1/machines/"+url.PathEscape(id)+"/bmc", nil, &mp)
-	}
-	if err := c.known(id); err != nil {
-		return mp, err
 	}
 	sys, err := c.local.System(ctx, id)
 	if err != nil {
@@ -62,26 +57,10 @@ func (c *bmcClient) machine(ctx context.Context, id string) (api.MachinePower, e
 	return mp, nil
 }
 
-// known checks that id is in the config and has a BMC.
-func (c *bmcClient) known(id string) error {
-	for _, m := range c.cfg.Machines {
-		if m.ID == id {
-			if m.BMC == "" {
-				return fmt.Errorf("%s: %w", id, ErrNoBMC)
-			}
-			return nil
-		}
-	}
-	return fmt.Errorf("no machine %q in the config", id)
-}
-
 func (c *bmcClient) power(ctx context.Context, id string, a power.Action) (api.MachinePower, error) {
 	if c.remote != nil {
 		var mp api.MachinePower
 		return mp, c.remote.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/power", api.PowerRequest{Action: string(a)}, &mp)
-	}
-	if err := c.known(id); err != nil {
-		return api.MachinePower{}, err
 	}
 	if err := c.local.Power(ctx, id, a); err != nil {
 		return api.MachinePower{}, err
@@ -93,9 +72,6 @@ func (c *bmcClient) boot(ctx context.Context, id string, t power.BootTarget, uri
 	if c.remote != nil {
 		var mp api.MachinePower
 		return mp, c.remote.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/boot", api.BootRequest{Target: string(t), URI: uri}, &mp)
-	}
-	if err := c.known(id); err != nil {
-		return api.MachinePower{}, err
 	}
 	if err := c.local.BootOnce(ctx, id, t, uri); err != nil {
 		return api.MachinePower{}, err

@@ -32,6 +32,7 @@ import (
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/power/fleet"
 	"github.com/imaged/imaged/internal/servercert"
 	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/version"
@@ -95,7 +96,7 @@ type daemon struct {
 	log        *slog.Logger
 	st         *store.Store
 	inv        *inventory.Inventory
-	bmcs       *bmcs
+	bmcs       *fleet.BMCs
 	jobs       *jobs.Manager
 	blobs      *blobstore.Store
 	reg        *prometheus.Registry
@@ -135,11 +136,13 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.reg.Register(d.inv.Collector()); err != nil {
 		return nil, fmt.Errorf("inventory: metrics: %w", err)
 	}
-	d.bmcs, err = newBMCs(cfg, log, d.reg, d.inv.Event)
+	d.bmcs, err = fleet.New(fleetConfig(cfg), fleet.Deps{Log: log, Registerer: d.reg, Events: func(machine, msg string) {
+		d.inv.Event(store.Event{Machine: machine, Kind: "bmc", Message: msg})
+	}})
 	if err != nil {
 		return nil, err
 	}
-	d.closers = append(d.closers, d.bmcs.close)
+	d.closers = append(d.closers, d.bmcs.Close)
 	if d.jobs, err = newJobs(d); err != nil {
 		return nil, err
 	}
@@ -189,7 +192,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)}, ReimageStale: cfg.Jobs.ReimageStale,
+	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: d.jobs, ReimageStale: cfg.Jobs.ReimageStale,
 		PublicURL: apiURL, Log: log.With("component", "api"), Registerer: d.reg})
 	apiSrv.Register(mux)
 	metrics := promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg})

@@ -117,10 +117,9 @@ func (keptBlobs) Delete(images.Digest) error { return nil }
 // idlePower is never called: the job manager is not running.
 type idlePower struct{}
 
-func (idlePower) PowerState(context.Context, string) (string, error) { return jobs.PowerOff, nil }
-func (idlePower) PowerOff(context.Context, string) error             { return nil }
-func (idlePower) PowerOn(context.Context, string) error              { return nil }
-func (idlePower) BootOnce(context.Context, string, string) error     { return nil }
+func (idlePower) PowerState(context.Context, string) (power.State, error)          { return power.Off, nil }
+func (idlePower) Power(context.Context, string, power.Action) error                { return nil }
+func (idlePower) BootOnce(context.Context, string, power.BootTarget, string) error { return nil }
 
 // fuzzCatalog is the inventory as the job manager sees it (as cmd/imaged adapts it).
 type fuzzCatalog struct{ inv *inventory.Inventory }

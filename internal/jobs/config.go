@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"maps"
 	"time"
 )
 
@@ -28,8 +29,11 @@ type Config struct {
 	// Defaults 10 s and 5 s.
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
-	// DefaultProbe is used when a request has none. When it is nil too, the booted OS must
-	// check in with the image's digest.
+	// MachineProbes are the probes of the machines that have their own, by machine id: used
+	// when a request has none.
+	MachineProbes map[string]Probe
+	// DefaultProbe is used when a request and its machine have none. When it is nil too, the
+	// booted OS must check in with the image's digest.
 	DefaultProbe *Probe
 
 	// PerChassis is how many reimages may run at once in one chassis. Default 8.
@@ -155,6 +159,12 @@ func (c Config) withDefaults() (Config, error) {
 		p := *c.DefaultProbe
 		c.DefaultProbe = &p
 	}
+	for id, p := range c.MachineProbes {
+		if err := p.validate(); err != nil {
+			return c, fmt.Errorf("jobs: probe of machine %s: %w", id, err)
+		}
+	}
+	c.MachineProbes = maps.Clone(c.MachineProbes)
 	return c, nil
 }
 

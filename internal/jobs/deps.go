@@ -6,29 +6,19 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imaged/imaged/internal/power"
 	"github.com/imaged/imaged/internal/store"
 )
 
-// Power states that Power.PowerState reports (Redfish PowerState values; others, such as
-// "PoweringOn", are neither).
-const (
-	PowerOn  = "On"
-	PowerOff = "Off"
-)
-
-// Boot targets for Power.BootOnce (the words of internal/power's BootTarget).
-const (
-	BootPXE  = "pxe"  // the next boot, and only that one, from the network
-	BootDisk = "disk" // the next boot from the local disk (Redfish "Hdd")
-)
-
-// Power controls machines by their inventory id. Each call is one attempt: the Manager retries
-// and reads the state back itself.
+// Power controls machines by their inventory id; *fleet.BMCs implements it. Each call is one
+// attempt: the Manager retries and reads the state back itself.
 type Power interface {
-	PowerState(ctx context.Context, machine string) (string, error)
-	PowerOff(ctx context.Context, machine string) error // immediate (ForceOff), not a shutdown
-	PowerOn(ctx context.Context, machine string) error
-	BootOnce(ctx context.Context, machine, target string) error
+	PowerState(ctx context.Context, machine string) (power.State, error)
+	// Power performs a. The Manager asks for power.ActionOff (immediate, not a shutdown) and
+	// power.ActionOn.
+	Power(ctx context.Context, machine string, a power.Action) error
+	// BootOnce sets the machine's next boot, and only that one; uri is for power.UefiHttp.
+	BootOnce(ctx context.Context, machine string, t power.BootTarget, uri string) error
 }
 
 // Catalog is the inventory's record of the machines.

@@ -73,7 +73,9 @@
 // # Who imports it
 //
 // The package sees the rest of imaged through small interfaces it declares (Power, Catalog,
-// Prober, Store). cmd/imaged adapts the BMC driver, the inventory and the store to them and feeds
-// the Manager what the DHCP server, the boot handler and the agent API observe (Observe,
-// CheckIn); internal/api calls Submit, Cancel, Get and List. Nothing else imports it.
+// Prober, Store), in terms of its own types and the leaf internal/power's (power.State,
+// power.Action, power.BootTarget). cmd/imaged hands it the BMC fleet (internal/power/fleet) as
+// Power, adapts the inventory and the store to the others and feeds the Manager what the DHCP
+// server, the boot handler and the agent API observe (Observe, CheckIn); internal/api calls
+// Submit, Cancel, Get and List. Nothing else imports it.
 package jobs

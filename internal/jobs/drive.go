@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/imaged/imaged/internal/power"
 )
 
 // verdict is how a phase ended.
@@ -210,7 +212,7 @@ func (m *Manager) beginStop(ctx context.Context, e *entry, outcome State, reason
 func (m *Manager) stopping(ctx context.Context, e *entry, j Job) {
 	sctx, cancel := context.WithDeadline(ctx, j.Deadline)
 	defer cancel()
-	err := m.try(sctx, e, "power off", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, PowerOff) })
+	err := m.try(sctx, e, "power off", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, power.Off) })
 	if ctx.Err() != nil {
 		return
 	}

@@ -134,7 +134,7 @@ type Request struct {
 	Machine string
 	Image   store.Image // reimage: the image to write (resolved in the catalog)
 	By      string      // who asked (for the record)
-	Probe   *Probe      // nil: Config.DefaultProbe; nil too: the OS must check in
+	Probe   *Probe      // nil: Config.MachineProbes', else DefaultProbe, else check-in
 }
 
 // Filter selects jobs for List.

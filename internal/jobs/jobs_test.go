@@ -468,6 +468,34 @@ func TestSubmitRefused(t *testing.T) {
 	})
 }
 
+// A request without a probe gets its machine's, else the default; a request's own wins. A
+// machine's probe that could never pass is refused when the Manager is built.
+func TestProbeOfEachMachine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig()
+		cfg.MachineProbes = map[string]Probe{"n1": {Kind: "tcp", Port: 22}, "n3": {Kind: "tcp", Port: 3389}}
+		cfg.DefaultProbe = &Probe{Kind: "http", Port: 80}
+		h := newHarness(t, cfg, &machine{id: "n1"}, &machine{id: "n2"}, &machine{id: "n3"})
+		for _, tc := range []struct {
+			req  Request
+			want string
+		}{
+			{Request{Machine: "n1"}, "tcp/22"},
+			{Request{Machine: "n2"}, "http GET :80/ → 200"},
+			{Request{Machine: "n3", Probe: &Probe{CheckIn: true}}, "check-in"},
+		} {
+			if j := h.submit(tc.req); j.Probe.String() != tc.want {
+				t.Errorf("%s: probe %s, want %s", tc.req.Machine, j.Probe, tc.want)
+			}
+		}
+	})
+	cfg := testConfig()
+	cfg.MachineProbes = map[string]Probe{"n1": {Kind: "tcp"}}
+	if _, err := cfg.withDefaults(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "probe of machine n1") {
+		t.Errorf("a machine probe without a port: %v", err)
+	}
+}
+
 // A check-in with the wrong digest marks the machine stale and fails the job; a right one
 // later clears it.
 func TestCheckInWrongDigest(t *testing.T) {

@@ -204,12 +204,15 @@ func (m *Manager) Submit(ctx context.Context, req Request) (Job, error) {
 	default:
 		return Job{}, fmt.Errorf("%w: kind %q (want reimage or reboot)", ErrInvalid, req.Kind)
 	}
+	own, hasOwn := m.cfg.MachineProbes[mach.ID]
 	switch {
 	case req.Probe != nil:
 		if err := req.Probe.validate(); err != nil {
 			return Job{}, err
 		}
 		j.Probe = *req.Probe
+	case hasOwn:
+		j.Probe = own
 	case m.cfg.DefaultProbe != nil:
 		j.Probe = *m.cfg.DefaultProbe
 	default:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/imaged/imaged/internal/power"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -13,7 +14,7 @@ import (
 // values, the waits look at the machine record before they wait.
 
 func (m *Manager) fencing(ctx context.Context, e *entry, j Job) verdict {
-	if err := m.try(ctx, e, "power off", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, PowerOff) }); err != nil {
+	if err := m.try(ctx, e, "power off", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, power.Off) }); err != nil {
 		return m.stepFailed(ctx, j, err)
 	}
 	return verdict{next: PhaseBootSet, msg: "machine is off (read back)"}
@@ -21,7 +22,7 @@ func (m *Manager) fencing(ctx context.Context, e *entry, j Job) verdict {
 
 func (m *Manager) bootSet(ctx context.Context, e *entry, j Job) verdict {
 	if err := m.try(ctx, e, "set the next boot to the network", func(ctx context.Context) error {
-		return m.d.Power.BootOnce(ctx, j.Machine, BootPXE)
+		return m.d.Power.BootOnce(ctx, j.Machine, power.Pxe, "")
 	}); err != nil {
 		return m.stepFailed(ctx, j, err)
 	}
@@ -42,7 +43,7 @@ func (m *Manager) poweringOn(ctx context.Context, e *entry, j Job) verdict {
 		return m.stepFailed(ctx, j, err)
 	}
 	e.box.reset() // what the machine does from now on belongs to this boot
-	if err := m.try(ctx, e, "power on", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, PowerOn) }); err != nil {
+	if err := m.try(ctx, e, "power on", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, power.On) }); err != nil {
 		return m.stepFailed(ctx, j, err)
 	}
 	return verdict{next: PhaseNetbooting, msg: "machine is on (read back); waiting for it to netboot",
@@ -241,7 +242,7 @@ func (m *Manager) rebooting(ctx context.Context, e *entry, j Job) verdict {
 	for {
 		switch j.Step {
 		case "", stepOff:
-			if err := m.try(ctx, e, "power off", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, PowerOff) }); err != nil {
+			if err := m.try(ctx, e, "power off", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, power.Off) }); err != nil {
 				return m.stepFailed(ctx, j, err)
 			}
 			next := stepBoot
@@ -260,7 +261,7 @@ func (m *Manager) rebooting(ctx context.Context, e *entry, j Job) verdict {
 			e.box.reset()
 		case stepBoot:
 			if err := m.try(ctx, e, "set the next boot to the disk", func(ctx context.Context) error {
-				return m.d.Power.BootOnce(ctx, j.Machine, BootDisk)
+				return m.d.Power.BootOnce(ctx, j.Machine, power.Disk, "")
 			}); err != nil {
 				return m.stepFailed(ctx, j, err)
 			}
@@ -273,7 +274,7 @@ func (m *Manager) rebooting(ctx context.Context, e *entry, j Job) verdict {
 				return verdict{wait: true}
 			}
 		case stepOn:
-			if err := m.try(ctx, e, "power on", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, PowerOn) }); err != nil {
+			if err := m.try(ctx, e, "power on", func(ctx context.Context) error { return m.setPower(ctx, j.Machine, power.On) }); err != nil {
 				return m.stepFailed(ctx, j, err)
 			}
 			return verdict{next: PhaseBootingOS, msg: "machine is on (read back); waiting for the OS to be ready (" + j.Probe.String() + ")"}

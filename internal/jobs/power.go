@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/imaged/imaged/internal/power"
 )
 
 // try runs an idempotent step (a BMC call, a catalog update) until it succeeds, at most
@@ -49,11 +51,11 @@ func interrupted(what string, last error) error {
 	return fmt.Errorf("%s: no success in time; last error: %w", what, last)
 }
 
-// setPower brings the machine to want (PowerOn or PowerOff) and proves it: the state is read
+// setPower brings the machine to want (power.On or power.Off) and proves it: the state is read
 // first (nothing to do when it is already there, which makes the step idempotent), then after
 // the command it is read back until it shows want or PowerSettle has passed. A BMC that accepts
 // the command and still reads the old state is an error, not success.
-func (m *Manager) setPower(ctx context.Context, machine, want string) error {
+func (m *Manager) setPower(ctx context.Context, machine string, want power.State) error {
 	st, err := m.d.Power.PowerState(ctx, machine)
 	if err != nil {
 		return fmt.Errorf("read the power state: %w", err)
@@ -61,11 +63,11 @@ func (m *Manager) setPower(ctx context.Context, machine, want string) error {
 	if st == want {
 		return nil
 	}
-	verb, act := "power on", m.d.Power.PowerOn
-	if want == PowerOff {
-		verb, act = "power off", m.d.Power.PowerOff
+	verb, act := "power on", power.ActionOn
+	if want == power.Off {
+		verb, act = "power off", power.ActionOff
 	}
-	if err := act(ctx, machine); err != nil {
+	if err := m.d.Power.Power(ctx, machine, act); err != nil {
 		return fmt.Errorf("%s: %w", verb, err)
 	}
 	settle := time.Now().Add(m.cfg.PowerSettle)
@@ -82,7 +84,7 @@ func (m *Manager) setPower(ctx context.Context, machine, want string) error {
 			return fmt.Errorf("%s was accepted, but the BMC still reads %q after %s", verb, st, m.cfg.PowerSettle)
 		}
 		if err := sleep(ctx, poll); err != nil {
-			return fmt.Errorf("%s: waiting for the state to read %s: %w", verb, strings.ToLower(want), err)
+			return fmt.Errorf("%s: waiting for the state to read %s: %w", verb, strings.ToLower(string(want)), err)
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/power"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -51,8 +52,9 @@ var labTiming = timing{post: 3 * time.Second, dhcpToScript: 2 * time.Second, scr
 type machine struct {
 	id, chassis string
 
-	on       bool
-	override string // one-time boot override: "", BootPXE, BootDisk
+	on bool
+	// override is the one-time boot override: "", power.Pxe or power.Disk.
+	override power.BootTarget
 	disk     string // digest of the complete image on disk, "partial:<digest>" or ""
 	gen      int    // boot generation: what runs from an older one has lost power
 	runs     string // off, post, netboot, agent, os, no-os, hung
@@ -185,7 +187,7 @@ func (w *world) boot(fm *machine, gen int) {
 	target := fm.override
 	fm.override = "" // once
 	w.mu.Unlock()
-	if target == BootPXE {
+	if target == power.Pxe {
 		w.netboot(fm, gen)
 		return
 	}
@@ -369,7 +371,7 @@ func (b fakeBMC) call(ctx context.Context, id, op string) (*machine, error) {
 	return fm, nil
 }
 
-func (b fakeBMC) PowerState(ctx context.Context, id string) (string, error) {
+func (b fakeBMC) PowerState(ctx context.Context, id string) (power.State, error) {
 	fm, err := b.call(ctx, id, "state")
 	if err != nil {
 		return "", err
@@ -377,48 +379,41 @@ func (b fakeBMC) PowerState(ctx context.Context, id string) (string, error) {
 	b.w.mu.Lock()
 	defer b.w.mu.Unlock()
 	if fm.lieOff && fm.offSaid {
-		return PowerOff, nil
+		return power.Off, nil
 	}
 	if fm.on {
-		return PowerOn, nil
+		return power.On, nil
 	}
-	return PowerOff, nil
+	return power.Off, nil
 }
 
-func (b fakeBMC) PowerOff(ctx context.Context, id string) error {
-	fm, err := b.call(ctx, id, "off")
+func (b fakeBMC) Power(ctx context.Context, id string, a power.Action) error {
+	if a != power.ActionOn && a != power.ActionOff {
+		return fmt.Errorf("fake BMC: the jobs asked for %s: %w", a, power.ErrUnsupported)
+	}
+	fm, err := b.call(ctx, id, string(a))
 	if err != nil {
 		return err
 	}
 	b.w.mu.Lock()
 	defer b.w.mu.Unlock()
-	if fm.ignoreOff || fm.lieOff {
+	switch {
+	case a == power.ActionOn:
+		fm.offSaid = false
+		if !fm.on {
+			b.w.powerOnLocked(fm)
+		}
+	case fm.ignoreOff || fm.lieOff:
 		fm.offSaid = true
-		return nil
-	}
-	if fm.on {
+	case fm.on:
 		fm.on, fm.runs = false, "off"
 		fm.gen++
 	}
 	return nil
 }
 
-func (b fakeBMC) PowerOn(ctx context.Context, id string) error {
-	fm, err := b.call(ctx, id, "on")
-	if err != nil {
-		return err
-	}
-	b.w.mu.Lock()
-	defer b.w.mu.Unlock()
-	fm.offSaid = false
-	if !fm.on {
-		b.w.powerOnLocked(fm)
-	}
-	return nil
-}
-
-func (b fakeBMC) BootOnce(ctx context.Context, id, target string) error {
-	fm, err := b.call(ctx, id, "boot:"+target)
+func (b fakeBMC) BootOnce(ctx context.Context, id string, target power.BootTarget, uri string) error {
+	fm, err := b.call(ctx, id, "boot:"+string(target))
 	if err != nil {
 		return err
 	}
@@ -833,20 +828,17 @@ func (p genPower) act(f func() error) error {
 	return err
 }
 
-func (p genPower) PowerState(ctx context.Context, id string) (string, error) {
+func (p genPower) PowerState(ctx context.Context, id string) (power.State, error) {
 	if p.g.dead.Load() {
 		return "", errKilled
 	}
 	return p.p.PowerState(ctx, id)
 }
-func (p genPower) PowerOff(ctx context.Context, id string) error {
-	return p.act(func() error { return p.p.PowerOff(ctx, id) })
+func (p genPower) Power(ctx context.Context, id string, a power.Action) error {
+	return p.act(func() error { return p.p.Power(ctx, id, a) })
 }
-func (p genPower) PowerOn(ctx context.Context, id string) error {
-	return p.act(func() error { return p.p.PowerOn(ctx, id) })
-}
-func (p genPower) BootOnce(ctx context.Context, id, target string) error {
-	return p.act(func() error { return p.p.BootOnce(ctx, id, target) })
+func (p genPower) BootOnce(ctx context.Context, id string, target power.BootTarget, uri string) error {
+	return p.act(func() error { return p.p.BootOnce(ctx, id, target, uri) })
 }
 
 type genCatalog struct {

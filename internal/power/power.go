@@ -1,8 +1,9 @@
 // Package power is what imaged asks of a machine's power controller: list the machines behind
 // it, read their power state, set a one-time network boot, and power them on, off or through a
 // restart. internal/redfish implements it for Redfish BMCs; another driver (a chassis manager's
-// SSH CLI, IPMI) can be added beside it without touching the callers (the `imaged bmc` CLI and the
-// reimage jobs).
+// SSH CLI, IPMI) can be added beside it without touching the callers: internal/power/fleet, which
+// holds a driver per BMC and finds each machine behind its BMC for the API, the reimage jobs and
+// the `imaged bmc` CLI.
 //
 // It is a leaf: standard library only, so that anyone may import it.
 package power

@@ -8,8 +8,8 @@
 // change is read back before it is reported done, and firmware quirks are handled from a
 // table (quirks.go). It speaks HTTP itself and takes its schema vocabulary from gofish.
 //
-// It is a leaf that knows nothing of jobs or storage. cmd/imaged builds the Clients (the daemon's
-// and the `imaged bmc` CLI's) and hands them on as power.Driver; the lab reads its credentials
+// It is a leaf that knows nothing of jobs or storage. internal/power/fleet builds the Clients (the
+// daemon's and the `imaged bmc` CLI's) and uses them as power.Driver; the lab reads its credentials
 // file with LoadCredentials. The agent must never import it (it pulls in gofish).
 package redfish
 
