@@ -248,10 +248,7 @@ func (e *amiEnv) push(ctx context.Context, ref string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	d, err := images.ParseDigest(info.Image.Digest)
-	if err != nil {
-		return err
-	}
+	d := info.Image.Digest
 	m, err := c.blobs.Manifest(d)
 	if err != nil {
 		return err

@@ -64,12 +64,11 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := m.Hash()
-	mh := h.String()
-	if _, err := d.st.PutImage(store.Image{Name: "debian", Version: "12", Digest: dg.String(), Size: int64(len(img)), ManifestHash: mh, DataBlocks: 3}); err != nil {
+	mh, _ := m.Hash()
+	if _, err := d.st.PutImage(store.Image{Name: "debian", Version: "12", Digest: dg, Size: int64(len(img)), ManifestHash: mh, DataBlocks: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.st.AssignImage("ms1-c1n1", dg.String(), ""); err != nil {
+	if err := d.st.AssignImage("ms1-c1n1", dg, ""); err != nil {
 		t.Fatal(err)
 	}
 	attacker := fromAddr("127.0.0.66")
@@ -107,7 +106,7 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 	if code, body := doJSON(t, attacker, "POST", base+"/agent/v1/result", hello.Session, counts); code != 409 || !strings.Contains(string(body), "proof") {
 		t.Errorf("result without a proof: %d %s", code, body)
 	}
-	if mach, _ := d.st.Machine("ms1-c1n1"); mach.CurrentImage != "" {
+	if mach, _ := d.st.Machine("ms1-c1n1"); !mach.CurrentImage.IsZero() {
 		t.Fatalf("the machine is recorded as running %s", mach.CurrentImage)
 	}
 	_, metrics := httpDo(t, "GET", base+"/metrics", "")

@@ -92,7 +92,7 @@ func (c *catalog) info(ctx context.Context, ref string) (api.ImageInfo, error) {
 		return info, c.remote.Do(ctx, "GET", "/api/v1/images/"+url.PathEscape(ref), nil, &info)
 	}
 	var err error
-	if info.Image, err = c.st.ResolveImage(ref); err != nil {
+	if info.Image, err = c.resolve(ref); err != nil {
 		return info, err
 	}
 	chs, err := c.st.Channels()
@@ -104,10 +104,19 @@ func (c *catalog) info(ctx context.Context, ref string) (api.ImageInfo, error) {
 	return info, err
 }
 
+// resolve finds what ref names in the state file: a digest (sha256:<hex> or the hex alone), or
+// NAME@VERSION or NAME@CHANNEL.
+func (c *catalog) resolve(ref string) (store.Image, error) {
+	if d, err := images.ParseDigest(ref); err == nil {
+		return c.st.ImageByDigest(d)
+	}
+	return c.st.ResolveImage(ref)
+}
+
 // register records a committed blob as img.Ref() (again with the same digest: a no-op).
 func (c *catalog) register(ctx context.Context, img store.Image) error {
 	if c.remote != nil {
-		req := api.RegisterRequest{Name: img.Name, Version: img.Version, Digest: img.Digest, Source: img.Source, Format: img.Format}
+		req := api.RegisterRequest{Name: img.Name, Version: img.Version, Digest: img.Digest.String(), Source: img.Source, Format: img.Format}
 		var got store.Image
 		if err := c.remote.Do(ctx, "POST", "/api/v1/images", req, &got); err != nil {
 			return err
@@ -156,13 +165,7 @@ func (c *catalog) deleteImage(ctx context.Context, name, version string) (api.De
 	return rep, nil
 }
 
-func (c *catalog) removeBlob(img store.Image) error {
-	d, err := images.ParseDigest(img.Digest)
-	if err != nil {
-		return err
-	}
-	return c.blobs.Delete(d)
-}
+func (c *catalog) removeBlob(img store.Image) error { return c.blobs.Delete(img.Digest) }
 
 func (c *catalog) prune(ctx context.Context, keep int) (api.PruneReply, error) {
 	var rep api.PruneReply
@@ -190,7 +193,7 @@ func (c *catalog) assign(ctx context.Context, id, ref string) (api.AssignReply, 
 	if c.remote != nil {
 		return rep, c.remote.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/assign", api.AssignRequest{Image: ref}, &rep)
 	}
-	img, err := c.st.ResolveImage(ref)
+	img, err := c.resolve(ref)
 	if err != nil {
 		return rep, err
 	}
@@ -362,8 +365,8 @@ func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.
 		return err
 	}
 	blocks, data := m.NonZero()
-	img := store.Image{Name: name, Version: version, Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks,
-		ManifestHash: mh.String(), Source: src, Format: string(s.Format), Imported: time.Now().UTC(), ImportedBy: c.by}
+	img := store.Image{Name: name, Version: version, Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks,
+		ManifestHash: mh, Source: src, Format: string(s.Format), Imported: time.Now().UTC(), ImportedBy: c.by}
 	if err := c.register(ctx, img); err != nil {
 		// Nothing registered: take the blob back out too, unless another version has the same bytes.
 		if _, rerr := c.info(ctx, d.String()); rerr != nil {
@@ -400,7 +403,7 @@ func (c *catalog) list(ctx context.Context, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tDATA\tCHANNELS\tIMPORTED")
 	for _, img := range imgs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref(), shortDigest(img.Digest), mib(img.Size), mib(img.DataBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref(), shortDigest(img.Digest.String()), mib(img.Size), mib(img.DataBytes),
 			dash(strings.Join(channels[img.Ref()], ",")), img.Imported.Local().Format(time.DateTime))
 	}
 	if len(imgs) == 0 {
@@ -415,12 +418,8 @@ func (c *catalog) verify(ctx context.Context, ref string, stdout io.Writer) erro
 		return err
 	}
 	img := info.Image
-	d, err := images.ParseDigest(img.Digest)
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	r, err := c.blobs.Verify(ctx, d)
+	r, err := c.blobs.Verify(ctx, img.Digest)
 	if err != nil {
 		return err
 	}

@@ -135,18 +135,27 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// resolve finds the image ref names (name@version, name@channel or sha256:<hex>); field names
-// where ref came from in the request, for the error.
+// resolve finds the image ref names (name@version, name@channel, or a digest: sha256:<hex> or
+// the hex alone); field names where ref came from in the request, for the error.
 func (s *Server) resolve(w http.ResponseWriter, field, ref string) (store.Image, bool) {
 	if d, err := images.ParseDigest(ref); err == nil {
-		ref = d.String() // the catalog knows digests as sha256:<hex>; a bare hex digest is one too
-	} else {
-		if _, _, err := store.SplitRef(ref); err != nil {
-			fail(w, http.StatusBadRequest, field, "%v; or sha256:<64 hex digits>", err)
-			return store.Image{}, false
-		}
+		return s.imageByDigest(w, field, d)
+	}
+	if _, _, err := store.SplitRef(ref); err != nil {
+		fail(w, http.StatusBadRequest, field, "%v; or sha256:<64 hex digits>", err)
+		return store.Image{}, false
 	}
 	img, err := s.inv.Store().ResolveImage(ref)
+	if err != nil {
+		s.storeError(w, field, err)
+		return store.Image{}, false
+	}
+	return img, true
+}
+
+// imageByDigest finds the catalog's image of digest d; field names where d came from.
+func (s *Server) imageByDigest(w http.ResponseWriter, field string, d images.Digest) (store.Image, bool) {
+	img, err := s.inv.Store().ImageByDigest(d)
 	if err != nil {
 		s.storeError(w, field, err)
 		return store.Image{}, false
@@ -201,8 +210,8 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	blocks, data := m.NonZero()
-	img := store.Image{Name: req.Name, Version: req.Version, Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks,
-		ManifestHash: mh.String(), Source: req.Source, Format: req.Format, Imported: time.Now().UTC(), ImportedBy: by(r)}
+	img := store.Image{Name: req.Name, Version: req.Version, Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks,
+		ManifestHash: mh, Source: req.Source, Format: req.Format, Imported: time.Now().UTC(), ImportedBy: by(r)}
 	created, err := s.inv.Store().PutImage(img)
 	if err != nil {
 		s.storeError(w, "version", err)
@@ -294,10 +303,7 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) removeBlob(img store.Image) error {
-	d, err := images.ParseDigest(img.Digest)
-	if err == nil {
-		err = s.blobs.Delete(d)
-	}
+	err := s.blobs.Delete(img.Digest)
 	if err != nil {
 		s.log.Error("blob of a removed image not deleted", "image", img.Ref(), "digest", img.Digest, "err", err)
 	}

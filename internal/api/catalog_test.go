@@ -87,7 +87,8 @@ func TestCatalogAPI(t *testing.T) {
 		{"a change without credentials", call{"POST", "/api/v1/images", reg, nil}, 401, "", "needs the admin scope"},
 		{"a change with too small a scope", call{"POST", "/api/v1/images", reg, reader}, 403, "", "dashboard has the read scope"},
 		{"an operator cannot register", call{"POST", "/api/v1/images", reg, operator}, 403, "", "needs admin"},
-		{"register a blob that is not stored", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"sha256:` + strings.Repeat("0", 64) + `"}`, admin}, 404, "digest", "imaged image import"},
+		{"register a blob that is not stored", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"sha256:` + strings.Repeat("9", 64) + `"}`, admin}, 404, "digest", "imaged image import"},
+		{"register the zero digest", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"sha256:` + strings.Repeat("0", 64) + `"}`, admin}, 400, "digest", "names no image"},
 		{"register with a bad name", call{"POST", "/api/v1/images", `{"name":"deb ian","version":"9","digest":"` + d.String() + `"}`, admin}, 400, "name", "NAME@VERSION"},
 		{"register with a bad digest", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"md5:00"}`, admin}, 400, "digest", ""},
 		{"register with an unknown field", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"` + d.String() + `","size":1}`, admin}, 400, "size", "unknown field"},
@@ -116,7 +117,7 @@ func TestCatalogAPI(t *testing.T) {
 			t.Errorf("%s: %d field %q, want %d field %q containing %q:\n%s", s.name, status, e.Field, s.status, s.field, s.want, body)
 		}
 	}
-	if m, _ := inv.Machine("ms1-c1n1"); m.AssignedImage != d.String() {
+	if m, _ := inv.Machine("ms1-c1n1"); m.AssignedImage != d {
 		t.Errorf("inventory did not see the assignment: %+v", m)
 	}
 }

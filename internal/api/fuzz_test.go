@@ -76,7 +76,7 @@ func fuzzWorld(t *testing.T, blobs Blobs, bare bool) http.Handler {
 	}
 	mh, _ := m.Hash()
 	blocks, data := m.NonZero()
-	st.PutImage(store.Image{Name: "debian", Version: "1", Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks, ManifestHash: mh.String()})
+	st.PutImage(store.Image{Name: "debian", Version: "1", Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks, ManifestHash: mh})
 	st.Promote("debian", "1", "production", "fuzz")
 	deps := Deps{Inventory: inv, ReimageStale: true, Log: log}
 	deps.PublicURL, _ = url.Parse("http://10.99.0.1:8080")

@@ -32,7 +32,7 @@ const ChallengeBlocks = 16
 const ChallengeTTL = 10 * time.Minute
 
 type challenge struct {
-	digest  string
+	digest  images.Digest
 	nonce   []byte
 	blocks  []int64
 	expires time.Time
@@ -58,11 +58,7 @@ func (p *proofs) issue(machine string, img store.Image) (agentapi.Challenge, err
 	if p.blobs == nil {
 		return agentapi.Challenge{}, errors.New("no blob store")
 	}
-	d, err := images.ParseDigest(img.Digest)
-	if err != nil {
-		return agentapi.Challenge{}, err
-	}
-	m, err := p.blobs.Manifest(d)
+	m, err := p.blobs.Manifest(img.Digest)
 	if err != nil {
 		return agentapi.Challenge{}, fmt.Errorf("manifest of %s: %w", img.Digest, err)
 	}
@@ -92,7 +88,7 @@ func (p *proofs) issue(machine string, img store.Image) (agentapi.Challenge, err
 	p.mu.Lock()
 	p.open[machine] = c
 	p.mu.Unlock()
-	return agentapi.Challenge{Digest: c.digest, Nonce: hex.EncodeToString(nonce), Blocks: pick, Expires: c.expires.UTC().Format(time.RFC3339)}, nil
+	return agentapi.Challenge{Digest: c.digest.String(), Nonce: hex.EncodeToString(nonce), Blocks: pick, Expires: c.expires.UTC().Format(time.RFC3339)}, nil
 }
 
 // outstanding reports whether machine has an unexpired challenge to answer.
@@ -126,11 +122,7 @@ func (p *proofs) check(machine string, img store.Image, proof *agentapi.Proof) e
 	case len(proof.MACs) != len(c.blocks):
 		return fmt.Errorf("the proof has %d MACs for %d challenged blocks", len(proof.MACs), len(c.blocks))
 	}
-	d, err := images.ParseDigest(img.Digest)
-	if err != nil {
-		return err
-	}
-	f, err := p.blobs.Open(d)
+	f, err := p.blobs.Open(img.Digest)
 	if err != nil {
 		return fmt.Errorf("the server cannot read its copy of %s: %w", img.Digest, err)
 	}
@@ -142,7 +134,7 @@ func (p *proofs) check(machine string, img store.Image, proof *agentapi.Proof) e
 			return fmt.Errorf("the server cannot read block %d of %s: %w", b, img.Digest, err)
 		}
 		got, err := hex.DecodeString(proof.MACs[i])
-		if err != nil || !hmac.Equal(got, agentapi.ProofMAC(c.nonce, c.digest, b, buf[:n])) {
+		if err != nil || !hmac.Equal(got, agentapi.ProofMAC(c.nonce, c.digest.String(), b, buf[:n])) {
 			return fmt.Errorf("block %d on the disk does not match the image", b)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -22,8 +23,8 @@ func TestMachinesBehindChannel(t *testing.T) {
 	}
 	defer st.Close()
 	st.SyncMachines([]store.Machine{{ID: "follows", MACs: []string{"52:54:00:00:00:01"}}, {ID: "pinned", MACs: []string{"52:54:00:00:00:02"}}})
-	v1 := store.Image{Name: "debian", Version: "1", Digest: "sha256:" + strings.Repeat("1", 64)}
-	v2 := store.Image{Name: "debian", Version: "2", Digest: "sha256:" + strings.Repeat("2", 64)}
+	v1 := store.Image{Name: "debian", Version: "1", Digest: images.Digest{1}}
+	v2 := store.Image{Name: "debian", Version: "2", Digest: images.Digest{2}}
 	st.PutImage(v1)
 	st.PutImage(v2)
 	st.Promote("debian", "1", "stable", "test")

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/store"
 )
@@ -26,10 +27,10 @@ func (inv *Inventory) Plan(id string) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	if m.AssignedImage == "" || m.AssignedImage == m.CurrentImage {
+	if m.AssignedImage.IsZero() || m.AssignedImage == m.CurrentImage {
 		return Plan{Machine: m}, ErrNoPlan
 	}
-	img, err := inv.st.ResolveImage(m.AssignedImage)
+	img, err := inv.st.ImageByDigest(m.AssignedImage)
 	if err != nil {
 		return Plan{Machine: m}, fmt.Errorf("inventory: machine %s is assigned %s: %w", id, m.AssignedImage, err)
 	}
@@ -107,7 +108,7 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (
 		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent result refused: " + err.Error(), Fields: fields})
 		return plan.Machine, fmt.Errorf("%w: %v", ErrProof, err)
 	}
-	if err := inv.st.SetCurrentImage(id, r.Digest); err != nil {
+	if err := inv.st.SetCurrentImage(id, plan.Image.Digest); err != nil {
 		return plan.Machine, err
 	}
 	inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent wrote and verified %s on %s: %d bytes written, %d blocks verified in %.1f s, proof of possession checked",
@@ -122,13 +123,13 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (
 }
 
 // resultProblems lists how a successful result disagrees with the image it claims to have
-// written.
+// written. The digest and the manifest hash must be the plan's, as the plan wrote them.
 func resultProblems(img store.Image, r agentapi.Result) []string {
 	var problems []string
-	if r.Digest != img.Digest {
+	if r.Digest != img.Digest.String() {
 		problems = append(problems, fmt.Sprintf("digest %s, assigned %s", r.Digest, img.Digest))
 	}
-	if r.ManifestHash != img.ManifestHash {
+	if r.ManifestHash != img.ManifestHash.String() {
 		problems = append(problems, fmt.Sprintf("manifest %s, catalog %s", r.ManifestHash, img.ManifestHash))
 	}
 	if r.BlocksVerified != img.DataBlocks {
@@ -155,7 +156,7 @@ func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machi
 	inv.mu.Lock()
 	inv.byID[id] = m
 	inv.mu.Unlock()
-	msg, fields := fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by), map[string]string{"image": img.Ref(), "digest": img.Digest, "by": by}
+	msg, fields := fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by), map[string]string{"image": img.Ref(), "digest": img.Digest.String(), "by": by}
 	if img.Channel != "" {
 		msg = fmt.Sprintf("assigned %s (%s) through %s by %s", img.Ref(), img.Digest, img.Channel, by)
 		fields["channel"] = img.Channel
@@ -166,7 +167,7 @@ func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machi
 
 // ClearCurrentImage forgets the image machine id runs: its disk is about to be overwritten.
 func (inv *Inventory) ClearCurrentImage(id string) error {
-	if err := inv.st.SetCurrentImage(id, ""); err != nil {
+	if err := inv.st.SetCurrentImage(id, images.Digest{}); err != nil {
 		return err
 	}
 	m, err := inv.st.Machine(id)

@@ -148,7 +148,7 @@ func crashRun(t *testing.T, down time.Duration, arm func(*harness)) {
 		time.Sleep(time.Minute) // nothing happens afterwards
 		fm := h.machine("n1")
 		rec := h.record("n1")
-		if fm.disk != imgNew.Digest || !fm.on || fm.runs != "os" || rec.CurrentImage != imgNew.Digest || rec.AssignedImage != imgNew.Digest {
+		if fm.disk != imgNew.Digest.String() || !fm.on || fm.runs != "os" || rec.CurrentImage != imgNew.Digest || rec.AssignedImage != imgNew.Digest {
 			t.Errorf("machine: on %v runs %s disk %s; record current %s assigned %s", fm.on, fm.runs, fm.disk, rec.CurrentImage, rec.AssignedImage)
 		}
 		h.checkWorld()

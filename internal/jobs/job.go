@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -246,11 +247,11 @@ type Queue struct {
 	Done     time.Time `json:"done_eta"`
 }
 
-// digest is what the machine should run when the job is done ("" for a reboot: its assigned
+// digest is what the machine should run when the job is done (zero for a reboot: its assigned
 // image, as the machine record says).
-func (j *Job) digest() string {
+func (j *Job) digest() images.Digest {
 	if j.Image == nil {
-		return ""
+		return images.Digest{}
 	}
 	return j.Image.Digest
 }

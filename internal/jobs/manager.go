@@ -195,8 +195,8 @@ func (m *Manager) Submit(ctx context.Context, req Request) (Job, error) {
 		Phase: PhaseQueued, Deadline: now.Add(m.cfg.Timeouts[PhaseQueued]), Created: now, Updated: now}
 	switch req.Kind {
 	case KindReimage:
-		if !strings.HasPrefix(req.Image.Digest, "sha256:") {
-			return Job{}, fmt.Errorf("%w: a reimage needs an image with a sha256 digest", ErrInvalid)
+		if req.Image.Digest.IsZero() {
+			return Job{}, fmt.Errorf("%w: a reimage needs an image with a digest", ErrInvalid)
 		}
 		img := req.Image
 		j.Image = &img
@@ -233,7 +233,7 @@ func (m *Manager) Submit(ctx context.Context, req Request) (Job, error) {
 	j.openPhase(PhaseQueued, now)
 	what := string(j.Kind)
 	if j.Image != nil {
-		what += " to " + j.Image.Ref() + " (" + j.Image.Digest + ")"
+		what += " to " + j.Image.Ref() + " (" + j.Image.Digest.String() + ")"
 	}
 	j.note(now, m.cfg.MaxTimeline, "%s requested by %s; readiness: %s", what, j.By, j.Probe)
 	e := newEntry(j)

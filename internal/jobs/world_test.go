@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/store"
@@ -35,8 +35,8 @@ var (
 
 func testImage(name string, n int) store.Image {
 	sum := sha256.Sum256([]byte(name))
-	return store.Image{Name: name, Version: fmt.Sprint(n), Digest: "sha256:" + hex.EncodeToString(sum[:]),
-		Size: 1 << 30, DataBytes: 256 << 20, DataBlocks: 512, ManifestHash: "manifest-" + name, Imported: time.Unix(1700000000, 0).UTC()}
+	return store.Image{Name: name, Version: fmt.Sprint(n), Digest: images.Digest(sum),
+		Size: 1 << 30, DataBytes: 256 << 20, DataBlocks: 512, ManifestHash: sha256.Sum256([]byte("manifest-" + name)), Imported: time.Unix(1700000000, 0).UTC()}
 }
 
 // timing of the world (virtual).
@@ -75,9 +75,9 @@ type machine struct {
 	write     time.Duration
 
 	// OS behaviour.
-	osDead   bool   // the OS never becomes ready
-	checkIn  bool   // the OS checks in
-	osDigest string // what it checks in with ("" the disk's)
+	osDead   bool          // the OS never becomes ready
+	checkIn  bool          // the OS checks in
+	osDigest images.Digest // what it checks in with (zero: the disk's)
 }
 
 type world struct {
@@ -136,7 +136,7 @@ func (w *world) checkLocked(fm *machine, when string) {
 	if err != nil {
 		return // the store is being reopened
 	}
-	if rec.CurrentImage != "" && rec.CurrentImage != fm.disk {
+	if !rec.CurrentImage.IsZero() && rec.CurrentImage.String() != fm.disk {
 		w.bad = append(w.bad, fmt.Sprintf("%s: %s: recorded as running %s, its disk holds %q", when, fm.id, rec.CurrentImage, fm.disk))
 	}
 }
@@ -244,7 +244,7 @@ func (w *world) agent(fm *machine, gen int) {
 			return
 		}
 	}
-	if !w.setDisk(fm, gen, "partial:"+img.Digest) {
+	if !w.setDisk(fm, gen, "partial:"+img.Digest.String()) {
 		return
 	}
 	w.mu.Lock()
@@ -269,16 +269,16 @@ func (w *world) agent(fm *machine, gen int) {
 		if dies {
 			return
 		}
-		w.signal(fm, Signal{Kind: SignalProgress, Progress: &agentapi.Progress{Digest: img.Digest,
+		w.signal(fm, Signal{Kind: SignalProgress, Progress: &agentapi.Progress{Digest: img.Digest.String(),
 			BytesDone: total * int64(i) / int64(steps), BytesTotal: total, RateBytes: float64(total) / dur.Seconds()}})
 	}
-	res := agentapi.Result{Digest: img.Digest, ManifestHash: img.ManifestHash, BlocksVerified: img.DataBlocks, BytesWritten: img.Size, Device: "/dev/sda"}
+	res := agentapi.Result{Digest: img.Digest.String(), ManifestHash: img.ManifestHash.String(), BlocksVerified: img.DataBlocks, BytesWritten: img.Size, Device: "/dev/sda"}
 	w.mu.Lock()
 	corrupt := fm.corrupt
 	w.mu.Unlock()
 	if corrupt {
-		res.Digest = imgOld.Digest // what it hashed is not what it was asked to write
-	} else if !w.setDisk(fm, gen, img.Digest) {
+		res.Digest = imgOld.Digest.String() // what it hashed is not what it was asked to write
+	} else if !w.setDisk(fm, gen, img.Digest.String()) {
 		return
 	}
 	for w.alive(fm, gen) {
@@ -286,7 +286,7 @@ func (w *world) agent(fm *machine, gen int) {
 			// The proof of possession is the API's to check (internal/api); here every write
 			// that happened is proven.
 			m, err := inv.RecordResult(fm.id, res, func(inventory.Plan, *agentapi.Proof) error { return nil })
-			if errors.Is(err, inventory.ErrResultMismatch) && m.CurrentImage == res.Digest {
+			if errors.Is(err, inventory.ErrResultMismatch) && m.CurrentImage.String() == res.Digest {
 				err = nil // the result was already taken (a daemon died before answering)
 			}
 			sig := Signal{Kind: SignalResult, Verified: err == nil}
@@ -320,8 +320,8 @@ func (w *world) bootDisk(fm *machine, gen int) {
 	w.mu.Lock()
 	checkIn, digest := fm.checkIn, fm.osDigest
 	w.mu.Unlock()
-	if digest == "" {
-		digest = disk
+	if digest.IsZero() {
+		digest, _ = images.ParseDigest(disk) // the OS hashes its disk
 	}
 	for checkIn && w.alive(fm, gen) {
 		if mgr, _ := w.daemon(); mgr != nil {
@@ -452,7 +452,7 @@ func (c catalog) Assign(id string, img store.Image, by string) (store.Machine, e
 	return c.inv.Assign(id, img, by)
 }
 func (c catalog) ClearCurrentImage(id string) error {
-	if err := c.st.SetCurrentImage(id, ""); err != nil {
+	if err := c.st.SetCurrentImage(id, images.Digest{}); err != nil {
 		return err
 	}
 	return c.inv.Reload()
@@ -511,7 +511,7 @@ func newHarness(t *testing.T, cfg Config, ms ...*machine) *harness {
 		if fm.chassis == "" {
 			fm.chassis = "c1"
 		}
-		fm.on, fm.runs, fm.disk = true, "os", imgOld.Digest
+		fm.on, fm.runs, fm.disk = true, "os", imgOld.Digest.String()
 		w.machines[fm.id] = fm
 		sms = append(sms, store.Machine{ID: fm.id, MACs: []string{fmt.Sprintf("52:54:00:00:00:%02x", i+1)}, Chassis: fm.chassis,
 			IP: fmt.Sprintf("10.0.0.%d", i+10), Boot: "agent"})
@@ -653,7 +653,7 @@ func (h *harness) submit(req Request) Job {
 	if req.Kind == "" {
 		req.Kind = KindReimage
 	}
-	if req.Kind == KindReimage && req.Image.Digest == "" {
+	if req.Kind == KindReimage && req.Image.Digest.IsZero() {
 		req.Image = imgNew
 	}
 	if req.By == "" {

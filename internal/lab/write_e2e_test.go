@@ -78,7 +78,7 @@ func TestAgentWritesImage(t *testing.T) {
 	if got := sha256File(t, good.Disk, 256<<20); got != digest {
 		t.Errorf("disk holds %s, the image is %s", got, digest)
 	}
-	if m.CurrentImage != digest {
+	if m.CurrentImage.String() != digest {
 		t.Errorf("imaged records current image %q, want %s", m.CurrentImage, digest)
 	}
 
@@ -103,7 +103,7 @@ func TestAgentWritesImage(t *testing.T) {
 	if !bytes.Equal(before[:images.BlockSize], after[:images.BlockSize]) {
 		t.Error("block 0 was written by a failed write")
 	}
-	if m.CurrentImage != "" {
+	if !m.CurrentImage.IsZero() {
 		t.Errorf("imaged records %s as running an image it could not write", m.CurrentImage)
 	}
 	ev, _ := l.Events(ctx, bad.ID)

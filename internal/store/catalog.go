@@ -25,13 +25,13 @@ var (
 
 // Image is one name@version of the catalog.
 type Image struct {
-	Name         string `json:"name"`
-	Version      string `json:"version"`
-	Digest       string `json:"digest"` // sha256:<hex> of the raw image
-	Size         int64  `json:"size"`
-	DataBytes    int64  `json:"data_bytes"`  // bytes in non-zero blocks
-	DataBlocks   int    `json:"data_blocks"` // non-zero blocks
-	ManifestHash string `json:"manifest_hash"`
+	Name         string        `json:"name"`
+	Version      string        `json:"version"`
+	Digest       images.Digest `json:"digest"` // of the raw image
+	Size         int64         `json:"size"`
+	DataBytes    int64         `json:"data_bytes"`  // bytes in non-zero blocks
+	DataBlocks   int           `json:"data_blocks"` // non-zero blocks
+	ManifestHash images.Hash   `json:"manifest_hash"`
 	// Source is where the image was imported from, without credentials: PutImage takes out a
 	// URL's userinfo and signing parameters (images.RedactSource) and lists in SourceRemoved
 	// what it took out (names, never values).
@@ -127,9 +127,9 @@ func (s *Store) PutImage(img Image) (created bool, err error) {
 // transaction: no image is registered (PutImage) or removed until fn returns, so fn may remove
 // the blobs the set lacks without one being registered meanwhile. fn must be quick (renames, not
 // removals of large files) and must not call the Store: it would wait for itself.
-func (s *Store) WithImageDigests(fn func(digests map[string]bool) error) error {
+func (s *Store) WithImageDigests(fn func(digests map[images.Digest]bool) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		digests := map[string]bool{}
+		digests := map[images.Digest]bool{}
 		err := tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
 			var x Image
 			if err := jsonUnmarshal(v, &x); err != nil {
@@ -160,32 +160,38 @@ func (s *Store) Images() ([]Image, error) {
 // Channels lists every channel.
 func (s *Store) Channels() ([]Channel, error) { return list[Channel](s.db, bucketChannels) }
 
-// ResolveImage finds the image that ref names: "name@version", "name@channel" (a channel wins
-// over a version of the same name), or a digest "sha256:<hex>".
+// ResolveImage finds the image that ref names: "name@version" or "name@channel" (a channel wins
+// over a version of the same name).
 func (s *Store) ResolveImage(ref string) (Image, error) {
 	var img Image
 	err := s.db.View(func(tx *bolt.Tx) error { return resolve(tx, ref, &img) })
 	return img, err
 }
 
-func resolve(tx *bolt.Tx, ref string, img *Image) error {
-	if strings.HasPrefix(ref, "sha256:") {
-		found := false
-		err := tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
+// ImageByDigest finds the image whose bytes have digest d: the latest imported, when several
+// versions hold the same bytes.
+func (s *Store) ImageByDigest(d images.Digest) (Image, error) {
+	var img Image
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
 			var x Image
-			if err := jsonUnmarshal(v, &x); err == nil && x.Digest == ref && (!found || x.Imported.After(img.Imported)) {
-				*img, found = x, true
+			if err := jsonUnmarshal(v, &x); err == nil && x.Digest == d && (!found || x.Imported.After(img.Imported)) {
+				img, found = x, true
 			}
 			return nil
 		})
-		if err == nil && !found {
-			err = fmt.Errorf("store: no image has digest %s: %w", ref, ErrNotFound)
-		}
-		return err
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("store: no image has digest %s: %w", d, ErrNotFound)
 	}
+	return img, err
+}
+
+func resolve(tx *bolt.Tx, ref string, img *Image) error {
 	name, tag, ok := strings.Cut(ref, "@")
 	if !ok || name == "" || tag == "" {
-		return fmt.Errorf("store: %q is not name@version, name@channel or sha256:<digest>", ref)
+		return fmt.Errorf("store: %q: %w", ref, ErrBadRef)
 	}
 	var ch Channel
 	channel := ""
@@ -200,8 +206,8 @@ func resolve(tx *bolt.Tx, ref string, img *Image) error {
 }
 
 // ChannelDigests maps every channel (name@channel) to the digest of the version it points at.
-func (s *Store) ChannelDigests() (map[string]string, error) {
-	out := map[string]string{}
+func (s *Store) ChannelDigests() (map[string]images.Digest, error) {
+	out := map[string]images.Digest{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketChannels).ForEach(func(_, v []byte) error {
 			var ch Channel
@@ -311,7 +317,7 @@ func (s *Store) DeleteImage(name, version string) (img Image, blobFree bool, err
 	return img, blobFree, err
 }
 
-func digestUsed(tx *bolt.Tx, digest string) bool {
+func digestUsed(tx *bolt.Tx, digest images.Digest) bool {
 	used := false
 	_ = tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
 		var x Image
@@ -368,7 +374,7 @@ func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err
 
 // AssignImage sets the digest machine id should run, and the channel (name@channel) it follows
 // from now on: "" when the assignment named a version or a digest.
-func (s *Store) AssignImage(id, digest, channel string) error {
+func (s *Store) AssignImage(id string, digest images.Digest, channel string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		var m Machine
 		if err := get(tx, bucketMachines, id, &m); err != nil {
@@ -379,8 +385,8 @@ func (s *Store) AssignImage(id, digest, channel string) error {
 	})
 }
 
-// SetCurrentImage records the digest machine id was verified to run.
-func (s *Store) SetCurrentImage(id, digest string) error {
+// SetCurrentImage records the digest machine id was verified to run (zero: none).
+func (s *Store) SetCurrentImage(id string, digest images.Digest) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		var m Machine
 		if err := get(tx, bucketMachines, id, &m); err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/images"
 )
 
 // Reimage jobs. The store keeps each job as an opaque JSON document (only internal/jobs reads
@@ -165,13 +167,13 @@ func (s *Store) ActiveJobs() ([]JobRecord, error) {
 
 // CheckIn is the latest report of a machine's booted operating system about the image it runs.
 type CheckIn struct {
-	Machine string    `json:"machine"`
-	Digest  string    `json:"digest"` // what the OS says it runs
-	Time    time.Time `json:"time"`
-	// Expected is the digest the machine should run (its assigned image) when the OS checked in;
-	// Stale is true when the OS runs something else.
-	Expected string `json:"expected,omitempty"`
-	Stale    bool   `json:"stale"`
+	Machine string        `json:"machine"`
+	Digest  images.Digest `json:"digest"` // what the OS says it runs
+	Time    time.Time     `json:"time"`
+	// Expected is the digest the machine should run (its assigned image) when the OS checked in,
+	// zero when none is assigned; Stale is true when the OS runs something else.
+	Expected images.Digest `json:"expected,omitzero"`
+	Stale    bool          `json:"stale"`
 	// StoredAt is when this check-in was last stored, if Time is a later repeat kept in memory.
 	StoredAt time.Time `json:"-"`
 }

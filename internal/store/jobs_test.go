@@ -43,7 +43,7 @@ func TestMigrateSchema2ToJobs(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := put(tx, bucketMachines, "m1", Machine{ID: "m1", CurrentImage: "sha256:aa"}); err != nil {
+		if err := put(tx, bucketMachines, "m1", Machine{ID: "m1", CurrentImage: digest("a")}); err != nil {
 			return err
 		}
 		return meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, 2))
@@ -57,7 +57,7 @@ func TestMigrateSchema2ToJobs(t *testing.T) {
 	if v, _ := s.Version(); v != SchemaVersion {
 		t.Fatalf("version %d after migration, SchemaVersion %d", v, SchemaVersion)
 	}
-	if m, err := s.Machine("m1"); err != nil || m.CurrentImage != "sha256:aa" {
+	if m, err := s.Machine("m1"); err != nil || m.CurrentImage != digest("a") {
 		t.Errorf("machine after migration: %+v %v", m, err)
 	}
 	if err := s.PutJob(jobRec("j1", "m1", false)); err != nil {
@@ -166,9 +166,9 @@ func TestCheckIns(t *testing.T) {
 	defer s.Close()
 	t0 := time.Unix(1700000000, 0).UTC()
 	for _, c := range []CheckIn{
-		{Machine: "m1", Digest: "sha256:aa", Time: t0, Expected: "sha256:bb", Stale: true},
-		{Machine: "m2", Digest: "sha256:cc", Time: t0},
-		{Machine: "m1", Digest: "sha256:bb", Time: t0.Add(time.Minute), Expected: "sha256:bb"},
+		{Machine: "m1", Digest: digest("a"), Time: t0, Expected: digest("b"), Stale: true},
+		{Machine: "m2", Digest: digest("c"), Time: t0},
+		{Machine: "m1", Digest: digest("b"), Time: t0.Add(time.Minute), Expected: digest("b")},
 	} {
 		if err := s.PutCheckIn(c); err != nil {
 			t.Fatal(err)
@@ -179,13 +179,13 @@ func TestCheckIns(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []CheckIn{
-		{Machine: "m1", Digest: "sha256:bb", Time: t0.Add(time.Minute), Expected: "sha256:bb"},
-		{Machine: "m2", Digest: "sha256:cc", Time: t0},
+		{Machine: "m1", Digest: digest("b"), Time: t0.Add(time.Minute), Expected: digest("b")},
+		{Machine: "m2", Digest: digest("c"), Time: t0},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("check-ins (-want +got):\n%s", diff)
 	}
-	if err := s.PutCheckIn(CheckIn{Digest: "x"}); err == nil {
+	if err := s.PutCheckIn(CheckIn{Digest: digest("d")}); err == nil {
 		t.Error("check-in without machine accepted")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/images"
 )
 
 // Machine is one blade of the inventory as the config file declares it, plus what imaged has
@@ -28,9 +30,9 @@ type Machine struct {
 	DiskByPath string `json:"disk_by_path,omitempty"`
 	LastHello  *Hello `json:"last_hello,omitempty"`
 	// AssignedImage is the digest the machine should run; CurrentImage the digest it was last
-	// verified to run. Both (and AssignedChannel) are kept across config reloads.
-	AssignedImage string `json:"assigned_image,omitempty"`
-	CurrentImage  string `json:"current_image,omitempty"`
+	// verified to run (zero: none). Both (and AssignedChannel) are kept across config reloads.
+	AssignedImage images.Digest `json:"assigned_image,omitzero"`
+	CurrentImage  images.Digest `json:"current_image,omitzero"`
 	// AssignedChannel is the channel (name@channel) the assignment was made through, "" when it
 	// named a version or a digest: the machine follows it, and is behind it once the channel
 	// points at another image than the one the machine was verified to run.

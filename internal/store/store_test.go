@@ -222,7 +222,7 @@ func TestMigrationFromVersion1(t *testing.T) {
 	if m, err := s.Machine("m1"); err != nil || m.Boot != "agent" {
 		t.Errorf("machine lost in migration: %+v %v", m, err)
 	}
-	if _, err := s.PutImage(Image{Name: "a", Version: "1", Digest: "sha256:x"}); err != nil {
+	if _, err := s.PutImage(Image{Name: "a", Version: "1", Digest: digest("e")}); err != nil {
 		t.Errorf("catalog after migration: %v", err)
 	}
 }
