@@ -3,8 +3,14 @@
 // 512 KiB blocks (the EBS direct API's block size), each with its SHA-256 and an all-zero flag.
 //
 // The manifest has one canonical binary encoding (MarshalBinary); its SHA-256 is the manifest
-// hash. The agent, the HTTP server and the EC2 publisher all read this one format. The package
-// must stay importable by the agent: it depends on the standard library only.
+// hash. The agent, the HTTP server and the EC2 publisher all read this one format.
+//
+// It also holds what the catalog says about images (catalog.go: Image, Channel and the errors of
+// the catalog's rules) and how they are named (ref.go: NAME@VERSION, NAME@CHANNEL or a digest):
+// the values the store keeps and the API, the jobs and the CLI pass around. Digest, Hash and Ref
+// read and write their text forms, so that JSON, the state file and the logs hold the text.
+//
+// The package must stay importable by the agent: it depends on the standard library only.
 package images
 
 import (

@@ -25,7 +25,6 @@ import (
 	"github.com/imaged/imaged/internal/cloud"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/progressbar"
-	"github.com/imaged/imaged/internal/store"
 )
 
 var amiUsage = map[string]string{
@@ -244,7 +243,11 @@ func (e *amiEnv) push(ctx context.Context, ref string, stdout, stderr io.Writer)
 		return err
 	}
 	defer c.close()
-	info, err := c.info(ctx, ref)
+	r, err := parseImageRef(ref)
+	if err != nil {
+		return err
+	}
+	info, err := c.info(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -335,16 +338,17 @@ func (e *amiEnv) list(ctx context.Context, name string, stdout io.Writer) error 
 }
 
 func (e *amiEnv) promote(ctx context.Context, ref, channel string, stdout io.Writer) error {
-	name, version, err := store.SplitRef(ref)
+	r, err := images.ParseRef(ref)
 	if err != nil {
 		return err
 	}
+	name, version := r.Name, r.Tag
 	// The digest of that version: from the catalog, which is what was pushed.
 	c, err := openCatalog(e.cfg, true, operator())
 	if err != nil {
 		return err
 	}
-	info, err := c.info(ctx, name+"@"+version)
+	info, err := c.info(ctx, r)
 	c.close()
 	if err != nil {
 		return err
@@ -362,10 +366,11 @@ func (e *amiEnv) promote(ctx context.Context, ref, channel string, stdout io.Wri
 }
 
 func (e *amiEnv) rollback(ctx context.Context, ref string, stdout io.Writer) error {
-	name, channel, err := store.SplitRef(ref)
+	r, err := images.ParseRef(ref)
 	if err != nil {
 		return err
 	}
+	name, channel := r.Name, r.Tag
 	from, to, err := cloud.Rollback(ctx, e.contract, e.regions(), name, channel, time.Now())
 	if err != nil {
 		return err
@@ -480,10 +485,11 @@ func (e *amiEnv) resolveAMI(ctx context.Context, c *ec2.Client, ref string) (str
 	if strings.HasPrefix(ref, "ami-") {
 		return ref, nil
 	}
-	name, version, err := store.SplitRef(ref)
+	r, err := images.ParseRef(ref)
 	if err != nil {
 		return "", usageError{fmt.Sprintf("%q is neither an AMI id (ami-…) nor NAME@VERSION", ref)}
 	}
+	name, version := r.Name, r.Tag
 	out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}, Filters: []ec2types.Filter{
 		{Name: aws.String("tag:" + cloud.TagName), Values: []string{name}}, {Name: aws.String("tag:" + cloud.TagVersion), Values: []string{version}},
 		{Name: aws.String("state"), Values: []string{"available"}}}})

@@ -65,7 +65,7 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	mh, _ := m.Hash()
-	if _, err := d.st.PutImage(store.Image{Name: "debian", Version: "12", Digest: dg, Size: int64(len(img)), ManifestHash: mh, DataBlocks: 3}); err != nil {
+	if _, err := d.st.PutImage(images.Image{Name: "debian", Version: "12", Digest: dg, Size: int64(len(img)), ManifestHash: mh, DataBlocks: 3}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.st.AssignImage("ms1-c1n1", dg, ""); err != nil {

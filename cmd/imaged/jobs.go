@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
@@ -57,7 +58,7 @@ func (p jobsPower) BootOnce(ctx context.Context, machine, target string) error {
 type jobsCatalog struct{ inv *inventory.Inventory }
 
 func (c jobsCatalog) Machine(id string) (store.Machine, bool) { return c.inv.Machine(id) }
-func (c jobsCatalog) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (c jobsCatalog) Assign(id string, img images.Image, by string) (store.Machine, error) {
 	return c.inv.Assign(id, img, by)
 }
 func (c jobsCatalog) ClearCurrentImage(id string) error { return c.inv.ClearCurrentImage(id) }

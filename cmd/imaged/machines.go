@@ -233,6 +233,10 @@ func cmdAssign(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() != 2 {
 		return usageError{"usage: imaged machines assign [flags] MACHINE_ID NAME@VERSION|NAME@CHANNEL|sha256:DIGEST"}
 	}
+	ref, err := parseImageRef(fs.Arg(1))
+	if err != nil {
+		return err
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
@@ -242,7 +246,7 @@ func cmdAssign(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer c.close()
-	rep, err := c.assign(ctx, fs.Arg(0), fs.Arg(1))
+	rep, err := c.assign(ctx, fs.Arg(0), ref)
 	if err != nil {
 		return err
 	}

@@ -117,7 +117,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, agentapi.Plan{Action: agentapi.ActionWrite, Target: agentapi.PlanTarget{Serial: p.Machine.DiskSerial, ByPath: p.Machine.DiskByPath}, Image: &agentapi.PlanImage{
-		Ref: p.Image.Ref(), Digest: p.Image.Digest.String(), Size: p.Image.Size, ManifestHash: p.Image.ManifestHash.String(),
+		Ref: p.Image.Ref().String(), Digest: p.Image.Digest.String(), Size: p.Image.Size, ManifestHash: p.Image.ManifestHash.String(),
 		ManifestURL: s.publicURL.JoinPath("images", p.Image.Digest.Hex(), "manifest").String(),
 		BlobURL:     s.publicURL.JoinPath("images", p.Image.Digest.Hex(), "blob").String(),
 	}})

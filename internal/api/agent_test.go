@@ -32,7 +32,7 @@ type agentWorld struct {
 	st    *store.Store
 	jobs  *signalJobs
 	img   []byte
-	image store.Image
+	image images.Image
 	m     *images.Manifest
 }
 
@@ -82,7 +82,7 @@ func newAgentWorld(t *testing.T) *agentWorld {
 		t.Fatal(err)
 	}
 	mh, _ := m.Hash()
-	image := store.Image{Name: "debian", Version: "12.1", Digest: d, Size: int64(len(img)), ManifestHash: mh, DataBlocks: 31}
+	image := images.Image{Name: "debian", Version: "12.1", Digest: d, Size: int64(len(img)), ManifestHash: mh, DataBlocks: 31}
 	if _, err := st.PutImage(image); err != nil {
 		t.Fatal(err)
 	}

@@ -24,19 +24,19 @@ type Blobs interface {
 
 // Catalog is the body of GET /api/v1/images.
 type Catalog struct {
-	Images   []store.Image   `json:"images"`
-	Channels []store.Channel `json:"channels"`
+	Images   []images.Image   `json:"images"`
+	Channels []images.Channel `json:"channels"`
 }
 
 // ImageInfo is one image and the channels of its name.
 type ImageInfo struct {
-	Image    store.Image     `json:"image"`
-	Channels []store.Channel `json:"channels"`
+	Image    images.Image     `json:"image"`
+	Channels []images.Channel `json:"channels"`
 }
 
 // RegisterRequest registers a blob already in the blob store as NAME@VERSION. The server reads
 // the blob's manifest itself; sizes and hashes are never taken from the request. The source is
-// kept without its credentials (store.Image.Source).
+// kept without its credentials (images.Image.Source).
 type RegisterRequest struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
@@ -52,8 +52,8 @@ type PromoteRequest struct {
 
 // DeleteReply says what DELETE /api/v1/images/{ref} removed.
 type DeleteReply struct {
-	Image       store.Image `json:"image"`
-	BlobRemoved bool        `json:"blob_removed"`
+	Image       images.Image `json:"image"`
+	BlobRemoved bool         `json:"blob_removed"`
 }
 
 // PruneRequest keeps the newest Keep versions of every name (and whatever is in use).
@@ -63,7 +63,7 @@ type PruneRequest struct {
 
 // PruneReply lists what prune removed and what it kept because something points at it.
 type PruneReply struct {
-	Pruned []store.Image       `json:"pruned"`
+	Pruned []images.Image      `json:"pruned"`
 	Kept   map[string][]string `json:"kept"`
 }
 
@@ -75,7 +75,7 @@ type AssignRequest struct {
 // AssignReply is the machine after the assignment and the image it now points at.
 type AssignReply struct {
 	Machine store.Machine `json:"machine"`
-	Image   store.Image   `json:"image"`
+	Image   images.Image  `json:"image"`
 }
 
 func (s *Server) registerCatalog(mux *http.ServeMux) {
@@ -95,9 +95,9 @@ func (s *Server) storeError(w http.ResponseWriter, field string, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		fail(w, http.StatusNotFound, field, "%v", err)
-	case errors.Is(err, store.ErrImmutable), errors.Is(err, store.ErrInUse), errors.Is(err, store.ErrNoHistory), errors.Is(err, store.ErrConflict):
+	case errors.Is(err, images.ErrImmutable), errors.Is(err, images.ErrInUse), errors.Is(err, images.ErrNoHistory), errors.Is(err, images.ErrConflict):
 		fail(w, http.StatusConflict, field, "%v", err)
-	case errors.Is(err, store.ErrBadRef):
+	case errors.Is(err, images.ErrBadRef):
 		fail(w, http.StatusBadRequest, field, "%v", err)
 	default:
 		s.log.Error("catalog", "err", err)
@@ -135,30 +135,23 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// resolve finds the image ref names (name@version, name@channel, or a digest: sha256:<hex> or
-// the hex alone); field names where ref came from in the request, for the error.
-func (s *Server) resolve(w http.ResponseWriter, field, ref string) (store.Image, bool) {
-	if d, err := images.ParseDigest(ref); err == nil {
-		return s.imageByDigest(w, field, d)
+// resolve finds the image text names (name@version, name@channel, or a digest: sha256:<hex> or
+// the hex alone); field names where it came from in the request, for the error.
+func (s *Server) resolve(w http.ResponseWriter, field, text string) (images.Image, bool) {
+	ref, err := images.ParseRefOrDigest(text)
+	if err != nil {
+		fail(w, http.StatusBadRequest, field, "%v", err)
+		return images.Image{}, false
 	}
-	if _, _, err := store.SplitRef(ref); err != nil {
-		fail(w, http.StatusBadRequest, field, "%v; or sha256:<64 hex digits>", err)
-		return store.Image{}, false
-	}
+	return s.resolveRef(w, field, ref)
+}
+
+// resolveRef finds the catalog's image of ref; field names where ref came from.
+func (s *Server) resolveRef(w http.ResponseWriter, field string, ref images.Ref) (images.Image, bool) {
 	img, err := s.inv.Store().ResolveImage(ref)
 	if err != nil {
 		s.storeError(w, field, err)
-		return store.Image{}, false
-	}
-	return img, true
-}
-
-// imageByDigest finds the catalog's image of digest d; field names where d came from.
-func (s *Server) imageByDigest(w http.ResponseWriter, field string, d images.Digest) (store.Image, bool) {
-	img, err := s.inv.Store().ImageByDigest(d)
-	if err != nil {
-		s.storeError(w, field, err)
-		return store.Image{}, false
+		return images.Image{}, false
 	}
 	return img, true
 }
@@ -173,7 +166,7 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, "", err)
 		return
 	}
-	mine := []store.Channel{}
+	mine := []images.Channel{}
 	for _, ch := range chs {
 		if ch.Name == img.Name {
 			mine = append(mine, ch)
@@ -190,7 +183,7 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if _, _, err := store.SplitRef(req.Name + "@" + req.Version); err != nil {
+	if _, err := images.ParseRef(req.Name + "@" + req.Version); err != nil {
 		fail(w, http.StatusBadRequest, "name", "name and version: %v", err)
 		return
 	}
@@ -210,7 +203,7 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	blocks, data := m.NonZero()
-	img := store.Image{Name: req.Name, Version: req.Version, Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks,
+	img := images.Image{Name: req.Name, Version: req.Version, Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks,
 		ManifestHash: mh, Source: req.Source, Format: req.Format, Imported: time.Now().UTC(), ImportedBy: by(r)}
 	created, err := s.inv.Store().PutImage(img)
 	if err != nil {
@@ -241,16 +234,17 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
-	name, version, err := store.SplitRef(r.PathValue("ref"))
+	ref, err := images.ParseRef(r.PathValue("ref"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "ref", "%v", err)
 		return
 	}
+	name, version := ref.Name, ref.Tag
 	var req PromoteRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	if _, _, err := store.SplitRef(name + "@" + req.Channel); err != nil {
+	if _, err := images.ParseRef(name + "@" + req.Channel); err != nil {
 		fail(w, http.StatusBadRequest, "channel", "%q is not a channel name (letters, digits, . _ - +)", req.Channel)
 		return
 	}
@@ -264,11 +258,12 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
-	name, channel, err := store.SplitRef(r.PathValue("ref"))
+	ref, err := images.ParseRef(r.PathValue("ref"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "ref", "%v (NAME@CHANNEL)", err)
 		return
 	}
+	name, channel := ref.Name, ref.Tag
 	ch, err := s.inv.Store().Rollback(name, channel, by(r))
 	if err != nil {
 		s.storeError(w, "ref", err)
@@ -282,12 +277,12 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	if s.noBlobs(w) {
 		return
 	}
-	name, version, err := store.SplitRef(r.PathValue("ref"))
+	ref, err := images.ParseRef(r.PathValue("ref"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "ref", "%v", err)
 		return
 	}
-	img, free, err := s.inv.Store().DeleteImage(name, version)
+	img, free, err := s.inv.Store().DeleteImage(ref.Name, ref.Tag)
 	if err != nil {
 		s.storeError(w, "ref", err)
 		return
@@ -302,7 +297,7 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, DeleteReply{Image: img, BlobRemoved: free})
 }
 
-func (s *Server) removeBlob(img store.Image) error {
+func (s *Server) removeBlob(img images.Image) error {
 	err := s.blobs.Delete(img.Digest)
 	if err != nil {
 		s.log.Error("blob of a removed image not deleted", "image", img.Ref(), "digest", img.Digest, "err", err)
@@ -327,7 +322,7 @@ func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, "", err)
 		return
 	}
-	reply := PruneReply{Pruned: []store.Image{}, Kept: kept}
+	reply := PruneReply{Pruned: []images.Image{}, Kept: kept}
 	if reply.Kept == nil {
 		reply.Kept = map[string][]string{}
 	}

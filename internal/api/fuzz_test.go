@@ -76,7 +76,7 @@ func fuzzWorld(t *testing.T, blobs Blobs, bare bool) http.Handler {
 	}
 	mh, _ := m.Hash()
 	blocks, data := m.NonZero()
-	st.PutImage(store.Image{Name: "debian", Version: "1", Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks, ManifestHash: mh})
+	st.PutImage(images.Image{Name: "debian", Version: "1", Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks, ManifestHash: mh})
 	st.Promote("debian", "1", "production", "fuzz")
 	deps := Deps{Inventory: inv, ReimageStale: true, Log: log}
 	deps.PublicURL, _ = url.Parse("http://10.99.0.1:8080")
@@ -126,7 +126,7 @@ func (idlePower) BootOnce(context.Context, string, string) error     { return ni
 type fuzzCatalog struct{ inv *inventory.Inventory }
 
 func (c fuzzCatalog) Machine(id string) (store.Machine, bool) { return c.inv.Machine(id) }
-func (c fuzzCatalog) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (c fuzzCatalog) Assign(id string, img images.Image, by string) (store.Machine, error) {
 	return c.inv.Assign(id, img, by)
 }
 func (c fuzzCatalog) ClearCurrentImage(id string) error { return c.inv.ClearCurrentImage(id) }

@@ -102,7 +102,7 @@ func (s *Server) noJobs(w http.ResponseWriter) bool {
 
 // submitReimage submits a reimage job for machine id to the image pick finds in the catalog
 // (pick answers the request itself when it finds none).
-func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id string, pick func() (store.Image, bool), probe *jobs.Probe) (jobs.Job, bool) {
+func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id string, pick func() (images.Image, bool), probe *jobs.Probe) (jobs.Job, bool) {
 	m, ok := s.inv.Machine(id)
 	if !ok {
 		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
@@ -128,7 +128,7 @@ func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id string
 // keepChannel: a reimage with the very image a machine is assigned (Roller's reimage without
 // ?image=, jobs.reimage_stale) keeps the channel the machine follows, so that the job's
 // assignment does not quietly pin the machine to that version.
-func keepChannel(m store.Machine, img *store.Image) {
+func keepChannel(m store.Machine, img *images.Image) {
 	if img.Channel == "" && img.Digest == m.AssignedImage {
 		img.Channel = m.AssignedChannel
 	}
@@ -151,10 +151,10 @@ func (s *Server) reimage(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	pick := func() (store.Image, bool) {
+	pick := func() (images.Image, bool) {
 		if req.Image == "" {
 			fail(w, http.StatusBadRequest, "image", "the image is required: name@channel, name@version or sha256:<hex>")
-			return store.Image{}, false
+			return images.Image{}, false
 		}
 		return s.resolve(w, "image", req.Image)
 	}
@@ -292,9 +292,9 @@ func (s *Server) rollerTask(w http.ResponseWriter, r *http.Request) {
 			fail(w, http.StatusConflict, "image", "machine %s has no assigned image; give ?image=name@channel", id)
 			return
 		}
-		pick := func() (store.Image, bool) {
+		pick := func() (images.Image, bool) {
 			if ref == "" {
-				return s.imageByDigest(w, "image", m.AssignedImage)
+				return s.resolveRef(w, "image", images.Ref{Digest: m.AssignedImage})
 			}
 			return s.resolve(w, "image", ref)
 		}
@@ -368,7 +368,7 @@ func (s *Server) reimageStale(r *http.Request, m store.Machine) {
 	if !s.stalePolicy || m.AssignedImage.IsZero() || s.bmcs == nil || s.bmcs.BMCName(m.ID) == "" {
 		return
 	}
-	img, err := s.inv.Store().ImageByDigest(m.AssignedImage)
+	img, err := s.inv.Store().ResolveImage(images.Ref{Digest: m.AssignedImage})
 	if err != nil {
 		s.log.Warn("stale machine not reimaged: its assigned image is not in the catalog", "machine", m.ID, "assigned", m.AssignedImage, "err", err)
 		return

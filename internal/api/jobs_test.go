@@ -92,7 +92,7 @@ func TestJobsAPI(t *testing.T) {
 		{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}},
 	})
 	digest, _ := images.ParseDigest(strings.Repeat("ab", 32))
-	st.PutImage(store.Image{Name: "debian", Version: "12.1", Digest: digest})
+	st.PutImage(images.Image{Name: "debian", Version: "12.1", Digest: digest})
 	st.Promote("debian", "12.1", "production", "test")
 	inv, _ := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	fj := &fakeJobs{}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
@@ -534,7 +535,7 @@ var (
 	responseSchemas = map[string]any{
 		"Error": Error{}, "MachineView": MachineView{}, "Machine": store.Machine{}, "Hello": store.Hello{},
 		"JobSummary": JobSummary{}, "CheckIn": store.CheckIn{}, "Event": store.Event{}, "Unknown": store.Unknown{},
-		"Image": store.Image{}, "ChannelMove": store.ChannelMove{}, "Channel": store.Channel{}, "Catalog": Catalog{},
+		"Image": images.Image{}, "ChannelMove": images.ChannelMove{}, "Channel": images.Channel{}, "Catalog": Catalog{},
 		"ImageInfo": ImageInfo{}, "DeleteReply": DeleteReply{}, "PruneReply": PruneReply{}, "AssignReply": AssignReply{},
 		"BMCHealth": BMCHealth{}, "BootOverride": BootOverride{}, "BMCSystem": BMCSystem{}, "MachinePower": MachinePower{},
 		"BMCInfo": BMCInfo{}, "Probe": jobs.Probe{}, "Job": jobs.Job{}, "Netboot": jobs.Netboot{},

@@ -14,7 +14,6 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // Proof of possession: at the end of a write the agent asks for a challenge, a fresh nonce and
@@ -54,7 +53,7 @@ func newProofs(b Blobs) *proofs {
 }
 
 // issue makes a fresh challenge for machine over img, replacing any earlier one.
-func (p *proofs) issue(machine string, img store.Image) (agentapi.Challenge, error) {
+func (p *proofs) issue(machine string, img images.Image) (agentapi.Challenge, error) {
 	if p.blobs == nil {
 		return agentapi.Challenge{}, errors.New("no blob store")
 	}
@@ -101,7 +100,7 @@ func (p *proofs) outstanding(machine string) bool {
 
 // check verifies a proof against machine's outstanding challenge over img, which it uses up
 // whatever the outcome: a wrong answer cannot be tried again with the same challenge.
-func (p *proofs) check(machine string, img store.Image, proof *agentapi.Proof) error {
+func (p *proofs) check(machine string, img images.Image, proof *agentapi.Proof) error {
 	if proof == nil {
 		return errors.New("the result carries no proof of possession (GET /" + agentapi.ChallengePath + ", then send the proof with the result)")
 	}

@@ -23,8 +23,8 @@ func TestMachinesBehindChannel(t *testing.T) {
 	}
 	defer st.Close()
 	st.SyncMachines([]store.Machine{{ID: "follows", MACs: []string{"52:54:00:00:00:01"}}, {ID: "pinned", MACs: []string{"52:54:00:00:00:02"}}})
-	v1 := store.Image{Name: "debian", Version: "1", Digest: images.Digest{1}}
-	v2 := store.Image{Name: "debian", Version: "2", Digest: images.Digest{2}}
+	v1 := images.Image{Name: "debian", Version: "1", Digest: images.Digest{1}}
+	v2 := images.Image{Name: "debian", Version: "2", Digest: images.Digest{2}}
 	st.PutImage(v1)
 	st.PutImage(v2)
 	st.Promote("debian", "1", "stable", "test")
@@ -43,7 +43,7 @@ func TestMachinesBehindChannel(t *testing.T) {
 		}
 	}
 	behind("nothing assigned", 0)
-	img, err := st.ResolveImage("debian@stable")
+	img, err := st.ResolveImage(images.Ref{Name: "debian", Tag: "stable"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestMachinesBehindChannel(t *testing.T) {
 	if err != nil || m.AssignedChannel != "debian@stable" || m.AssignedImage != v1.Digest {
 		t.Fatalf("assign through the channel: %+v %v", m, err)
 	}
-	pinned, _ := st.ResolveImage("debian@1")
+	pinned, _ := st.ResolveImage(images.Ref{Name: "debian", Tag: "1"})
 	if m, err := inv.Assign("pinned", pinned, "alice"); err != nil || m.AssignedChannel != "" {
 		t.Fatalf("assign a version: %+v %v", m, err)
 	}

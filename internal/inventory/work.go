@@ -17,7 +17,7 @@ var ErrNoPlan = errors.New("no image assigned")
 // Plan is what an agent is to write: the machine's assigned image.
 type Plan struct {
 	Machine store.Machine
-	Image   store.Image
+	Image   images.Image
 }
 
 // Plan returns the work of machine id: its assigned image, resolved in the catalog, unless the
@@ -30,7 +30,7 @@ func (inv *Inventory) Plan(id string) (Plan, error) {
 	if m.AssignedImage.IsZero() || m.AssignedImage == m.CurrentImage {
 		return Plan{Machine: m}, ErrNoPlan
 	}
-	img, err := inv.st.ImageByDigest(m.AssignedImage)
+	img, err := inv.st.ResolveImage(images.Ref{Digest: m.AssignedImage})
 	if err != nil {
 		return Plan{Machine: m}, fmt.Errorf("inventory: machine %s is assigned %s: %w", id, m.AssignedImage, err)
 	}
@@ -97,7 +97,7 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (
 	fields := map[string]string{"digest": r.Digest, "device": r.Device, "bytes_written": fmt.Sprint(r.BytesWritten),
 		"blocks_verified": fmt.Sprint(r.BlocksVerified), "seconds": fmt.Sprintf("%.1f", r.Seconds)}
 	if r.Error != "" {
-		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent failed to write " + plan.Image.Ref() + ": " + r.Error, Fields: fields})
+		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent failed to write " + plan.Image.Ref().String() + ": " + r.Error, Fields: fields})
 		return plan.Machine, nil
 	}
 	if problems := resultProblems(plan.Image, r); len(problems) > 0 {
@@ -124,7 +124,7 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (
 
 // resultProblems lists how a successful result disagrees with the image it claims to have
 // written. The digest and the manifest hash must be the plan's, as the plan wrote them.
-func resultProblems(img store.Image, r agentapi.Result) []string {
+func resultProblems(img images.Image, r agentapi.Result) []string {
 	var problems []string
 	if r.Digest != img.Digest.String() {
 		problems = append(problems, fmt.Sprintf("digest %s, assigned %s", r.Digest, img.Digest))
@@ -145,7 +145,7 @@ func resultProblems(img store.Image, r agentapi.Result) []string {
 // Assign makes img the image machine id is to run, records who asked in its timeline, and
 // returns the machine as stored. When img was resolved through a channel (img.Channel), the
 // machine follows that channel from now on; else it follows none.
-func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (inv *Inventory) Assign(id string, img images.Image, by string) (store.Machine, error) {
 	if err := inv.st.AssignImage(id, img.Digest, img.Channel); err != nil {
 		return store.Machine{}, err
 	}
@@ -156,7 +156,7 @@ func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machi
 	inv.mu.Lock()
 	inv.byID[id] = m
 	inv.mu.Unlock()
-	msg, fields := fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by), map[string]string{"image": img.Ref(), "digest": img.Digest.String(), "by": by}
+	msg, fields := fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by), map[string]string{"image": img.Ref().String(), "digest": img.Digest.String(), "by": by}
 	if img.Channel != "" {
 		msg = fmt.Sprintf("assigned %s (%s) through %s by %s", img.Ref(), img.Digest, img.Channel, by)
 		fields["channel"] = img.Channel

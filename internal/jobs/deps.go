@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -35,7 +36,7 @@ type Power interface {
 type Catalog interface {
 	Machine(id string) (store.Machine, bool)
 	// Assign makes img the image the machine is to run (what the agent's plan says to write).
-	Assign(id string, img store.Image, by string) (store.Machine, error)
+	Assign(id string, img images.Image, by string) (store.Machine, error)
 	// ClearCurrentImage records that the machine is no longer known to run any image (its disk
 	// is about to be overwritten). The agent's verified result sets it again.
 	ClearCurrentImage(id string) error

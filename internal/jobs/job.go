@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/images"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // Errors. The API maps ErrBusy and ErrFinished to 409, ErrNotFound and ErrUnknownMachine to 404,
@@ -133,9 +132,9 @@ func (p Probe) needsCheckIn() bool { return p.Kind == "" || p.CheckIn }
 type Request struct {
 	Kind    Kind
 	Machine string
-	Image   store.Image // reimage: the image to write (resolved in the catalog)
-	By      string      // who asked (for the record)
-	Probe   *Probe      // nil: Config.DefaultProbe; nil too: the OS must check in
+	Image   images.Image // reimage: the image to write (resolved in the catalog)
+	By      string       // who asked (for the record)
+	Probe   *Probe       // nil: Config.DefaultProbe; nil too: the OS must check in
 }
 
 // Filter selects jobs for List.
@@ -147,13 +146,13 @@ type Filter struct {
 
 // Job is one reimage or reboot, as stored (JSON) and as the API shows it.
 type Job struct {
-	ID      string       `json:"id"` // time-ordered: sorts by creation
-	Kind    Kind         `json:"kind"`
-	Machine string       `json:"machine"`
-	Chassis string       `json:"chassis,omitempty"`
-	Image   *store.Image `json:"image,omitempty"` // reimage
-	By      string       `json:"by,omitempty"`
-	Probe   Probe        `json:"probe"`
+	ID      string        `json:"id"` // time-ordered: sorts by creation
+	Kind    Kind          `json:"kind"`
+	Machine string        `json:"machine"`
+	Chassis string        `json:"chassis,omitempty"`
+	Image   *images.Image `json:"image,omitempty"` // reimage
+	By      string        `json:"by,omitempty"`
+	Probe   Probe         `json:"probe"`
 
 	State State `json:"state"`
 	// Phase is the phase the job is in, or the one it ended in (for a failed job, the phase

@@ -233,7 +233,7 @@ func (m *Manager) Submit(ctx context.Context, req Request) (Job, error) {
 	j.openPhase(PhaseQueued, now)
 	what := string(j.Kind)
 	if j.Image != nil {
-		what += " to " + j.Image.Ref() + " (" + j.Image.Digest.String() + ")"
+		what += " to " + j.Image.Ref().String() + " (" + j.Image.Digest.String() + ")"
 	}
 	j.note(now, m.cfg.MaxTimeline, "%s requested by %s; readiness: %s", what, j.By, j.Probe)
 	e := newEntry(j)

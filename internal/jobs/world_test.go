@@ -33,9 +33,9 @@ var (
 	imgNew = testImage("new", 2)
 )
 
-func testImage(name string, n int) store.Image {
+func testImage(name string, n int) images.Image {
 	sum := sha256.Sum256([]byte(name))
-	return store.Image{Name: name, Version: fmt.Sprint(n), Digest: images.Digest(sum),
+	return images.Image{Name: name, Version: fmt.Sprint(n), Digest: images.Digest(sum),
 		Size: 1 << 30, DataBytes: 256 << 20, DataBlocks: 512, ManifestHash: sha256.Sum256([]byte("manifest-" + name)), Imported: time.Unix(1700000000, 0).UTC()}
 }
 
@@ -229,7 +229,7 @@ func (w *world) agent(fm *machine, gen int) {
 		}
 	}
 	w.tookIt("hello")
-	var img store.Image
+	var img images.Image
 	for {
 		if !w.alive(fm, gen) {
 			return
@@ -448,7 +448,7 @@ type catalog struct {
 }
 
 func (c catalog) Machine(id string) (store.Machine, bool) { return c.inv.Machine(id) }
-func (c catalog) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (c catalog) Assign(id string, img images.Image, by string) (store.Machine, error) {
 	return c.inv.Assign(id, img, by)
 }
 func (c catalog) ClearCurrentImage(id string) error {
@@ -519,7 +519,7 @@ func newHarness(t *testing.T, cfg Config, ms ...*machine) *harness {
 	if err := st.SyncMachines(sms); err != nil {
 		t.Fatal(err)
 	}
-	for _, img := range []store.Image{imgOld, imgNew} {
+	for _, img := range []images.Image{imgOld, imgNew} {
 		if _, err := st.PutImage(img); err != nil {
 			t.Fatal(err)
 		}
@@ -861,7 +861,7 @@ func (c genCatalog) Machine(id string) (store.Machine, bool) {
 	return c.c.Machine(id)
 }
 
-func (c genCatalog) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (c genCatalog) Assign(id string, img images.Image, by string) (store.Machine, error) {
 	if c.g.dead.Load() {
 		return store.Machine{}, errKilled
 	}

@@ -22,6 +22,9 @@ import (
 // their age, which keeps the file small (a job is a few KiB) and keeps the history of a machine
 // that is rarely reimaged.
 
+// ErrConflict is a change PutJob refuses: a job moved to another machine, or reopened.
+var ErrConflict = errors.New("conflicts with the stored job")
+
 // MaxFinishedJobs is how many finished jobs are kept per machine.
 const MaxFinishedJobs = 100
 

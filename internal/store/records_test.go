@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/images"
 )
 
 // Records as an imaged that carried digests, MACs and addresses as strings stored them. The
@@ -21,7 +23,7 @@ var oldRecords = []struct {
 }{
 	{bucketImages, "debian@12",
 		`{"name":"debian","version":"12","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":67108864,"data_bytes":17825792,"data_blocks":34,"manifest_hash":"2f651c07efc033bee463e995a8584b8605e1f184326470b219e71189d7590c85","source":"https://example.com/debian.raw","format":"raw","imported":"2026-01-02T03:04:05Z","imported_by":"alice"}`,
-		func(s *Store, key string) (any, error) { return s.ResolveImage(key) }},
+		func(s *Store, key string) (any, error) { return s.ResolveImage(images.Ref{Name: "debian", Tag: "12"}) }},
 	{bucketMachines, "ms1-c1n1",
 		`{"id":"ms1-c1n1","macs":["52:54:00:99:00:11","52:54:00:99:00:12"],"ip":"10.99.0.11","hostname":"n1","chassis":"ms1","slot":1,"bmc":"ms1","boot":"agent","last_hello":{"time":"2026-01-02T03:04:05Z","mac":"52:54:00:99:00:11","ip":"10.99.0.11","agent_version":"v1","uptime_seconds":4.5},"assigned_image":"sha256:1111111111111111111111111111111111111111111111111111111111111111","current_image":"sha256:2222222222222222222222222222222222222222222222222222222222222222","assigned_channel":"debian@stable"}`,
 		func(s *Store, key string) (any, error) { return s.Machine(key) }},

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/images"
 )
 
 func open(t *testing.T, path string) *Store {
@@ -222,7 +224,7 @@ func TestMigrationFromVersion1(t *testing.T) {
 	if m, err := s.Machine("m1"); err != nil || m.Boot != "agent" {
 		t.Errorf("machine lost in migration: %+v %v", m, err)
 	}
-	if _, err := s.PutImage(Image{Name: "a", Version: "1", Digest: digest("e")}); err != nil {
+	if _, err := s.PutImage(images.Image{Name: "a", Version: "1", Digest: digest("e")}); err != nil {
 		t.Errorf("catalog after migration: %v", err)
 	}
 }
