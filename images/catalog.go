@@ -57,3 +57,10 @@ type Channel struct {
 	Version string        `json:"version"`
 	History []ChannelMove `json:"history"`
 }
+
+// Pruned is one image a prune removed from the catalog; BlobFree says that no other entry has
+// its digest, so that its blob may go too.
+type Pruned struct {
+	Image    Image
+	BlobFree bool
+}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // fromAddr is an HTTP client whose connections come from a loopback address of its own, so that
@@ -121,7 +121,7 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 func TestAnonymousScriptsWriteNothing(t *testing.T) {
 	base, d, stop := startDaemon(t)
 	defer stop()
-	d.inv.Event(store.Event{Machine: "ms1-c1n1", Kind: "assign", Message: "assigned debian@12 by roller"})
+	d.inv.Event(machines.Event{Machine: "ms1-c1n1", Kind: "assign", Message: "assigned debian@12 by roller"})
 	db := filepath.Join(d.cfg.StateDir, "imaged.db")
 	before, _ := os.Stat(db)
 	c := fromAddr("127.0.0.66")
@@ -138,7 +138,7 @@ func TestAnonymousScriptsWriteNothing(t *testing.T) {
 	if len(ev) != 1 || ev[0].Kind != "assign" {
 		t.Errorf("stored events: %+v", ev)
 	}
-	var timeline []store.Event
+	var timeline []machines.Event
 	_, body := httpDo(t, "GET", base+"/api/v1/machines/ms1-c1n1/events", "")
 	json.Unmarshal([]byte(body), &timeline)
 	if len(timeline) != 2 || timeline[1].Kind != "script" || timeline[1].Count != 4000 {

@@ -13,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
 	"github.com/imaged/imaged/internal/redfish"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // bmcs holds one power driver per configured BMC and knows which system behind which BMC each
@@ -26,7 +26,7 @@ type bmcs struct {
 	drivers  map[string]bmcDriver // by bmcs[].name
 	order    []string
 	machines map[string]machineBMC // by machine id
-	events   func(store.Event)     // may be nil
+	events   func(machines.Event)  // may be nil
 
 	mu      sync.Mutex
 	systems map[string]string // machine id → system id, learnt from MACs
@@ -50,7 +50,7 @@ var ErrNoBMC = errors.New("machine has no BMC configured (set machines[].bmc)")
 
 // newBMCs builds a Redfish client for every configured BMC; credentials are read now, so a
 // missing or world-readable file stops start-up. events may be nil.
-func newBMCs(cfg *config.File, log *slog.Logger, reg prometheus.Registerer, events func(store.Event)) (*bmcs, error) {
+func newBMCs(cfg *config.File, log *slog.Logger, reg prometheus.Registerer, events func(machines.Event)) (*bmcs, error) {
 	b := &bmcs{log: log, drivers: map[string]bmcDriver{}, machines: map[string]machineBMC{}, events: events, systems: map[string]string{}}
 	if len(cfg.BMCs) == 0 {
 		return b, nil
@@ -103,7 +103,7 @@ func (b *bmcs) healthChanged(name string, h power.Health) {
 	}
 	for id, m := range b.machines {
 		if m.bmc == name {
-			b.events(store.Event{Machine: id, Kind: "bmc", Message: msg})
+			b.events(machines.Event{Machine: id, Kind: "bmc", Message: msg})
 		}
 	}
 }

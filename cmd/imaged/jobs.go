@@ -9,8 +9,8 @@ import (
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // jobsConfig maps the config file's jobs section onto the jobs package's Config.
@@ -57,8 +57,8 @@ func (p jobsPower) BootOnce(ctx context.Context, machine, target string) error {
 // jobsCatalog is the inventory as the jobs see it.
 type jobsCatalog struct{ inv *inventory.Inventory }
 
-func (c jobsCatalog) Machine(id string) (store.Machine, bool) { return c.inv.Machine(id) }
-func (c jobsCatalog) Assign(id string, img images.Image, by string) (store.Machine, error) {
+func (c jobsCatalog) Machine(id string) (machines.Machine, bool) { return c.inv.Machine(id) }
+func (c jobsCatalog) Assign(id string, img images.Image, by string) (machines.Machine, error) {
 	return c.inv.Assign(id, img, by)
 }
 func (c jobsCatalog) ClearCurrentImage(id string) error { return c.inv.ClearCurrentImage(id) }

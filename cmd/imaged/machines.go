@@ -16,6 +16,7 @@ import (
 
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -102,7 +103,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // printTimeline prints events with the time since the first one, like a boot log.
-func printTimeline(w io.Writer, ev []store.Event) {
+func printTimeline(w io.Writer, ev []machines.Event) {
 	if len(ev) == 0 {
 		fmt.Fprintln(w, "(no events)")
 		return
@@ -202,22 +203,22 @@ func (s *source) machines() ([]api.MachineView, error) {
 	return ms, s.get("/api/v1/machines", &ms)
 }
 
-func (s *source) unknown() ([]store.Unknown, error) {
+func (s *source) unknown() ([]machines.Unknown, error) {
 	if s.st != nil {
 		return s.st.Unknowns()
 	}
-	var us []store.Unknown
+	var us []machines.Unknown
 	return us, s.get("/api/v1/unknown-clients", &us)
 }
 
-func (s *source) events(id string) ([]store.Event, error) {
+func (s *source) events(id string) ([]machines.Event, error) {
 	if s.st != nil {
 		if _, err := s.st.Machine(id); err != nil {
 			return nil, err
 		}
 		return s.st.Events(id, 0)
 	}
-	var ev []store.Event
+	var ev []machines.Event
 	return ev, s.get("/api/v1/machines/"+url.PathEscape(id)+"/events", &ev)
 }
 

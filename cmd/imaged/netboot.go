@@ -11,6 +11,7 @@ import (
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/routeradv"
 	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/tftp"
@@ -122,7 +123,7 @@ func (l dhcpLeases) Leases() ([]dhcp.Lease, error) {
 }
 
 func (l dhcpLeases) PutLease(x dhcp.Lease) error {
-	return l.st.PutLease(store.Lease{MAC: x.MAC.String(), Addr: x.Addr.String(), Expiry: x.Expiry, Hostname: x.Hostname, State: x.State})
+	return l.st.PutLease(machines.Lease{MAC: x.MAC.String(), Addr: x.Addr.String(), Expiry: x.Expiry, Hostname: x.Hostname, State: x.State})
 }
 
 func (l dhcpLeases) DeleteLease(mac net.HardwareAddr) error { return l.st.DeleteLease(mac.String()) }
@@ -165,7 +166,7 @@ func (o *observer) Observe(ob dhcp.Observation) {
 	if ob.Vendor != "" {
 		fields["vendor_class"] = ob.Vendor
 	}
-	o.inv.BootEvent(store.Event{Machine: ob.MachineID, Time: ob.Time, Kind: "dhcp", Message: msg, Fields: fields}, o.waiting(ob.MachineID))
+	o.inv.BootEvent(machines.Event{Machine: ob.MachineID, Time: ob.Time, Kind: "dhcp", Message: msg, Fields: fields}, o.waiting(ob.MachineID))
 }
 
 // TransferDone records a TFTP transfer on the timeline of the machine at its address.
@@ -174,7 +175,7 @@ func (o *observer) TransferDone(t tftp.Transfer) {
 	if !ok {
 		return
 	}
-	o.inv.BootEvent(store.Event{Machine: m.ID, Kind: "tftp",
+	o.inv.BootEvent(machines.Event{Machine: m.ID, Kind: "tftp",
 		Message: fmt.Sprintf("TFTP %s: %s, %d bytes (blksize %d) in %s", t.File, t.Outcome, t.Bytes, t.BlockSize, t.Duration.Round(time.Millisecond)),
 		Fields:  map[string]string{"file": t.File, "outcome": t.Outcome, "bytes": fmt.Sprint(t.Bytes)}}, o.waiting(m.ID))
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/servercert"
 	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/version"
@@ -189,7 +190,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)}, ReimageStale: cfg.Jobs.ReimageStale,
+	apiSrv := api.New(api.Deps{Inventory: d.inv, Catalog: d.st, Blobs: blobs, BMCs: d.bmcs, Jobs: jobsWithProbes{d.jobs, newMachineProbes(cfg)}, ReimageStale: cfg.Jobs.ReimageStale,
 		PublicURL: apiURL, Log: log.With("component", "api"), Registerer: d.reg})
 	apiSrv.Register(mux)
 	metrics := promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg})
@@ -452,10 +453,10 @@ func (d *daemon) run(ctx context.Context) error {
 	return err
 }
 
-func machinesFromConfig(cfg *config.File) []store.Machine {
-	out := make([]store.Machine, 0, len(cfg.Machines))
+func machinesFromConfig(cfg *config.File) []machines.Machine {
+	out := make([]machines.Machine, 0, len(cfg.Machines))
 	for _, m := range cfg.Machines {
-		sm := store.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot,
+		sm := machines.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot,
 			WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType, BMC: m.BMC, Boot: m.Boot,
 			DiskSerial: m.Disk.Serial, DiskByPath: m.Disk.ByPath}
 		for _, mac := range m.MACs {

@@ -21,6 +21,7 @@ import (
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -65,7 +66,7 @@ func newAgentWorld(t *testing.T) *agentWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{agentMAC}, Boot: "agent", DiskSerial: "WD-1234"}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []string{agentMAC}, Boot: "agent", DiskSerial: "WD-1234"}})
 	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ func newAgentWorld(t *testing.T) *agentWorld {
 	sj := &signalJobs{}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Blobs: blobs, Jobs: sj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, Blobs: blobs, Jobs: sj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return &agentWorld{mux: Authenticate(AuthConfig{}, mux), inv: inv, st: st, jobs: sj, img: img, image: image, m: m}
 }
 
@@ -333,7 +334,7 @@ func TestChallengeLost(t *testing.T) {
 	// Another API over the same inventory: the daemon after a restart.
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: w.inv, Jobs: w.jobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: w.inv, Catalog: w.st, Jobs: w.jobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	w2.mux = mux
 	rec := w2.result(sess, r)
 	if rec.Code != 409 || !strings.Contains(rec.Body.String(), `"field": "challenge"`) || len(w.jobs.resultSignals()) != 0 {

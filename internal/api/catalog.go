@@ -3,16 +3,31 @@ package api
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/imaged/imaged/images"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // The image catalog over HTTP: what `imaged image …` and `imaged machines assign` use while the
 // daemon holds the state file. Reading needs the read scope, changes operate or admin.
+
+// ImageCatalog is the image catalog the catalog endpoints serve and change, and the jobs' images
+// come from; *store.Store implements it. The catalog's rules fail with the errors of package
+// images, and what does not exist matches fs.ErrNotExist.
+type ImageCatalog interface {
+	Images() ([]images.Image, error)
+	Channels() ([]images.Channel, error)
+	ResolveImage(ref images.Ref) (images.Image, error)
+	PutImage(img images.Image) (created bool, err error)
+	DeleteImage(name, version string) (img images.Image, blobFree bool, err error)
+	Promote(name, version, channel, by string) (images.Channel, error)
+	Rollback(name, channel, by string) (images.Channel, error)
+	Prune(keep int) (removed []images.Pruned, kept map[string][]string, err error)
+}
 
 // Blobs is the part of the blob store the catalog endpoints use.
 type Blobs interface {
@@ -74,8 +89,8 @@ type AssignRequest struct {
 
 // AssignReply is the machine after the assignment and the image it now points at.
 type AssignReply struct {
-	Machine store.Machine `json:"machine"`
-	Image   images.Image  `json:"image"`
+	Machine machines.Machine `json:"machine"`
+	Image   images.Image     `json:"image"`
 }
 
 func (s *Server) registerCatalog(mux *http.ServeMux) {
@@ -93,7 +108,7 @@ func (s *Server) registerCatalog(mux *http.ServeMux) {
 // change the catalog's rules refuse, 400 for a malformed reference, else 500.
 func (s *Server) storeError(w http.ResponseWriter, field string, err error) {
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, fs.ErrNotExist):
 		fail(w, http.StatusNotFound, field, "%v", err)
 	case errors.Is(err, images.ErrImmutable), errors.Is(err, images.ErrInUse), errors.Is(err, images.ErrNoHistory), errors.Is(err, images.ErrConflict):
 		fail(w, http.StatusConflict, field, "%v", err)
@@ -115,12 +130,12 @@ func (s *Server) noBlobs(w http.ResponseWriter) bool {
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	imgs, err := s.inv.Store().Images()
+	imgs, err := s.catalog.Images()
 	if err != nil {
 		s.storeError(w, "", err)
 		return
 	}
-	chs, err := s.inv.Store().Channels()
+	chs, err := s.catalog.Channels()
 	if err != nil {
 		s.storeError(w, "", err)
 		return
@@ -148,7 +163,7 @@ func (s *Server) resolve(w http.ResponseWriter, field, text string) (images.Imag
 
 // resolveRef finds the catalog's image of ref; field names where ref came from.
 func (s *Server) resolveRef(w http.ResponseWriter, field string, ref images.Ref) (images.Image, bool) {
-	img, err := s.inv.Store().ResolveImage(ref)
+	img, err := s.catalog.ResolveImage(ref)
 	if err != nil {
 		s.storeError(w, field, err)
 		return images.Image{}, false
@@ -161,7 +176,7 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	chs, err := s.inv.Store().Channels()
+	chs, err := s.catalog.Channels()
 	if err != nil {
 		s.storeError(w, "", err)
 		return
@@ -205,16 +220,16 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 	blocks, data := m.NonZero()
 	img := images.Image{Name: req.Name, Version: req.Version, Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks,
 		ManifestHash: mh, Source: req.Source, Format: req.Format, Imported: time.Now().UTC(), ImportedBy: by(r)}
-	created, err := s.inv.Store().PutImage(img)
+	created, err := s.catalog.PutImage(img)
 	if err != nil {
 		s.storeError(w, "version", err)
 		return
 	}
 	// The daemon collects blobs no image references once they are old (cmd/imaged's collector,
-	// which holds the catalog while it decides, store.WithImageDigests): one could have gone
+	// which holds the catalog while it decides, Store.WithImageDigests): one could have gone
 	// between the manifest read above and PutImage. Once registered it is safe; check it is here.
 	if created && !s.blobs.Has(d) {
-		if _, _, derr := s.inv.Store().DeleteImage(img.Name, img.Version); derr != nil {
+		if _, _, derr := s.catalog.DeleteImage(img.Name, img.Version); derr != nil {
 			s.log.Error("registered an image whose blob was collected meanwhile, and could not take it back", "image", img.Ref(), "err", derr)
 		}
 		fail(w, http.StatusNotFound, "digest", "blob %s was collected as unregistered while this request registered it (it was older than images.unregistered_grace): import the image again", d)
@@ -226,7 +241,7 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("image registered", "image", img.Ref(), "digest", img.Digest, "by", img.ImportedBy)
 	}
 	// What the catalog keeps: the source without its credentials, or the earlier registration.
-	if img, err = s.inv.Store().ResolveImage(img.Ref()); err != nil {
+	if img, err = s.catalog.ResolveImage(img.Ref()); err != nil {
 		s.storeError(w, "", err)
 		return
 	}
@@ -248,7 +263,7 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "channel", "%q is not a channel name (letters, digits, . _ - +)", req.Channel)
 		return
 	}
-	ch, err := s.inv.Store().Promote(name, version, req.Channel, by(r))
+	ch, err := s.catalog.Promote(name, version, req.Channel, by(r))
 	if err != nil {
 		s.storeError(w, "ref", err)
 		return
@@ -264,7 +279,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, channel := ref.Name, ref.Tag
-	ch, err := s.inv.Store().Rollback(name, channel, by(r))
+	ch, err := s.catalog.Rollback(name, channel, by(r))
 	if err != nil {
 		s.storeError(w, "ref", err)
 		return
@@ -282,7 +297,7 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "ref", "%v", err)
 		return
 	}
-	img, free, err := s.inv.Store().DeleteImage(ref.Name, ref.Tag)
+	img, free, err := s.catalog.DeleteImage(ref.Name, ref.Tag)
 	if err != nil {
 		s.storeError(w, "ref", err)
 		return
@@ -317,7 +332,7 @@ func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "keep", "keep must be at least 1, not %d", req.Keep)
 		return
 	}
-	removed, kept, err := s.inv.Store().Prune(req.Keep)
+	removed, kept, err := s.catalog.Prune(req.Keep)
 	if err != nil {
 		s.storeError(w, "", err)
 		return

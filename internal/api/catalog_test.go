@@ -17,6 +17,7 @@ import (
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -29,7 +30,7 @@ func catalogServer(t *testing.T) (http.Handler, *inventory.Inventory, images.Dig
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}}})
 	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +46,7 @@ func catalogServer(t *testing.T) (http.Handler, *inventory.Inventory, images.Dig
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return Authenticate(AuthConfig{AnonymousRead: true}, mux), inv, d
 }
 
@@ -151,7 +152,7 @@ func TestRegisterRacesCollection(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Blobs: collectedBlobs{blobs}, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, Blobs: collectedBlobs{blobs}, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	admin := &Principal{Name: "root", Scope: ScopeAdmin, Local: true}
 	status, e, body := call{"POST", "/api/v1/images", `{"name":"debian","version":"1","digest":"` + d.String() + `"}`, admin}.do(mux)
 	if status != 404 || e.Field != "digest" || !strings.Contains(body, "import the image again") {

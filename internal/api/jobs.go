@@ -9,7 +9,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // Jobs is what the API asks of the reimage jobs.
@@ -19,8 +19,8 @@ type Jobs interface {
 	Get(id string) (jobs.Job, bool)
 	List(f jobs.Filter) []jobs.Job
 	Observe(machine string, s jobs.Signal)
-	CheckIn(machine string, digest images.Digest) (store.CheckIn, error)
-	LastCheckIn(machine string) (store.CheckIn, bool)
+	CheckIn(machine string, digest images.Digest) (machines.CheckIn, error)
+	LastCheckIn(machine string) (machines.CheckIn, bool)
 }
 
 // ReimageRequest asks for a machine to be reimaged (and proven to run the image).
@@ -128,7 +128,7 @@ func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id string
 // keepChannel: a reimage with the very image a machine is assigned (Roller's reimage without
 // ?image=, jobs.reimage_stale) keeps the channel the machine follows, so that the job's
 // assignment does not quietly pin the machine to that version.
-func keepChannel(m store.Machine, img *images.Image) {
+func keepChannel(m machines.Machine, img *images.Image) {
 	if img.Channel == "" && img.Digest == m.AssignedImage {
 		img.Channel = m.AssignedChannel
 	}
@@ -310,11 +310,11 @@ func (s *Server) rollerTask(w http.ResponseWriter, r *http.Request) {
 
 // caller finds the machine a metadata or check-in request comes from by its source address,
 // as a cloud metadata service does: the address imaged leased or reserved for it.
-func (s *Server) caller(w http.ResponseWriter, r *http.Request) (store.Machine, bool) {
+func (s *Server) caller(w http.ResponseWriter, r *http.Request) (machines.Machine, bool) {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		fail(w, http.StatusBadRequest, "", "cannot tell the caller's address")
-		return store.Machine{}, false
+		return machines.Machine{}, false
 	}
 	m, ok := s.inv.ByAddr(ap.Addr().Unmap())
 	if !ok {
@@ -364,11 +364,11 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) {
 
 // reimageStale applies jobs.reimage_stale: a machine that runs another image than its assigned
 // one is reimaged with it (unless a job already has it, or it cannot be powered).
-func (s *Server) reimageStale(r *http.Request, m store.Machine) {
+func (s *Server) reimageStale(r *http.Request, m machines.Machine) {
 	if !s.stalePolicy || m.AssignedImage.IsZero() || s.bmcs == nil || s.bmcs.BMCName(m.ID) == "" {
 		return
 	}
-	img, err := s.inv.Store().ResolveImage(images.Ref{Digest: m.AssignedImage})
+	img, err := s.catalog.ResolveImage(images.Ref{Digest: m.AssignedImage})
 	if err != nil {
 		s.log.Warn("stale machine not reimaged: its assigned image is not in the catalog", "machine", m.ID, "assigned", m.AssignedImage, "err", err)
 		return

@@ -16,6 +16,7 @@ import (
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -75,11 +76,13 @@ func (f *fakeJobs) List(fl jobs.Filter) []jobs.Job {
 func (f *fakeJobs) Observe(machine string, s jobs.Signal) {
 	f.signals = append(f.signals, machine+":"+string(s.Kind))
 }
-func (f *fakeJobs) CheckIn(machine string, digest images.Digest) (store.CheckIn, error) {
+func (f *fakeJobs) CheckIn(machine string, digest images.Digest) (machines.CheckIn, error) {
 	f.checkIns = append(f.checkIns, machine+" "+digest.String())
-	return store.CheckIn{Machine: machine, Digest: digest, Stale: digest.Hex() != strings.Repeat("ab", 32)}, nil
+	return machines.CheckIn{Machine: machine, Digest: digest, Stale: digest.Hex() != strings.Repeat("ab", 32)}, nil
 }
-func (f *fakeJobs) LastCheckIn(machine string) (store.CheckIn, bool) { return store.CheckIn{}, false }
+func (f *fakeJobs) LastCheckIn(machine string) (machines.CheckIn, bool) {
+	return machines.CheckIn{}, false
+}
 
 func TestJobsAPI(t *testing.T) {
 	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
@@ -87,7 +90,7 @@ func TestJobsAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	st.SyncMachines([]store.Machine{
+	st.SyncMachines([]machines.Machine{
 		{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, IP: "192.0.2.1", WorkerGroup: "linux-build", WorkerType: "b-linux-large"},
 		{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}},
 	})
@@ -98,7 +101,7 @@ func TestJobsAPI(t *testing.T) {
 	fj := &fakeJobs{}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, BMCs: &fakeBMCs{}, Jobs: fj, ReimageStale: true, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, BMCs: &fakeBMCs{}, Jobs: fj, ReimageStale: true, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	h := Authenticate(AuthConfig{AnonymousRead: true}, mux)
 	op := &Principal{Name: "roller", Scope: ScopeOperate}
 	steps := []struct {

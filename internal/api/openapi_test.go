@@ -25,6 +25,7 @@ import (
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
 	"github.com/imaged/imaged/internal/store"
 )
@@ -47,7 +48,7 @@ func openAPIServer(t *testing.T) (*Server, *http.ServeMux) {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	s := New(Deps{Inventory: inv, PublicURL: u, Log: log})
+	s := New(Deps{Inventory: inv, Catalog: st, PublicURL: u, Log: log})
 	mux := http.NewServeMux()
 	s.Register(mux)
 	return s, mux
@@ -533,8 +534,8 @@ var requestTypes = map[string]any{
 // a request type's required properties are the ones its handler refuses to go without.
 var (
 	responseSchemas = map[string]any{
-		"Error": Error{}, "MachineView": MachineView{}, "Machine": store.Machine{}, "Hello": store.Hello{},
-		"JobSummary": JobSummary{}, "CheckIn": store.CheckIn{}, "Event": store.Event{}, "Unknown": store.Unknown{},
+		"Error": Error{}, "MachineView": MachineView{}, "Machine": machines.Machine{}, "Hello": machines.Hello{},
+		"JobSummary": JobSummary{}, "CheckIn": machines.CheckIn{}, "Event": machines.Event{}, "Unknown": machines.Unknown{},
 		"Image": images.Image{}, "ChannelMove": images.ChannelMove{}, "Channel": images.Channel{}, "Catalog": Catalog{},
 		"ImageInfo": ImageInfo{}, "DeleteReply": DeleteReply{}, "PruneReply": PruneReply{}, "AssignReply": AssignReply{},
 		"BMCHealth": BMCHealth{}, "BootOverride": BootOverride{}, "BMCSystem": BMCSystem{}, "MachinePower": MachinePower{},

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -22,7 +23,7 @@ func TestMachinesBehindChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	st.SyncMachines([]store.Machine{{ID: "follows", MACs: []string{"52:54:00:00:00:01"}}, {ID: "pinned", MACs: []string{"52:54:00:00:00:02"}}})
+	st.SyncMachines([]machines.Machine{{ID: "follows", MACs: []string{"52:54:00:00:00:01"}}, {ID: "pinned", MACs: []string{"52:54:00:00:00:02"}}})
 	v1 := images.Image{Name: "debian", Version: "1", Digest: images.Digest{1}}
 	v2 := images.Image{Name: "debian", Version: "2", Digest: images.Digest{2}}
 	st.PutImage(v1)
@@ -32,7 +33,7 @@ func TestMachinesBehindChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var events []store.Event
+	var events []machines.Event
 	ch, cancel := inv.Subscribe()
 	defer cancel()
 	c := inv.Collector()

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // The phases. Each one starts from the last committed state and acts idempotently, so that a
@@ -285,7 +285,7 @@ func (m *Manager) rebooting(ctx context.Context, e *entry, j Job) verdict {
 
 // checkInSince returns the machine's latest check-in if it came at or after t, and whether it
 // is for another image than the job's (a stale machine).
-func (m *Manager) checkInSince(j Job, t time.Time) (c store.CheckIn, wrong, ok bool) {
+func (m *Manager) checkInSince(j Job, t time.Time) (c machines.CheckIn, wrong, ok bool) {
 	m.mu.Lock()
 	c, ok = m.checkIns[j.Machine]
 	m.mu.Unlock()
@@ -299,7 +299,7 @@ func (m *Manager) checkInSince(j Job, t time.Time) (c store.CheckIn, wrong, ok b
 	return c, !want.IsZero() && c.Digest != want, true
 }
 
-func staleReason(j Job, c store.CheckIn) string {
+func staleReason(j Job, c machines.CheckIn) string {
 	want := j.digest()
 	if want.IsZero() {
 		want = c.Expected

@@ -20,6 +20,7 @@ import (
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -431,7 +432,7 @@ func (b fakeBMC) BootOnce(ctx context.Context, id, target string) error {
 // fakeProber: the machine answers when its OS runs.
 type fakeProber struct{ w *world }
 
-func (p fakeProber) Probe(ctx context.Context, m store.Machine, pr Probe) error {
+func (p fakeProber) Probe(ctx context.Context, m machines.Machine, pr Probe) error {
 	p.w.mu.Lock()
 	defer p.w.mu.Unlock()
 	fm := p.w.machines[m.ID]
@@ -447,8 +448,8 @@ type catalog struct {
 	st  *store.Store
 }
 
-func (c catalog) Machine(id string) (store.Machine, bool) { return c.inv.Machine(id) }
-func (c catalog) Assign(id string, img images.Image, by string) (store.Machine, error) {
+func (c catalog) Machine(id string) (machines.Machine, bool) { return c.inv.Machine(id) }
+func (c catalog) Assign(id string, img images.Image, by string) (machines.Machine, error) {
 	return c.inv.Assign(id, img, by)
 }
 func (c catalog) ClearCurrentImage(id string) error {
@@ -480,7 +481,7 @@ type harness struct {
 	gen  *generation
 
 	mu       sync.Mutex
-	events   []store.Event
+	events   []machines.Event
 	commits  int
 	powerOps int
 	// onCommit and onPower run after each committed job record and each BMC call that changed
@@ -506,14 +507,14 @@ func newHarness(t *testing.T, cfg Config, ms ...*machine) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sms []store.Machine
+	var sms []machines.Machine
 	for i, fm := range ms {
 		if fm.chassis == "" {
 			fm.chassis = "c1"
 		}
 		fm.on, fm.runs, fm.disk = true, "os", imgOld.Digest.String()
 		w.machines[fm.id] = fm
-		sms = append(sms, store.Machine{ID: fm.id, MACs: []string{fmt.Sprintf("52:54:00:00:00:%02x", i+1)}, Chassis: fm.chassis,
+		sms = append(sms, machines.Machine{ID: fm.id, MACs: []string{fmt.Sprintf("52:54:00:00:00:%02x", i+1)}, Chassis: fm.chassis,
 			IP: fmt.Sprintf("10.0.0.%d", i+10), Boot: "agent"})
 	}
 	if err := st.SyncMachines(sms); err != nil {
@@ -642,7 +643,7 @@ func (h *harness) stopDaemon() {
 	}
 }
 
-func (h *harness) event(e store.Event) {
+func (h *harness) event(e machines.Event) {
 	h.mu.Lock()
 	h.events = append(h.events, e)
 	h.mu.Unlock()
@@ -716,7 +717,7 @@ func (h *harness) set(id string, f func(*machine)) {
 	f(h.w.machines[id])
 }
 
-func (h *harness) record(id string) store.Machine {
+func (h *harness) record(id string) machines.Machine {
 	h.t.Helper()
 	h.w.mu.Lock()
 	defer h.w.mu.Unlock()
@@ -749,11 +750,11 @@ type genStore struct {
 	st *store.Store
 }
 
-func (s genStore) PutJob(r store.JobRecord) error {
+func (s genStore) PutJob(id, machine string, done bool, data []byte) error {
 	if s.g.dead.Load() {
 		return errKilled
 	}
-	if err := s.st.PutJob(r); err != nil {
+	if err := s.st.PutJob(id, machine, done, data); err != nil {
 		return err
 	}
 	s.h.mu.Lock()
@@ -774,35 +775,35 @@ func (s genStore) PutJob(r store.JobRecord) error {
 	return nil
 }
 
-func (s genStore) Job(id string) (store.JobRecord, error) {
+func (s genStore) Job(id string) ([]byte, error) {
 	if s.g.dead.Load() {
-		return store.JobRecord{}, errKilled
+		return nil, errKilled
 	}
 	return s.st.Job(id)
 }
 
-func (s genStore) Jobs(m string) ([]store.JobRecord, error) {
+func (s genStore) Jobs(m string) ([][]byte, error) {
 	if s.g.dead.Load() {
 		return nil, errKilled
 	}
 	return s.st.Jobs(m)
 }
 
-func (s genStore) ActiveJobs() ([]store.JobRecord, error) {
+func (s genStore) ActiveJobs() ([][]byte, error) {
 	if s.g.dead.Load() {
 		return nil, errKilled
 	}
 	return s.st.ActiveJobs()
 }
 
-func (s genStore) PutCheckIn(c store.CheckIn) error {
+func (s genStore) PutCheckIn(c machines.CheckIn) error {
 	if s.g.dead.Load() {
 		return errKilled
 	}
 	return s.st.PutCheckIn(c)
 }
 
-func (s genStore) CheckIns() ([]store.CheckIn, error) {
+func (s genStore) CheckIns() ([]machines.CheckIn, error) {
 	if s.g.dead.Load() {
 		return nil, errKilled
 	}
@@ -854,16 +855,16 @@ type genCatalog struct {
 	c catalog
 }
 
-func (c genCatalog) Machine(id string) (store.Machine, bool) {
+func (c genCatalog) Machine(id string) (machines.Machine, bool) {
 	if c.g.dead.Load() {
-		return store.Machine{}, false
+		return machines.Machine{}, false
 	}
 	return c.c.Machine(id)
 }
 
-func (c genCatalog) Assign(id string, img images.Image, by string) (store.Machine, error) {
+func (c genCatalog) Assign(id string, img images.Image, by string) (machines.Machine, error) {
 	if c.g.dead.Load() {
-		return store.Machine{}, errKilled
+		return machines.Machine{}, errKilled
 	}
 	return c.c.Assign(id, img, by)
 }
@@ -880,7 +881,7 @@ type genProber struct {
 	p fakeProber
 }
 
-func (p genProber) Probe(ctx context.Context, m store.Machine, pr Probe) error {
+func (p genProber) Probe(ctx context.Context, m machines.Machine, pr Probe) error {
 	if p.g.dead.Load() {
 		return errKilled
 	}

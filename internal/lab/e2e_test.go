@@ -16,7 +16,7 @@ import (
 
 	"github.com/imaged/imaged/internal/lab"
 	"github.com/imaged/imaged/internal/lab/netns"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // These tests netboot real PXE clients (QEMU under TCG with SeaBIOS/iPXE or OVMF/EDK2) from a
@@ -127,7 +127,7 @@ func tail(b []byte, n int) string {
 }
 
 // netboot powers b on, waits for its agent's hello, and returns the VM and imaged's events.
-func netboot(t *testing.T, l *lab.Lab, b lab.Blade, timeout time.Duration) (*lab.Running, store.Machine, []store.Event) {
+func netboot(t *testing.T, l *lab.Lab, b lab.Blade, timeout time.Duration) (*lab.Running, machines.Machine, []machines.Event) {
 	t.Helper()
 	vmSlots <- struct{}{}
 	defer func() { <-vmSlots }()
@@ -162,7 +162,7 @@ func netboot(t *testing.T, l *lab.Lab, b lab.Blade, timeout time.Duration) (*lab
 }
 
 // requireEvents checks that imaged recorded each kind of event whose message matches.
-func requireEvents(t *testing.T, ev []store.Event, want map[string]string) {
+func requireEvents(t *testing.T, ev []machines.Event, want map[string]string) {
 	t.Helper()
 	for kind, pattern := range want {
 		re := regexp.MustCompile(pattern)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/internal/lab"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // trixieIPXEDir is where scripts/install-deps.sh unpacks Debian trixie's ipxe package
@@ -175,7 +175,7 @@ func TestNetbootUEFIiPXEHTTPS(t *testing.T) {
 			t.Fatalf("iPXE never said it refused imaged's certificate: %v", err)
 		}
 		t.Logf("%s refused at %.1f s: %s", impostor.ID, refused.At.Seconds(), refused.Text)
-		var m store.Machine
+		var m machines.Machine
 		if err := l.Get(ctx, "/api/v1/machines/"+impostor.ID, &m); err != nil {
 			t.Fatal(err)
 		}

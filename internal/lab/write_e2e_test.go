@@ -17,7 +17,7 @@ import (
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/lab"
 	"github.com/imaged/imaged/internal/lab/netns"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 func sha256File(t *testing.T, path string, n int64) string {
@@ -112,7 +112,7 @@ func TestAgentWritesImage(t *testing.T) {
 
 // writeAndWait boots b and waits for a console line matching done, then returns the machine as
 // imaged sees it.
-func writeAndWait(t *testing.T, l *lab.Lab, b lab.Blade, done string) (*lab.Running, store.Machine) {
+func writeAndWait(t *testing.T, l *lab.Lab, b lab.Blade, done string) (*lab.Running, machines.Machine) {
 	t.Helper()
 	vmSlots <- struct{}{}
 	defer func() { <-vmSlots }()
@@ -134,7 +134,7 @@ func writeAndWait(t *testing.T, l *lab.Lab, b lab.Blade, done string) (*lab.Runn
 		t.Fatal(err)
 	}
 	t.Logf("%s at %.1f s: %s", b.ID, line.At.Seconds(), line.Text)
-	var m store.Machine
+	var m machines.Machine
 	if err := l.Get(ctx, "/api/v1/machines/"+b.ID, &m); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // The image catalog: name@version → images.Image in bucketImages, name@channel →
@@ -246,7 +247,7 @@ func references(tx *bolt.Tx, img images.Image) []string {
 		return nil
 	})
 	_ = tx.Bucket(bucketMachines).ForEach(func(_, v []byte) error {
-		var m Machine
+		var m machines.Machine
 		if jsonUnmarshal(v, &m) == nil && (m.AssignedImage == img.Digest || m.CurrentImage == img.Digest) {
 			why = append(why, "machine "+m.ID)
 		}
@@ -286,15 +287,9 @@ func digestUsed(tx *bolt.Tx, digest images.Digest) bool {
 	return used
 }
 
-// Pruned is one image removed by Prune; BlobFree as in DeleteImage.
-type Pruned struct {
-	Image    images.Image
-	BlobFree bool
-}
-
 // Prune keeps the newest keep versions of every image name (by import time) and deletes the
 // older ones, except those a channel or a machine points at, in one transaction.
-func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err error) {
+func (s *Store) Prune(keep int) (removed []images.Pruned, kept map[string][]string, err error) {
 	if keep < 1 {
 		return nil, nil, fmt.Errorf("store: prune must keep at least 1 version per name, not %d", keep)
 	}
@@ -318,7 +313,7 @@ func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err
 				if err := tx.Bucket(bucketImages).Delete([]byte(img.Ref().String())); err != nil {
 					return err
 				}
-				removed = append(removed, Pruned{Image: img})
+				removed = append(removed, images.Pruned{Image: img})
 			}
 		}
 		for i := range removed {
@@ -333,7 +328,7 @@ func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err
 // from now on: "" when the assignment named a version or a digest.
 func (s *Store) AssignImage(id string, digest images.Digest, channel string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		var m Machine
+		var m machines.Machine
 		if err := get(tx, bucketMachines, id, &m); err != nil {
 			return fmt.Errorf("store: machine %q: %w", id, err)
 		}
@@ -345,7 +340,7 @@ func (s *Store) AssignImage(id string, digest images.Digest, channel string) err
 // SetCurrentImage records the digest machine id was verified to run (zero: none).
 func (s *Store) SetCurrentImage(id string, digest images.Digest) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		var m Machine
+		var m machines.Machine
 		if err := get(tx, bucketMachines, id, &m); err != nil {
 			return fmt.Errorf("store: machine %q: %w", id, err)
 		}
