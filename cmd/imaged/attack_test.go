@@ -86,7 +86,7 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 	if code != 200 || json.Unmarshal(body, &hello) != nil || hello.Session == "" {
 		t.Fatalf("hello: %d %s", code, body)
 	}
-	if mach, _ := d.st.Machine("ms1-c1n1"); mach.LastHello == nil || mach.LastHello.IP != "127.0.0.66" {
+	if mach, _ := d.st.Machine("ms1-c1n1"); mach.LastHello == nil || mach.LastHello.IP.String() != "127.0.0.66" {
 		t.Errorf("hello recorded as from %+v, not the connection's address", mach.LastHello)
 	}
 	// The token is used up: another host cannot say hello with it.

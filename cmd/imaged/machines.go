@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,7 +68,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if m.BMCHealth != nil {
 				bmc += " " + healthWord(m.BMCHealth)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, strings.Join(m.MACs, ","), dash(m.IP), dash(m.Chassis), m.Slot,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, joinText(m.MACs, ","), dash(text(m.IP)), dash(m.Chassis), m.Slot,
 				dash(m.WorkerGroup), dash(m.WorkerType), m.Boot, bmc, hello)
 		}
 		return tw.Flush()
@@ -122,6 +123,21 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// text is v's text (a MAC, an address, a digest): what JSON shows, "" for none (where a zero
+// netip.Addr would print "invalid IP").
+func text(v encoding.TextMarshaler) string {
+	b, _ := v.MarshalText()
+	return string(b)
+}
+
+func joinText[T encoding.TextMarshaler](vs []T, sep string) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = text(v)
+	}
+	return strings.Join(s, sep)
 }
 
 func printJSON(w io.Writer, v any) error {

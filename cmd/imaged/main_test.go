@@ -186,7 +186,7 @@ func TestScriptTokenHelloFlow(t *testing.T) {
 	}
 	var m machines.Machine
 	_, body = httpDo(t, "GET", base+"/api/v1/machines/ms1-c1n1", "")
-	if err := json.Unmarshal([]byte(body), &m); err != nil || m.LastHello == nil || m.LastHello.IP != "127.0.0.1" {
+	if err := json.Unmarshal([]byte(body), &m); err != nil || m.LastHello == nil || m.LastHello.IP.String() != "127.0.0.1" {
 		t.Errorf("machine after hello: %s", body)
 	}
 	var ev []machines.Event

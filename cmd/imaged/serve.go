@@ -460,11 +460,9 @@ func machinesFromConfig(cfg *config.File) []machines.Machine {
 			WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType, BMC: m.BMC, Boot: m.Boot,
 			DiskSerial: m.Disk.Serial, DiskByPath: m.Disk.ByPath}
 		for _, mac := range m.MACs {
-			sm.MACs = append(sm.MACs, mac.String())
+			sm.MACs = append(sm.MACs, machines.MAC(mac.HardwareAddr))
 		}
-		if m.IP.IsValid() {
-			sm.IP = m.IP.String()
-		}
+		sm.IP = m.IP.Addr
 		out = append(out, sm)
 	}
 	return out

@@ -66,7 +66,7 @@ func newAgentWorld(t *testing.T) *agentWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []string{agentMAC}, Boot: "agent", DiskSerial: "WD-1234"}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC(agentMAC)}, Boot: "agent", DiskSerial: "WD-1234"}})
 	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -386,7 +386,7 @@ func TestSessionBoundToHello(t *testing.T) {
 		t.Errorf("the new session: %d %s", rec.Code, rec.Body)
 	}
 	m, _ := w.st.Machine("ms1-c1n1")
-	if m.LastHello == nil || m.LastHello.IP != "192.0.2.1" {
+	if m.LastHello == nil || m.LastHello.IP.String() != "192.0.2.1" {
 		t.Errorf("hello recorded from %+v, want the connection's address", m.LastHello)
 	}
 }

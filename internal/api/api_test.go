@@ -26,7 +26,7 @@ func newServer(t testing.TB) (http.Handler, *inventory.Inventory) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, Boot: "agent"}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}, Boot: "agent"}})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	inv, err := inventory.New(st, inventory.Config{Log: log, TokenTTL: time.Hour})
 	if err != nil {
@@ -111,7 +111,7 @@ func TestHelloBadInput(t *testing.T) {
 func TestHelloTokenExpires(t *testing.T) {
 	st, _ := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
 	defer st.Close()
-	st.SyncMachines([]machines.Machine{{ID: "m", MACs: []string{"52:54:00:99:00:11"}}})
+	st.SyncMachines([]machines.Machine{{ID: "m", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}}})
 	inv, _ := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Millisecond})
 	mac, _ := net.ParseMAC("52:54:00:99:00:11")
 	tok := issue(t, inv, "m", mac.String())

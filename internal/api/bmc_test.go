@@ -63,7 +63,7 @@ func bmcServer(t *testing.T) (http.Handler, *fakeBMCs, *inventory.Inventory) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}}, {ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}}, {ID: "ms1-c1n2", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:12")}}})
 	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)

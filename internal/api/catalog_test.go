@@ -30,7 +30,7 @@ func catalogServer(t *testing.T) (http.Handler, *inventory.Inventory, images.Dig
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}}})
 	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)

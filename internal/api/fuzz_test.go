@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -62,8 +63,8 @@ func fuzzWorld(t *testing.T, blobs Blobs, bare bool) http.Handler {
 	}
 	t.Cleanup(func() { st.Close() })
 	st.SyncMachines([]machines.Machine{
-		{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, IP: "192.0.2.1", WorkerGroup: "linux-build"},
-		{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}},
+		{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}, IP: netip.MustParseAddr("192.0.2.1"), WorkerGroup: "linux-build"},
+		{ID: "ms1-c1n2", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:12")}},
 	})
 	log := slog.New(slog.DiscardHandler)
 	inv, err := inventory.New(st, inventory.Config{Log: log, TokenTTL: time.Hour})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -91,8 +92,8 @@ func TestJobsAPI(t *testing.T) {
 	}
 	defer st.Close()
 	st.SyncMachines([]machines.Machine{
-		{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, IP: "192.0.2.1", WorkerGroup: "linux-build", WorkerType: "b-linux-large"},
-		{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}},
+		{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}, IP: netip.MustParseAddr("192.0.2.1"), WorkerGroup: "linux-build", WorkerType: "b-linux-large"},
+		{ID: "ms1-c1n2", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:12")}},
 	})
 	digest, _ := images.ParseDigest(strings.Repeat("ab", 32))
 	st.PutImage(images.Image{Name: "debian", Version: "12.1", Digest: digest})

@@ -113,10 +113,8 @@ func New(st Store, cfg Config) (*Inventory, error) {
 	}
 	now := inv.now()
 	for _, l := range ls {
-		mac, err1 := net.ParseMAC(l.MAC)
-		a, err2 := netip.ParseAddr(l.Addr)
-		if err1 == nil && err2 == nil && l.Expiry.After(now) {
-			inv.leases[mac.String()] = a.Unmap()
+		if len(l.MAC) > 0 && l.Addr.IsValid() && l.Expiry.After(now) {
+			inv.leases[l.MAC.String()] = l.Addr.Unmap()
 		}
 	}
 	return inv, nil
@@ -132,10 +130,10 @@ func (inv *Inventory) Reload() error {
 	for _, m := range ms {
 		byID[m.ID] = m
 		for _, mac := range m.MACs {
-			byMAC[mac] = m.ID
+			byMAC[mac.String()] = m.ID
 		}
-		if a, err := netip.ParseAddr(m.IP); err == nil {
-			byAddr[a] = m.ID
+		if m.IP.IsValid() {
+			byAddr[m.IP] = m.ID
 		}
 	}
 	inv.mu.Lock()
@@ -226,7 +224,7 @@ func (inv *Inventory) SawUnknown(mac net.HardwareAddr, client string, arch int) 
 			inv.dropped++
 			return
 		}
-		u = &machines.Unknown{MAC: mac.String(), FirstSeen: now}
+		u = &machines.Unknown{MAC: machines.MAC(mac), FirstSeen: now}
 		inv.unknown[mac.String()] = u
 	}
 	u.LastSeen, u.Count = now, u.Count+1

@@ -23,7 +23,7 @@ func TestMachinesBehindChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	st.SyncMachines([]machines.Machine{{ID: "follows", MACs: []string{"52:54:00:00:00:01"}}, {ID: "pinned", MACs: []string{"52:54:00:00:00:02"}}})
+	st.SyncMachines([]machines.Machine{{ID: "follows", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:01")}}, {ID: "pinned", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:02")}}})
 	v1 := images.Image{Name: "debian", Version: "1", Digest: images.Digest{1}}
 	v2 := images.Image{Name: "debian", Version: "2", Digest: images.Digest{2}}
 	st.PutImage(v1)

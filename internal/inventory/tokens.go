@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -96,8 +97,8 @@ func (inv *Inventory) IssueToken(req TokenRequest) (string, error) {
 	inv.tokMu.Lock()
 	defer inv.tokMu.Unlock()
 	inv.sweepTokensLocked(now)
-	if t := inv.tokens[inv.latest[key]]; t != nil && t.rec.Used == nil && t.rec.MAC == req.MAC.String() &&
-		t.rec.Addr == addrText(bound) && now.Sub(t.rec.Issued) < inv.cfg.TokenTTL/2 {
+	if t := inv.tokens[inv.latest[key]]; t != nil && t.rec.Used == nil && bytes.Equal(t.rec.MAC, req.MAC) &&
+		t.rec.Addr == bound && now.Sub(t.rec.Issued) < inv.cfg.TokenTTL/2 {
 		if req.Persist && !t.persisted {
 			if err := inv.st.PutToken(t.rec); err != nil {
 				return "", fmt.Errorf("inventory: store token: %w", err)
@@ -110,8 +111,8 @@ func (inv *Inventory) IssueToken(req TokenRequest) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	t := &bootToken{plain: plain, rec: machines.BootToken{Hash: hashToken(plain), MachineID: req.Machine, MAC: req.MAC.String(),
-		Profile: req.Profile, Issued: now, Expires: now.Add(inv.cfg.TokenTTL), Addr: addrText(bound)}}
+	t := &bootToken{plain: plain, rec: machines.BootToken{Hash: hashToken(plain), MachineID: req.Machine, MAC: machines.MAC(req.MAC),
+		Profile: req.Profile, Issued: now, Expires: now.Add(inv.cfg.TokenTTL), Addr: bound}}
 	if req.Persist {
 		if err := inv.st.PutToken(t.rec); err != nil {
 			return "", fmt.Errorf("inventory: store token: %w", err)
@@ -126,13 +127,6 @@ func (inv *Inventory) IssueToken(req TokenRequest) (string, error) {
 		inv.boundUnknownTokensLocked()
 	}
 	return plain, nil
-}
-
-func addrText(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
 }
 
 // sweepTokensLocked forgets expired tokens.
@@ -164,7 +158,7 @@ func (inv *Inventory) boundUnknownTokensLocked() {
 	}
 	if n > MaxUnknownTokens {
 		delete(inv.tokens, oldest.rec.Hash)
-		delete(inv.latest, "unknown-"+oldest.rec.MAC)
+		delete(inv.latest, "unknown-"+oldest.rec.MAC.String())
 	}
 }
 
@@ -202,19 +196,19 @@ func (inv *Inventory) Hello(req HelloRequest) (machines.Machine, string, error) 
 	inv.tokMu.Lock()
 	defer inv.tokMu.Unlock()
 	t, ok := inv.tokenLocked(hash)
-	if !ok || now.After(t.rec.Expires) || subtle.ConstantTimeCompare([]byte(t.rec.MAC), []byte(req.MAC.String())) != 1 {
+	if !ok || now.After(t.rec.Expires) || subtle.ConstantTimeCompare(t.rec.MAC, req.MAC) != 1 {
 		return machines.Machine{}, "", ErrBadToken
 	}
-	if t.rec.Addr != "" && t.rec.Addr != remote.String() {
+	if t.rec.Addr.IsValid() && t.rec.Addr != remote {
 		return machines.Machine{}, "", fmt.Errorf("%w: the token of %s is bound to %s (its DHCP lease); the hello came from %s", ErrWrongAddress, req.MAC, t.rec.Addr, remote)
 	}
-	if t.rec.Used != nil && (t.rec.UsedFrom != remote.String() || now.Sub(*t.rec.Used) > HelloRetryWindow) {
+	if t.rec.Used != nil && (t.rec.UsedFrom != remote || now.Sub(*t.rec.Used) > HelloRetryWindow) {
 		return machines.Machine{}, "", ErrTokenUsed
 	}
 	used := now.UTC()
 	rec := t.rec
-	rec.Used, rec.UsedFrom = &used, remote.String()
-	h := machines.Hello{Time: used, MAC: req.MAC.String(), IP: remote.String(), AgentVersion: req.AgentVersion, Uptime: req.Uptime}
+	rec.Used, rec.UsedFrom = &used, remote
+	h := machines.Hello{Time: used, MAC: machines.MAC(req.MAC), IP: remote, AgentVersion: req.AgentVersion, Uptime: req.Uptime}
 	var sess machines.Session
 	var plain string
 	if rec.MachineID != "" {
@@ -222,7 +216,7 @@ func (inv *Inventory) Hello(req HelloRequest) (machines.Machine, string, error) 
 		if plain, err = newSecret(); err != nil {
 			return machines.Machine{}, "", err
 		}
-		sess = machines.Session{Hash: hashToken(plain), MachineID: rec.MachineID, MAC: req.MAC.String(), Addr: remote.String(), Issued: used, Expires: used.Add(SessionTTL)}
+		sess = machines.Session{Hash: hashToken(plain), MachineID: rec.MachineID, MAC: machines.MAC(req.MAC), Addr: remote, Issued: used, Expires: used.Add(SessionTTL)}
 	}
 	if err := inv.st.Hello(rec, sess, h); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -233,7 +227,7 @@ func (inv *Inventory) Hello(req HelloRequest) (machines.Machine, string, error) 
 	t.rec, t.persisted = rec, true
 	if rec.MachineID == "" { // a discovery boot of an unknown MAC
 		inv.Event(machines.Event{Machine: "unknown-" + req.MAC.String(), Kind: "hello", Message: "agent hello from an unknown machine (discovery)", Fields: map[string]string{"ip": remote.String()}})
-		return machines.Machine{MACs: []string{req.MAC.String()}, LastHello: &h}, "", nil
+		return machines.Machine{MACs: []machines.MAC{machines.MAC(req.MAC)}, LastHello: &h}, "", nil
 	}
 	for k, s := range inv.sessions {
 		if s.MachineID == rec.MachineID {
@@ -267,9 +261,9 @@ func (inv *Inventory) Authorize(mac net.HardwareAddr, session string, remote net
 	}
 	inv.tokMu.Unlock()
 	switch {
-	case !ok || inv.now().After(s.Expires) || subtle.ConstantTimeCompare([]byte(s.MAC), []byte(mac.String())) != 1:
+	case !ok || inv.now().After(s.Expires) || subtle.ConstantTimeCompare(s.MAC, mac) != 1:
 		return machines.Session{}, ErrBadToken
-	case s.Addr != remote.Unmap().String():
+	case s.Addr != remote.Unmap():
 		return machines.Session{}, fmt.Errorf("%w: the session of %s belongs to %s", ErrWrongAddress, s.MachineID, s.Addr)
 	}
 	return s, nil

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 
 	"github.com/imaged/imaged/internal/machines"
@@ -19,11 +18,10 @@ type NetProber struct {
 
 // Probe connects (tcp) or GETs (http) and expects the probe's status.
 func (p NetProber) Probe(ctx context.Context, m machines.Machine, pr Probe) error {
-	addr, err := netip.ParseAddr(m.IP)
-	if err != nil {
+	if !m.IP.IsValid() {
 		return fmt.Errorf("machine %s has no address in the inventory to probe", m.ID)
 	}
-	hostport := net.JoinHostPort(addr.String(), strconv.Itoa(pr.Port))
+	hostport := net.JoinHostPort(m.IP.String(), strconv.Itoa(pr.Port))
 	switch pr.Kind {
 	case "tcp":
 		var d net.Dialer

@@ -29,7 +29,7 @@ func TestNetProber(t *testing.T) {
 	closed := int(netip.MustParseAddrPort(ln.Addr().String()).Port())
 	ln.Close()
 
-	m := machines.Machine{ID: "n1", IP: "127.0.0.1"}
+	m := machines.Machine{ID: "n1", IP: netip.MustParseAddr("127.0.0.1")}
 	for _, tc := range []struct {
 		m     machines.Machine
 		p     Probe

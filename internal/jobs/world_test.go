@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -514,8 +515,8 @@ func newHarness(t *testing.T, cfg Config, ms ...*machine) *harness {
 		}
 		fm.on, fm.runs, fm.disk = true, "os", imgOld.Digest.String()
 		w.machines[fm.id] = fm
-		sms = append(sms, machines.Machine{ID: fm.id, MACs: []string{fmt.Sprintf("52:54:00:00:00:%02x", i+1)}, Chassis: fm.chassis,
-			IP: fmt.Sprintf("10.0.0.%d", i+10), Boot: "agent"})
+		sms = append(sms, machines.Machine{ID: fm.id, MACs: []machines.MAC{machines.MustParseMAC(fmt.Sprintf("52:54:00:00:00:%02x", i+1))}, Chassis: fm.chassis,
+			IP: netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 10)}), Boot: "agent"})
 	}
 	if err := st.SyncMachines(sms); err != nil {
 		t.Fatal(err)

@@ -120,7 +120,7 @@ func TestNetbootUEFIiPXEHTTPS(t *testing.T) {
 	t.Run("trusted", func(t *testing.T) {
 		t.Parallel()
 		vm, m, ev := netboot(t, l, trusted, 240*time.Second)
-		if m.LastHello.IP != trusted.IP {
+		if m.LastHello.IP.String() != trusted.IP {
 			t.Errorf("agent's address %s, want the reservation %s", m.LastHello.IP, trusted.IP)
 		}
 		// EDK2's PXE got trixie's ipxe.efi over TFTP; that iPXE advertised HTTPS (175.20) and

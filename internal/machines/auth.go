@@ -1,6 +1,9 @@
 package machines
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // BootToken authorises one netboot of one machine: the iPXE script puts it on the agent's
 // kernel command line and the agent presents it in its hello, which consumes it. The daemon
@@ -9,26 +12,26 @@ import "time"
 type BootToken struct {
 	Hash      string    `json:"hash"` // hex SHA-256 of the token; the token itself is never stored
 	MachineID string    `json:"machine_id"`
-	MAC       string    `json:"mac"`
+	MAC       MAC       `json:"mac"`
 	Profile   string    `json:"profile"`
 	Issued    time.Time `json:"issued"`
 	Expires   time.Time `json:"expires"`
 	// Addr is the only address the hello may come from: the one imaged's DHCP leased to MAC.
-	// Empty when imaged is not the DHCP server.
-	Addr string `json:"addr,omitempty"`
+	// Zero when imaged is not the DHCP server.
+	Addr netip.Addr `json:"addr,omitzero"`
 	// Used is when a hello consumed the token, from UsedFrom.
 	Used     *time.Time `json:"used,omitempty"`
-	UsedFrom string     `json:"used_from,omitempty"`
+	UsedFrom netip.Addr `json:"used_from,omitzero"`
 }
 
 // Session authorises an agent's requests after its hello: its plan, progress, challenge and
 // result. It is bound to the machine, the MAC and the address the hello came from; a machine
 // has at most one.
 type Session struct {
-	Hash      string    `json:"hash"` // hex SHA-256 of the session token
-	MachineID string    `json:"machine_id"`
-	MAC       string    `json:"mac"`
-	Addr      string    `json:"addr"`
-	Issued    time.Time `json:"issued"`
-	Expires   time.Time `json:"expires"`
+	Hash      string     `json:"hash"` // hex SHA-256 of the session token
+	MachineID string     `json:"machine_id"`
+	MAC       MAC        `json:"mac"`
+	Addr      netip.Addr `json:"addr"`
+	Issued    time.Time  `json:"issued"`
+	Expires   time.Time  `json:"expires"`
 }

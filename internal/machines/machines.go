@@ -9,6 +9,7 @@
 package machines
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/imaged/imaged/images"
@@ -17,16 +18,16 @@ import (
 // Machine is one blade of the inventory as the config file declares it, plus what imaged has
 // learned about it.
 type Machine struct {
-	ID          string   `json:"id"`
-	MACs        []string `json:"macs"`
-	IP          string   `json:"ip,omitempty"`
-	Hostname    string   `json:"hostname,omitempty"`
-	Chassis     string   `json:"chassis,omitempty"`
-	Slot        int      `json:"slot,omitempty"`
-	WorkerGroup string   `json:"worker_group,omitempty"`
-	WorkerType  string   `json:"worker_type,omitempty"`
-	BMC         string   `json:"bmc,omitempty"`
-	Boot        string   `json:"boot"`
+	ID          string     `json:"id"`
+	MACs        []MAC      `json:"macs"`
+	IP          netip.Addr `json:"ip,omitzero"` // reserved for it in the config; zero: none
+	Hostname    string     `json:"hostname,omitempty"`
+	Chassis     string     `json:"chassis,omitempty"`
+	Slot        int        `json:"slot,omitempty"`
+	WorkerGroup string     `json:"worker_group,omitempty"`
+	WorkerType  string     `json:"worker_type,omitempty"`
+	BMC         string     `json:"bmc,omitempty"`
+	Boot        string     `json:"boot"`
 	// DiskSerial and DiskByPath pick the disk the agent writes (from the config); empty: the
 	// only non-removable disk large enough.
 	DiskSerial string `json:"disk_serial,omitempty"`
@@ -44,11 +45,11 @@ type Machine struct {
 
 // Hello is an agent's announcement that it runs on a machine.
 type Hello struct {
-	Time         time.Time `json:"time"`
-	MAC          string    `json:"mac"`
-	IP           string    `json:"ip,omitempty"`
-	AgentVersion string    `json:"agent_version,omitempty"`
-	Uptime       float64   `json:"uptime_seconds,omitempty"`
+	Time         time.Time  `json:"time"`
+	MAC          MAC        `json:"mac"`
+	IP           netip.Addr `json:"ip,omitzero"` // the hello's source address
+	AgentVersion string     `json:"agent_version,omitempty"`
+	Uptime       float64    `json:"uptime_seconds,omitempty"`
 }
 
 // CheckIn is the latest report of a machine's booted operating system about the image it runs.

@@ -118,7 +118,7 @@ func TestDeleteAndPruneKeepWhatIsReferenced(t *testing.T) {
 	s := catalog(t)
 	s.PutImage(images.Image{Name: "win10", Version: "1b", Digest: digest("1"), Imported: time.Unix(1600000000, 0)})
 	s.Promote("win10", "1", "production", "alice")
-	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}}})
+	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:01")}}})
 	if err := s.AssignImage("m1", digest("2"), ""); err != nil {
 		t.Fatal(err)
 	}
@@ -158,9 +158,9 @@ func TestDeleteAndPruneKeepWhatIsReferenced(t *testing.T) {
 
 func TestSyncKeepsAssignments(t *testing.T) {
 	s := catalog(t)
-	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}}})
+	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:01")}}})
 	s.AssignImage("m1", digest("e"), "win10@production")
-	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}, WorkerGroup: "g"}})
+	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:01")}, WorkerGroup: "g"}})
 	m, _ := s.Machine("m1")
 	if m.AssignedImage != digest("e") || m.AssignedChannel != "win10@production" || m.WorkerGroup != "g" {
 		t.Errorf("%+v", m)

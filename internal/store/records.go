@@ -73,12 +73,12 @@ func (s *Store) RecordHello(id string, h machines.Hello) error {
 // PutLease stores a lease durably. Concurrent calls are committed together (bbolt's Batch), so
 // a DHCP server that handles packets on many workers pays one fsync for many leases.
 func (s *Store) PutLease(l machines.Lease) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return put(tx, bucketLeases, l.MAC, l) })
+	return s.db.Batch(func(tx *bolt.Tx) error { return put(tx, bucketLeases, l.MAC.String(), l) })
 }
 
 // DeleteLease removes the lease of mac, if any.
-func (s *Store) DeleteLease(mac string) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucketLeases).Delete([]byte(mac)) })
+func (s *Store) DeleteLease(mac machines.MAC) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucketLeases).Delete([]byte(mac.String())) })
 }
 
 // Leases returns every stored lease.
@@ -93,11 +93,11 @@ func (s *Store) RecordUnknown(seen []machines.Unknown) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, u := range seen {
 			var old machines.Unknown
-			if err := get(tx, bucketUnknown, u.MAC, &old); err == nil {
+			if err := get(tx, bucketUnknown, u.MAC.String(), &old); err == nil {
 				u.FirstSeen = old.FirstSeen
 				u.Count += old.Count
 			}
-			if err := put(tx, bucketUnknown, u.MAC, u); err != nil {
+			if err := put(tx, bucketUnknown, u.MAC.String(), u); err != nil {
 				return err
 			}
 		}
@@ -133,6 +133,6 @@ func (s *Store) Unknowns() ([]machines.Unknown, error) {
 }
 
 // ForgetUnknown removes mac from the unknown list (for instance once it joins the inventory).
-func (s *Store) ForgetUnknown(mac string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUnknown).Delete([]byte(mac)) })
+func (s *Store) ForgetUnknown(mac machines.MAC) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUnknown).Delete([]byte(mac.String())) })
 }
