@@ -30,18 +30,7 @@ func (h Hash) Base64() string { return base64.StdEncoding.EncodeToString(h[:]) }
 func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 
 // UnmarshalText reads what MarshalText writes: 64 hex digits, or nothing for the zero Hash.
-func (h *Hash) UnmarshalText(b []byte) error {
-	if len(b) == 0 {
-		*h = Hash{}
-		return nil
-	}
-	v, err := ParseHash(string(b))
-	if err != nil {
-		return err
-	}
-	*h = v
-	return nil
-}
+func (h *Hash) UnmarshalText(b []byte) error { return unmarshalText(h, b, ParseHash) }
 
 // ParseHash reads 64 hex digits. All zeros is refused: that is the zero Hash, which means none.
 func ParseHash(s string) (Hash, error) {
@@ -81,16 +70,18 @@ func (d Digest) Hex() string { return hex.EncodeToString(d[:]) }
 func (d Digest) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // UnmarshalText reads what ParseDigest reads, or nothing for the zero Digest.
-func (d *Digest) UnmarshalText(b []byte) error {
-	if len(b) == 0 {
-		*d = Digest{}
-		return nil
+func (d *Digest) UnmarshalText(b []byte) error { return unmarshalText(d, b, ParseDigest) }
+
+// unmarshalText sets *v to what parse reads in text, or to the zero value (none) for no text.
+func unmarshalText[T any](v *T, text []byte, parse func(string) (T, error)) error {
+	var x T
+	if len(text) > 0 {
+		var err error
+		if x, err = parse(string(text)); err != nil {
+			return err
+		}
 	}
-	v, err := ParseDigest(string(b))
-	if err != nil {
-		return err
-	}
-	*d = v
+	*v = x
 	return nil
 }
 
