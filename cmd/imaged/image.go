@@ -226,6 +226,17 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() != want {
 		return usageError{imageUsage[sub]}
 	}
+	a := fs.Args()
+	var ref images.Ref // the image the arguments name: NAME@TAG, or also a digest where it may be one
+	switch sub {
+	case "import", "delete", "promote", "rollback":
+		ref, err = parseRef(a[0])
+	case "show", "verify":
+		ref, err = parseImageRef(a[0])
+	}
+	if err != nil {
+		return err
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
@@ -235,37 +246,20 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer c.close()
-	a := fs.Args()
 	switch sub {
 	case "import":
-		ref, err := parseRef(a[0])
-		if err != nil {
-			return err
-		}
 		return c.importImage(ctx, ref, a[1], convert.Options{S3Endpoint: *s3Endpoint, S3Region: *s3Region}, stdout, stderr)
 	case "list":
 		return c.list(ctx, stdout)
 	case "show":
-		ref, err := parseImageRef(a[0])
-		if err != nil {
-			return err
-		}
 		info, err := c.info(ctx, ref)
 		if err != nil {
 			return err
 		}
 		return printJSON(stdout, info)
 	case "verify":
-		ref, err := parseImageRef(a[0])
-		if err != nil {
-			return err
-		}
 		return c.verify(ctx, ref, stdout)
 	case "delete":
-		ref, err := parseRef(a[0])
-		if err != nil {
-			return err
-		}
 		rep, err := c.deleteImage(ctx, ref.Name, ref.Tag)
 		if err != nil {
 			return err
@@ -273,10 +267,6 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "deleted %s (%s)%s\n", rep.Image.Ref(), rep.Image.Digest, map[bool]string{true: ", blob removed", false: ", blob kept: another version has the same bytes"}[rep.BlobRemoved])
 		return nil
 	case "promote":
-		ref, err := parseRef(a[0])
-		if err != nil {
-			return err
-		}
 		ch, err := c.promote(ctx, ref.Name, ref.Tag, a[1])
 		if err != nil {
 			return err
@@ -285,10 +275,6 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "%s@%s: %s → %s (by %s)\n", ref.Name, a[1], dash(mv.From), mv.To, mv.By)
 		return nil
 	case "rollback":
-		ref, err := parseRef(a[0])
-		if err != nil {
-			return err
-		}
 		ch, err := c.rollback(ctx, ref.Name, ref.Tag)
 		if err != nil {
 			return err
