@@ -3,19 +3,22 @@
 // 512 KiB blocks (the EBS direct API's block size), each with its SHA-256 and an all-zero flag.
 //
 // The manifest has one canonical binary encoding (MarshalBinary); its SHA-256 is the manifest
-// hash. The agent, the HTTP server and the EC2 publisher all read this one format. The package
-// must stay importable by the agent: it depends on the standard library only.
+// hash. The agent, the HTTP server and the EC2 publisher all read this one format.
+//
+// It also holds what the catalog says about images (catalog.go: Image, Channel and the errors of
+// the catalog's rules) and how they are named (ref.go: NAME@VERSION, NAME@CHANNEL or a digest):
+// the values the store keeps and the API, the jobs and the CLI pass around. Digest, Hash and Ref
+// read and write their text forms, so that JSON, the state file and the logs hold the text.
+//
+// The package must stay importable by the agent: it depends on the standard library only.
 package images
 
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // BlockSize is the manifest's block size: 512 KiB, the EBS direct API's block size, so that the
@@ -28,35 +31,6 @@ const ManifestVersion = 1
 // MaxImageSize bounds what a manifest may describe (16 TiB; 32 Mi blocks), so that a hostile
 // manifest cannot make a reader allocate without limit.
 const MaxImageSize = 16 << 40
-
-// Hash is a SHA-256.
-type Hash [sha256.Size]byte
-
-func (h Hash) String() string { return hex.EncodeToString(h[:]) }
-
-// Base64 is the form EBS's PutSnapshotBlock wants in x-amz-Checksum.
-func (h Hash) Base64() string { return base64.StdEncoding.EncodeToString(h[:]) }
-
-// Digest is an image's identity: the SHA-256 of its raw bytes, written "sha256:<hex>".
-type Digest Hash
-
-func (d Digest) String() string { return "sha256:" + hex.EncodeToString(d[:]) }
-
-// Hex is the digest without its algorithm prefix (used in blob paths and URLs).
-func (d Digest) Hex() string { return hex.EncodeToString(d[:]) }
-
-// ParseDigest accepts "sha256:<64 hex>" or the 64 hex digits alone.
-func ParseDigest(s string) (Digest, error) {
-	var d Digest
-	h := strings.TrimPrefix(s, "sha256:")
-	if len(h) != 64 {
-		return d, fmt.Errorf("images: %q is not a SHA-256 digest (sha256: and 64 hex digits)", s)
-	}
-	if _, err := hex.Decode(d[:], []byte(h)); err != nil {
-		return d, fmt.Errorf("images: %q is not a SHA-256 digest: %w", s, err)
-	}
-	return d, nil
-}
 
 // Block is one 512 KiB block of the image (the last may be shorter).
 type Block struct {

@@ -90,20 +90,6 @@ func TestUnmarshalRefuses(t *testing.T) {
 	}
 }
 
-func TestParseDigest(t *testing.T) {
-	d := Digest(sha256.Sum256([]byte("x")))
-	for _, s := range []string{d.String(), d.Hex()} {
-		if got, err := ParseDigest(s); err != nil || got != d {
-			t.Errorf("%s: %v", s, err)
-		}
-	}
-	for _, s := range []string{"", "sha256:", "md5:" + d.Hex(), d.Hex()[:63] + "g"} {
-		if _, err := ParseDigest(s); err == nil {
-			t.Errorf("%q accepted", s)
-		}
-	}
-}
-
 func FuzzManifest(f *testing.F) {
 	m := &Manifest{Size: BlockSize + 1, Blocks: []Block{{SHA256: ZeroHash(BlockSize), Zero: true}, {SHA256: Hash{1}}}}
 	enc, _ := m.MarshalBinary()

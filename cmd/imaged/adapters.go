@@ -11,7 +11,7 @@ import (
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // The adapters below let the leaf packages (boot, dhcp, tftp) see the inventory through the
@@ -77,7 +77,7 @@ func (o *observer) ScriptServed(m ipxe.Machine, remote string) {
 	if m.ID == "" {
 		return
 	}
-	o.inv.BootEvent(store.Event{Machine: m.ID, Kind: "script", Message: fmt.Sprintf("iPXE script served (profile %s)", m.Profile),
+	o.inv.BootEvent(machines.Event{Machine: m.ID, Kind: "script", Message: fmt.Sprintf("iPXE script served (profile %s)", m.Profile),
 		Fields: map[string]string{"remote": remoteAddr(remote).String(), "profile": m.Profile}}, o.waiting(m.ID))
 	if o.jobs != nil {
 		o.jobs.Observe(m.ID, jobs.Signal{Kind: jobs.SignalScript})
@@ -89,6 +89,6 @@ func (o *observer) AssetServed(name, remote string, status int, n int64, d time.
 	if !ok {
 		return
 	}
-	o.inv.BootEvent(store.Event{Machine: m.ID, Kind: "http", Message: fmt.Sprintf("HTTP %s: %d, %d bytes in %s", name, status, n, d.Round(time.Millisecond)),
+	o.inv.BootEvent(machines.Event{Machine: m.ID, Kind: "http", Message: fmt.Sprintf("HTTP %s: %d, %d bytes in %s", name, status, n, d.Round(time.Millisecond)),
 		Fields: map[string]string{"file": name, "status": fmt.Sprint(status), "bytes": fmt.Sprint(n)}}, o.waiting(m.ID))
 }

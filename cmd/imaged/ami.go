@@ -19,7 +19,6 @@ import (
 	"github.com/imaged/imaged/internal/cloud"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/progressbar"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // amiCommand is one `imaged ami` subcommand: its usage, how many arguments it takes, its own
@@ -204,14 +203,15 @@ func (e *amiRun) push(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	defer c.close()
-	info, err := c.info(ctx, ref)
+	r, err := parseImageRef(ref)
 	if err != nil {
 		return err
 	}
-	d, err := images.ParseDigest(info.Image.Digest)
+	info, err := c.info(ctx, r)
 	if err != nil {
 		return err
 	}
+	d := info.Image.Digest
 	m, err := c.blobs.Manifest(d)
 	if err != nil {
 		return err
@@ -289,16 +289,17 @@ func (e *amiRun) list(ctx context.Context, args []string, stdout, _ io.Writer) e
 
 func (e *amiRun) promote(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	ref, channel := args[0], args[1]
-	name, version, err := store.SplitRef(ref)
+	r, err := images.ParseRef(ref)
 	if err != nil {
 		return err
 	}
+	name, version := r.Name, r.Tag
 	// The digest of that version: from the catalog, which is what was pushed.
 	c, err := openCatalog(e.cfg, true, operator())
 	if err != nil {
 		return err
 	}
-	info, err := c.info(ctx, name+"@"+version)
+	info, err := c.info(ctx, r)
 	c.close()
 	if err != nil {
 		return err
@@ -317,10 +318,11 @@ func (e *amiRun) promote(ctx context.Context, args []string, stdout, _ io.Writer
 
 func (e *amiRun) rollback(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	ref := args[0]
-	name, channel, err := store.SplitRef(ref)
+	r, err := images.ParseRef(ref)
 	if err != nil {
 		return err
 	}
+	name, channel := r.Name, r.Tag
 	from, to, err := cloud.Rollback(ctx, e.env.Contract, e.env.Regions(), name, channel, time.Now())
 	if err != nil {
 		return err
@@ -435,9 +437,9 @@ func (e *amiRun) resolveAMI(ctx context.Context, ref string) (string, error) {
 	if strings.HasPrefix(ref, "ami-") {
 		return ref, nil
 	}
-	name, version, err := store.SplitRef(ref)
+	r, err := images.ParseRef(ref)
 	if err != nil {
 		return "", usageError{fmt.Sprintf("%q is neither an AMI id (ami-…) nor NAME@VERSION", ref)}
 	}
-	return e.env.FindAMI(ctx, name, version)
+	return e.env.FindAMI(ctx, r.Name, r.Tag)
 }

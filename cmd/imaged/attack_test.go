@@ -16,7 +16,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // fromAddr is an HTTP client whose connections come from a loopback address of its own, so that
@@ -64,12 +64,11 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := m.Hash()
-	mh := h.String()
-	if _, err := d.st.PutImage(store.Image{Name: "debian", Version: "12", Digest: dg.String(), Size: int64(len(img)), ManifestHash: mh, DataBlocks: 3}); err != nil {
+	mh, _ := m.Hash()
+	if _, err := d.st.PutImage(images.Image{Name: "debian", Version: "12", Digest: dg, Size: int64(len(img)), ManifestHash: mh, DataBlocks: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.st.AssignImage("ms1-c1n1", dg.String(), ""); err != nil {
+	if err := d.st.AssignImage("ms1-c1n1", dg, ""); err != nil {
 		t.Fatal(err)
 	}
 	attacker := fromAddr("127.0.0.66")
@@ -87,7 +86,7 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 	if code != 200 || json.Unmarshal(body, &hello) != nil || hello.Session == "" {
 		t.Fatalf("hello: %d %s", code, body)
 	}
-	if mach, _ := d.st.Machine("ms1-c1n1"); mach.LastHello == nil || mach.LastHello.IP != "127.0.0.66" {
+	if mach, _ := d.st.Machine("ms1-c1n1"); mach.LastHello == nil || mach.LastHello.IP.String() != "127.0.0.66" {
 		t.Errorf("hello recorded as from %+v, not the connection's address", mach.LastHello)
 	}
 	// The token is used up: another host cannot say hello with it.
@@ -107,7 +106,7 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 	if code, body := doJSON(t, attacker, "POST", base+"/agent/v1/result", hello.Session, counts); code != 409 || !strings.Contains(string(body), "proof") {
 		t.Errorf("result without a proof: %d %s", code, body)
 	}
-	if mach, _ := d.st.Machine("ms1-c1n1"); mach.CurrentImage != "" {
+	if mach, _ := d.st.Machine("ms1-c1n1"); !mach.CurrentImage.IsZero() {
 		t.Fatalf("the machine is recorded as running %s", mach.CurrentImage)
 	}
 	_, metrics := httpDo(t, "GET", base+"/metrics", "")
@@ -122,7 +121,7 @@ func TestForgedWriteOverHTTP(t *testing.T) {
 func TestAnonymousScriptsWriteNothing(t *testing.T) {
 	base, d, stop := startDaemon(t)
 	defer stop()
-	d.inv.Event(store.Event{Machine: "ms1-c1n1", Kind: "assign", Message: "assigned debian@12 by roller"})
+	d.inv.Event(machines.Event{Machine: "ms1-c1n1", Kind: "assign", Message: "assigned debian@12 by roller"})
 	db := filepath.Join(d.cfg.StateDir, "imaged.db")
 	before, _ := os.Stat(db)
 	c := fromAddr("127.0.0.66")
@@ -139,7 +138,7 @@ func TestAnonymousScriptsWriteNothing(t *testing.T) {
 	if len(ev) != 1 || ev[0].Kind != "assign" {
 		t.Errorf("stored events: %+v", ev)
 	}
-	var timeline []store.Event
+	var timeline []machines.Event
 	_, body := httpDo(t, "GET", base+"/api/v1/machines/ms1-c1n1/events", "")
 	json.Unmarshal([]byte(body), &timeline)
 	if len(timeline) != 2 || timeline[1].Kind != "script" || timeline[1].Count != 4000 {

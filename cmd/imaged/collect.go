@@ -66,9 +66,9 @@ func (c *collector) Run(ctx context.Context) error {
 func (c *collector) collect() {
 	var ds []images.Digest
 	var free func() error
-	err := c.st.WithImageDigests(func(known map[string]bool) error {
+	err := c.st.WithImageDigests(func(known map[images.Digest]bool) error {
 		var err error
-		ds, free, err = c.blobs.Collect(c.now(), c.grace, func(d images.Digest) bool { return known[d.String()] })
+		ds, free, err = c.blobs.Collect(c.now(), c.grace, func(d images.Digest) bool { return known[d] })
 		return err
 	})
 	for _, d := range ds {

@@ -45,7 +45,7 @@ func TestCollectorUnregistered(t *testing.T) {
 		return d
 	}
 	registered, orphan := imp(), imp()
-	if _, err := st.PutImage(store.Image{Name: "os", Version: "1", Digest: registered.String()}); err != nil {
+	if _, err := st.PutImage(images.Image{Name: "os", Version: "1", Digest: registered}); err != nil {
 		t.Fatal(err)
 	}
 	logs := &lockedBuffer{}

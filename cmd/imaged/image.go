@@ -86,10 +86,10 @@ func (c *catalog) images(ctx context.Context) (api.Catalog, error) {
 	return cat, err
 }
 
-func (c *catalog) info(ctx context.Context, ref string) (api.ImageInfo, error) {
+func (c *catalog) info(ctx context.Context, ref images.Ref) (api.ImageInfo, error) {
 	var info api.ImageInfo
 	if c.remote != nil {
-		return info, c.remote.Do(ctx, "GET", "/api/v1/images/"+url.PathEscape(ref), nil, &info)
+		return info, c.remote.Do(ctx, "GET", "/api/v1/images/"+url.PathEscape(ref.String()), nil, &info)
 	}
 	var err error
 	if info.Image, err = c.st.ResolveImage(ref); err != nil {
@@ -105,10 +105,10 @@ func (c *catalog) info(ctx context.Context, ref string) (api.ImageInfo, error) {
 }
 
 // register records a committed blob as img.Ref() (again with the same digest: a no-op).
-func (c *catalog) register(ctx context.Context, img store.Image) error {
+func (c *catalog) register(ctx context.Context, img images.Image) error {
 	if c.remote != nil {
-		req := api.RegisterRequest{Name: img.Name, Version: img.Version, Digest: img.Digest, Source: img.Source, Format: img.Format}
-		var got store.Image
+		req := api.RegisterRequest{Name: img.Name, Version: img.Version, Digest: img.Digest.String(), Source: img.Source, Format: img.Format}
+		var got images.Image
 		if err := c.remote.Do(ctx, "POST", "/api/v1/images", req, &got); err != nil {
 			return err
 		}
@@ -122,16 +122,16 @@ func (c *catalog) register(ctx context.Context, img store.Image) error {
 	return err
 }
 
-func (c *catalog) promote(ctx context.Context, name, version, channel string) (store.Channel, error) {
-	var ch store.Channel
+func (c *catalog) promote(ctx context.Context, name, version, channel string) (images.Channel, error) {
+	var ch images.Channel
 	if c.remote != nil {
 		return ch, c.remote.Do(ctx, "POST", "/api/v1/images/"+url.PathEscape(name+"@"+version)+"/promote", api.PromoteRequest{Channel: channel}, &ch)
 	}
 	return c.st.Promote(name, version, channel, c.by)
 }
 
-func (c *catalog) rollback(ctx context.Context, name, channel string) (store.Channel, error) {
-	var ch store.Channel
+func (c *catalog) rollback(ctx context.Context, name, channel string) (images.Channel, error) {
+	var ch images.Channel
 	if c.remote != nil {
 		return ch, c.remote.Do(ctx, "POST", "/api/v1/images/"+url.PathEscape(name+"@"+channel)+"/rollback", nil, &ch)
 	}
@@ -156,13 +156,7 @@ func (c *catalog) deleteImage(ctx context.Context, name, version string) (api.De
 	return rep, nil
 }
 
-func (c *catalog) removeBlob(img store.Image) error {
-	d, err := images.ParseDigest(img.Digest)
-	if err != nil {
-		return err
-	}
-	return c.blobs.Delete(d)
-}
+func (c *catalog) removeBlob(img images.Image) error { return c.blobs.Delete(img.Digest) }
 
 func (c *catalog) prune(ctx context.Context, keep int) (api.PruneReply, error) {
 	var rep api.PruneReply
@@ -185,10 +179,10 @@ func (c *catalog) prune(ctx context.Context, keep int) (api.PruneReply, error) {
 	return rep, nil
 }
 
-func (c *catalog) assign(ctx context.Context, id, ref string) (api.AssignReply, error) {
+func (c *catalog) assign(ctx context.Context, id string, ref images.Ref) (api.AssignReply, error) {
 	var rep api.AssignReply
 	if c.remote != nil {
-		return rep, c.remote.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/assign", api.AssignRequest{Image: ref}, &rep)
+		return rep, c.remote.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(id)+"/assign", api.AssignRequest{Image: ref.String()}, &rep)
 	}
 	img, err := c.st.ResolveImage(ref)
 	if err != nil {
@@ -232,6 +226,17 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() != want {
 		return usageError{imageUsage[sub]}
 	}
+	a := fs.Args()
+	var ref images.Ref // the image the arguments name: NAME@TAG, or also a digest where it may be one
+	switch sub {
+	case "import", "delete", "promote", "rollback":
+		ref, err = parseRef(a[0])
+	case "show", "verify":
+		ref, err = parseImageRef(a[0])
+	}
+	if err != nil {
+		return err
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
@@ -241,54 +246,41 @@ func cmdImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer c.close()
-	a := fs.Args()
 	switch sub {
 	case "import":
-		return c.importImage(ctx, a[0], a[1], convert.Options{S3Endpoint: *s3Endpoint, S3Region: *s3Region}, stdout, stderr)
+		return c.importImage(ctx, ref, a[1], convert.Options{S3Endpoint: *s3Endpoint, S3Region: *s3Region}, stdout, stderr)
 	case "list":
 		return c.list(ctx, stdout)
 	case "show":
-		info, err := c.info(ctx, a[0])
+		info, err := c.info(ctx, ref)
 		if err != nil {
 			return err
 		}
 		return printJSON(stdout, info)
 	case "verify":
-		return c.verify(ctx, a[0], stdout)
+		return c.verify(ctx, ref, stdout)
 	case "delete":
-		name, version, err := splitRef(a[0])
-		if err != nil {
-			return err
-		}
-		rep, err := c.deleteImage(ctx, name, version)
+		rep, err := c.deleteImage(ctx, ref.Name, ref.Tag)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "deleted %s (%s)%s\n", rep.Image.Ref(), rep.Image.Digest, map[bool]string{true: ", blob removed", false: ", blob kept: another version has the same bytes"}[rep.BlobRemoved])
 		return nil
 	case "promote":
-		name, version, err := splitRef(a[0])
-		if err != nil {
-			return err
-		}
-		ch, err := c.promote(ctx, name, version, a[1])
+		ch, err := c.promote(ctx, ref.Name, ref.Tag, a[1])
 		if err != nil {
 			return err
 		}
 		mv := ch.History[len(ch.History)-1]
-		fmt.Fprintf(stdout, "%s@%s: %s → %s (by %s)\n", name, a[1], dash(mv.From), mv.To, mv.By)
+		fmt.Fprintf(stdout, "%s@%s: %s → %s (by %s)\n", ref.Name, a[1], dash(mv.From), mv.To, mv.By)
 		return nil
 	case "rollback":
-		name, channel, err := splitRef(a[0])
-		if err != nil {
-			return err
-		}
-		ch, err := c.rollback(ctx, name, channel)
+		ch, err := c.rollback(ctx, ref.Name, ref.Tag)
 		if err != nil {
 			return err
 		}
 		mv := ch.History[len(ch.History)-1]
-		fmt.Fprintf(stdout, "%s@%s rolled back: %s → %s (by %s)\n", name, channel, mv.From, mv.To, mv.By)
+		fmt.Fprintf(stdout, "%s rolled back: %s → %s (by %s)\n", ref, mv.From, mv.To, mv.By)
 		return nil
 	default: // prune
 		rep, err := c.prune(ctx, *keep)
@@ -322,26 +314,34 @@ var imageUsage = map[string]string{
 	"prune":    "usage: imaged image prune [-keep N]",
 }
 
-func splitRef(ref string) (string, string, error) {
-	name, tag, err := store.SplitRef(ref)
+// parseRef reads NAME@VERSION or NAME@CHANNEL from the command line.
+func parseRef(s string) (images.Ref, error) {
+	r, err := images.ParseRef(s)
 	if err != nil {
-		return "", "", usageError{err.Error()}
+		return images.Ref{}, usageError{err.Error()}
 	}
-	return name, tag, nil
+	return r, nil
+}
+
+// parseImageRef reads what names an image on the command line: NAME@VERSION, NAME@CHANNEL or a
+// digest.
+func parseImageRef(s string) (images.Ref, error) {
+	r, err := images.ParseRefOrDigest(s)
+	if err != nil {
+		return images.Ref{}, usageError{err.Error()}
+	}
+	return r, nil
 }
 
 // importImage converts and stores source in one streaming pass, then registers it. The blob is
 // committed only when the whole image has been read and hashed; the catalog entry only once the
 // blob is committed. An error or an interrupt before that leaves neither.
-func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.Options, stdout, stderr io.Writer) error {
-	name, version, err := splitRef(ref)
-	if err != nil {
-		return err
-	}
+func (c *catalog) importImage(ctx context.Context, ref images.Ref, src string, opt convert.Options, stdout, stderr io.Writer) error {
+	name, version := ref.Name, ref.Tag
 	if old, err := c.info(ctx, ref); err == nil && old.Image.Name == name && old.Image.Version == version {
 		return fmt.Errorf("%s already exists (%s); versions are immutable: import under a new version", ref, old.Image.Digest)
 	}
-	// The catalog keeps the source without its credentials (store.Image.Source); messages never
+	// The catalog keeps the source without its credentials (images.Image.Source); messages never
 	// show them either.
 	shown, removed := images.RedactSource(src)
 	start := time.Now()
@@ -351,7 +351,7 @@ func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.
 	}
 	defer s.Close()
 	_, total := s.Progress()
-	bar := progressbar.New(stderr, total, progressbar.Options{Desc: "import " + ref})
+	bar := progressbar.New(stderr, total, progressbar.Options{Desc: "import " + ref.String()})
 	d, m, err := c.blobs.Import(ctx, s.Raw(), func(int64) { done, _ := s.Progress(); bar.Set(done) })
 	bar.Finish(err)
 	if err != nil {
@@ -362,11 +362,11 @@ func (c *catalog) importImage(ctx context.Context, ref, src string, opt convert.
 		return err
 	}
 	blocks, data := m.NonZero()
-	img := store.Image{Name: name, Version: version, Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks,
-		ManifestHash: mh.String(), Source: src, Format: string(s.Format), Imported: time.Now().UTC(), ImportedBy: c.by}
+	img := images.Image{Name: name, Version: version, Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks,
+		ManifestHash: mh, Source: src, Format: string(s.Format), Imported: time.Now().UTC(), ImportedBy: c.by}
 	if err := c.register(ctx, img); err != nil {
 		// Nothing registered: take the blob back out too, unless another version has the same bytes.
-		if _, rerr := c.info(ctx, d.String()); rerr != nil {
+		if _, rerr := c.info(ctx, images.Ref{Digest: d}); rerr != nil {
 			if derr := c.blobs.Delete(d); derr != nil {
 				err = errors.Join(err, fmt.Errorf("and the unregistered blob could not be removed: %w", derr))
 			}
@@ -392,15 +392,15 @@ func (c *catalog) list(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	imgs := cat.Images
-	channels := map[string][]string{}
+	channels := map[images.Ref][]string{}
 	for _, ch := range cat.Channels {
-		k := ch.Name + "@" + ch.Version
+		k := images.Ref{Name: ch.Name, Tag: ch.Version}
 		channels[k] = append(channels[k], ch.Channel)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tDATA\tCHANNELS\tIMPORTED")
 	for _, img := range imgs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref(), shortDigest(img.Digest), mib(img.Size), mib(img.DataBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref(), shortDigest(img.Digest.String()), mib(img.Size), mib(img.DataBytes),
 			dash(strings.Join(channels[img.Ref()], ",")), img.Imported.Local().Format(time.DateTime))
 	}
 	if len(imgs) == 0 {
@@ -409,18 +409,14 @@ func (c *catalog) list(ctx context.Context, stdout io.Writer) error {
 	return tw.Flush()
 }
 
-func (c *catalog) verify(ctx context.Context, ref string, stdout io.Writer) error {
+func (c *catalog) verify(ctx context.Context, ref images.Ref, stdout io.Writer) error {
 	info, err := c.info(ctx, ref)
 	if err != nil {
 		return err
 	}
 	img := info.Image
-	d, err := images.ParseDigest(img.Digest)
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	r, err := c.blobs.Verify(ctx, d)
+	r, err := c.blobs.Verify(ctx, img.Digest)
 	if err != nil {
 		return err
 	}

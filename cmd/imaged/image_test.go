@@ -31,7 +31,7 @@ func TestImageCommands(t *testing.T) {
 		testImageCommands(t, dir, path, fmt.Sprintf("alice (uid %d via the control socket)", os.Getuid()))
 		// The daemon's own view changed at once: no restart, no reload.
 		m, _ := d.inv.Machine("ms1-c1n1")
-		if img, err := d.st.ResolveImage("debian@2"); err != nil || m.AssignedImage != img.Digest {
+		if img, err := d.st.ResolveImage(images.Ref{Name: "debian", Tag: "2"}); err != nil || m.AssignedImage != img.Digest {
 			t.Errorf("daemon's inventory: assigned %q, debian@2 is %v %v", m.AssignedImage, img.Digest, err)
 		}
 		ev, _ := d.inv.Events("ms1-c1n1", 0)

@@ -70,7 +70,7 @@ func TestImportAsRootIntoUnprivilegedDaemon(t *testing.T) {
 	}
 	out, _, err = runCmd(t, "image", "show", "-config", path, "os@1")
 	var info api.ImageInfo
-	if err != nil || json.Unmarshal([]byte(out), &info) != nil || info.Image.Digest != "sha256:"+digest {
+	if err != nil || json.Unmarshal([]byte(out), &info) != nil || info.Image.Digest.Hex() != digest {
 		t.Fatalf("show: %v\n%s", err, out)
 	}
 
@@ -91,7 +91,7 @@ func TestImportAsRootIntoUnprivilegedDaemon(t *testing.T) {
 	if b := get("blob"); sha256.Sum256(b) != sum {
 		t.Errorf("served blob: %d bytes, not the image", len(b))
 	}
-	if m := sha256.Sum256(get("manifest")); hex.EncodeToString(m[:]) != info.Image.ManifestHash {
+	if m := sha256.Sum256(get("manifest")); images.Hash(m) != info.Image.ManifestHash {
 		t.Errorf("served manifest hashes to %x, the catalog says %s", m, info.Image.ManifestHash)
 	}
 

@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // jobsConfig maps the config file's jobs section and the machines' own probes onto the jobs
@@ -41,8 +42,8 @@ func jobsProbe(p config.Probe) jobs.Probe {
 // jobsCatalog is the inventory as the jobs see it.
 type jobsCatalog struct{ inv *inventory.Inventory }
 
-func (c jobsCatalog) Machine(id string) (store.Machine, bool) { return c.inv.Machine(id) }
-func (c jobsCatalog) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (c jobsCatalog) Machine(id string) (machines.Machine, bool) { return c.inv.Machine(id) }
+func (c jobsCatalog) Assign(id string, img images.Image, by string) (machines.Machine, error) {
 	return c.inv.Assign(id, img, by)
 }
 func (c jobsCatalog) ClearCurrentImage(id string) error { return c.inv.ClearCurrentImage(id) }

@@ -64,7 +64,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		for _, j := range js {
 			img := "-"
 			if j.Image != nil {
-				img = j.Image.Ref()
+				img = j.Image.Ref().String()
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Kind, j.Machine, img, j.State, j.Phase,
 				j.Created.Local().Format(time.DateTime), dash(j.Reason))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/imaged/imaged/internal/api"
 	"github.com/imaged/imaged/internal/config"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -66,7 +68,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if m.BMCHealth != nil {
 				bmc += " " + healthWord(m.BMCHealth)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, strings.Join(m.MACs, ","), dash(m.IP), dash(m.Chassis), m.Slot,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, joinText(m.MACs, ","), dash(text(m.IP)), dash(m.Chassis), m.Slot,
 				dash(m.WorkerGroup), dash(m.WorkerType), m.Boot, bmc, hello)
 		}
 		return tw.Flush()
@@ -102,7 +104,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // printTimeline prints events with the time since the first one, like a boot log.
-func printTimeline(w io.Writer, ev []store.Event) {
+func printTimeline(w io.Writer, ev []machines.Event) {
 	if len(ev) == 0 {
 		fmt.Fprintln(w, "(no events)")
 		return
@@ -121,6 +123,21 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// text is v's text (a MAC, an address, a digest): what JSON shows, "" for none (where a zero
+// netip.Addr would print "invalid IP").
+func text(v encoding.TextMarshaler) string {
+	b, _ := v.MarshalText()
+	return string(b)
+}
+
+func joinText[T encoding.TextMarshaler](vs []T, sep string) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = text(v)
+	}
+	return strings.Join(s, sep)
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -202,22 +219,22 @@ func (s *source) machines() ([]api.MachineView, error) {
 	return ms, s.get("/api/v1/machines", &ms)
 }
 
-func (s *source) unknown() ([]store.Unknown, error) {
+func (s *source) unknown() ([]machines.Unknown, error) {
 	if s.st != nil {
 		return s.st.Unknowns()
 	}
-	var us []store.Unknown
+	var us []machines.Unknown
 	return us, s.get("/api/v1/unknown-clients", &us)
 }
 
-func (s *source) events(id string) ([]store.Event, error) {
+func (s *source) events(id string) ([]machines.Event, error) {
 	if s.st != nil {
 		if _, err := s.st.Machine(id); err != nil {
 			return nil, err
 		}
 		return s.st.Events(id, 0)
 	}
-	var ev []store.Event
+	var ev []machines.Event
 	return ev, s.get("/api/v1/machines/"+url.PathEscape(id)+"/events", &ev)
 }
 
@@ -233,6 +250,10 @@ func cmdAssign(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() != 2 {
 		return usageError{"usage: imaged machines assign [flags] MACHINE_ID NAME@VERSION|NAME@CHANNEL|sha256:DIGEST"}
 	}
+	ref, err := parseImageRef(fs.Arg(1))
+	if err != nil {
+		return err
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
@@ -242,7 +263,7 @@ func cmdAssign(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer c.close()
-	rep, err := c.assign(ctx, fs.Arg(0), fs.Arg(1))
+	rep, err := c.assign(ctx, fs.Arg(0), ref)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ import (
 	"testing"
 
 	"github.com/imaged/imaged/internal/config"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
@@ -184,12 +184,12 @@ func TestScriptTokenHelloFlow(t *testing.T) {
 	if code, body := hello("52:54:00:99:00:11", tok[1]); code != 200 || !strings.Contains(body, `"machine_id": "ms1-c1n1"`) {
 		t.Fatalf("hello: %d %s", code, body)
 	}
-	var m store.Machine
+	var m machines.Machine
 	_, body = httpDo(t, "GET", base+"/api/v1/machines/ms1-c1n1", "")
-	if err := json.Unmarshal([]byte(body), &m); err != nil || m.LastHello == nil || m.LastHello.IP != "127.0.0.1" {
+	if err := json.Unmarshal([]byte(body), &m); err != nil || m.LastHello == nil || m.LastHello.IP.String() != "127.0.0.1" {
 		t.Errorf("machine after hello: %s", body)
 	}
-	var ev []store.Event
+	var ev []machines.Event
 	_, body = httpDo(t, "GET", base+"/api/v1/machines/ms1-c1n1/events", "")
 	json.Unmarshal([]byte(body), &ev)
 	if len(ev) != 2 || ev[0].Kind != "script" || ev[1].Kind != "hello" {

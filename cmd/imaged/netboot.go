@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/imaged/imaged/internal/config"
@@ -11,6 +10,7 @@ import (
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/routeradv"
 	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/tftp"
@@ -98,8 +98,7 @@ func (i dhcpInventory) Lookup(mac net.HardwareAddr) (dhcp.Host, bool) {
 	if !ok {
 		return dhcp.Host{}, false
 	}
-	a, _ := netip.ParseAddr(m.IP)
-	return dhcp.Host{ID: m.ID, Addr: a, Hostname: m.Hostname, Netboot: true}, true
+	return dhcp.Host{ID: m.ID, Addr: m.IP, Hostname: m.Hostname, Netboot: true}, true
 }
 
 type dhcpLeases struct{ st *store.Store }
@@ -111,21 +110,21 @@ func (l dhcpLeases) Leases() ([]dhcp.Lease, error) {
 	}
 	out := make([]dhcp.Lease, 0, len(sl))
 	for _, x := range sl {
-		mac, err1 := net.ParseMAC(x.MAC)
-		a, err2 := netip.ParseAddr(x.Addr)
-		if err1 != nil || err2 != nil {
+		if len(x.MAC) == 0 || !x.Addr.IsValid() {
 			return nil, fmt.Errorf("stored lease %q → %q is corrupt", x.MAC, x.Addr)
 		}
-		out = append(out, dhcp.Lease{MAC: mac, Addr: a, Expiry: x.Expiry, Hostname: x.Hostname, State: x.State})
+		out = append(out, dhcp.Lease{MAC: net.HardwareAddr(x.MAC), Addr: x.Addr, Expiry: x.Expiry, Hostname: x.Hostname, State: x.State})
 	}
 	return out, nil
 }
 
 func (l dhcpLeases) PutLease(x dhcp.Lease) error {
-	return l.st.PutLease(store.Lease{MAC: x.MAC.String(), Addr: x.Addr.String(), Expiry: x.Expiry, Hostname: x.Hostname, State: x.State})
+	return l.st.PutLease(machines.Lease{MAC: machines.MAC(x.MAC), Addr: x.Addr, Expiry: x.Expiry, Hostname: x.Hostname, State: x.State})
 }
 
-func (l dhcpLeases) DeleteLease(mac net.HardwareAddr) error { return l.st.DeleteLease(mac.String()) }
+func (l dhcpLeases) DeleteLease(mac net.HardwareAddr) error {
+	return l.st.DeleteLease(machines.MAC(mac))
+}
 
 // Observe records DHCP traffic: unknown clients are noted for `imaged machines unknown`, known
 // machines get a timeline event (and their leased address is remembered, so that their TFTP and
@@ -165,7 +164,7 @@ func (o *observer) Observe(ob dhcp.Observation) {
 	if ob.Vendor != "" {
 		fields["vendor_class"] = ob.Vendor
 	}
-	o.inv.BootEvent(store.Event{Machine: ob.MachineID, Time: ob.Time, Kind: "dhcp", Message: msg, Fields: fields}, o.waiting(ob.MachineID))
+	o.inv.BootEvent(machines.Event{Machine: ob.MachineID, Time: ob.Time, Kind: "dhcp", Message: msg, Fields: fields}, o.waiting(ob.MachineID))
 }
 
 // TransferDone records a TFTP transfer on the timeline of the machine at its address.
@@ -174,7 +173,7 @@ func (o *observer) TransferDone(t tftp.Transfer) {
 	if !ok {
 		return
 	}
-	o.inv.BootEvent(store.Event{Machine: m.ID, Kind: "tftp",
+	o.inv.BootEvent(machines.Event{Machine: m.ID, Kind: "tftp",
 		Message: fmt.Sprintf("TFTP %s: %s, %d bytes (blksize %d) in %s", t.File, t.Outcome, t.Bytes, t.BlockSize, t.Duration.Round(time.Millisecond)),
 		Fields:  map[string]string{"file": t.File, "outcome": t.Outcome, "bytes": fmt.Sprint(t.Bytes)}}, o.waiting(m.ID))
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power/fleet"
 	"github.com/imaged/imaged/internal/servercert"
 	"github.com/imaged/imaged/internal/store"
@@ -137,7 +138,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("inventory: metrics: %w", err)
 	}
 	d.bmcs, err = fleet.New(fleetConfig(cfg), fleet.Deps{Log: log, Registerer: d.reg, Events: func(machine, msg string) {
-		d.inv.Event(store.Event{Machine: machine, Kind: "bmc", Message: msg})
+		d.inv.Event(machines.Event{Machine: machine, Kind: "bmc", Message: msg})
 	}})
 	if err != nil {
 		return nil, err
@@ -192,7 +193,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	apiSrv := api.New(api.Deps{Inventory: d.inv, Blobs: blobs, BMCs: d.bmcs, Jobs: d.jobs, ReimageStale: cfg.Jobs.ReimageStale,
+	apiSrv := api.New(api.Deps{Inventory: d.inv, Catalog: d.st, Blobs: blobs, BMCs: d.bmcs, Jobs: d.jobs, ReimageStale: cfg.Jobs.ReimageStale,
 		PublicURL: apiURL, Log: log.With("component", "api"), Registerer: d.reg})
 	apiSrv.Register(mux)
 	metrics := promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg})
@@ -455,18 +456,16 @@ func (d *daemon) run(ctx context.Context) error {
 	return err
 }
 
-func machinesFromConfig(cfg *config.File) []store.Machine {
-	out := make([]store.Machine, 0, len(cfg.Machines))
+func machinesFromConfig(cfg *config.File) []machines.Machine {
+	out := make([]machines.Machine, 0, len(cfg.Machines))
 	for _, m := range cfg.Machines {
-		sm := store.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot,
+		sm := machines.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot,
 			WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType, BMC: m.BMC, Boot: m.Boot,
 			DiskSerial: m.Disk.Serial, DiskByPath: m.Disk.ByPath}
 		for _, mac := range m.MACs {
-			sm.MACs = append(sm.MACs, mac.String())
+			sm.MACs = append(sm.MACs, machines.MAC(mac.HardwareAddr))
 		}
-		if m.IP.IsValid() {
-			sm.IP = m.IP.String()
-		}
+		sm.IP = m.IP.Addr
 		out = append(out, sm)
 	}
 	return out

@@ -116,11 +116,10 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "", "%v", err)
 		return
 	}
-	hexd := strings.TrimPrefix(p.Image.Digest, "sha256:")
 	writeJSON(w, http.StatusOK, agentapi.Plan{Action: agentapi.ActionWrite, Target: agentapi.PlanTarget{Serial: p.Machine.DiskSerial, ByPath: p.Machine.DiskByPath}, Image: &agentapi.PlanImage{
-		Ref: p.Image.Ref(), Digest: p.Image.Digest, Size: p.Image.Size, ManifestHash: p.Image.ManifestHash,
-		ManifestURL: s.publicURL.JoinPath("images", hexd, "manifest").String(),
-		BlobURL:     s.publicURL.JoinPath("images", hexd, "blob").String(),
+		Ref: p.Image.Ref().String(), Digest: p.Image.Digest.String(), Size: p.Image.Size, ManifestHash: p.Image.ManifestHash.String(),
+		ManifestURL: s.publicURL.JoinPath("images", p.Image.Digest.Hex(), "manifest").String(),
+		BlobURL:     s.publicURL.JoinPath("images", p.Image.Digest.Hex(), "blob").String(),
 	}})
 }
 
@@ -174,9 +173,10 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &res) {
 		return
 	}
-	// The same result again (the agent did not get the reply to the first): the same answer.
+	// The same result again (the agent did not get the reply to the first): the same answer. The
+	// agent names the digest as its plan wrote it; only that text is the machine's image.
 	if res.Error == "" && res.Proof != nil && s.proofs.acceptedBefore(id, res.Digest, res.Proof.Nonce) {
-		if m, ok := s.inv.Machine(id); ok && m.CurrentImage == res.Digest {
+		if m, ok := s.inv.Machine(id); ok && m.CurrentImage.String() == res.Digest {
 			writeJSON(w, http.StatusOK, agentapi.ResultReply{Accepted: true, Action: agentapi.ActionWait})
 			return
 		}
@@ -203,7 +203,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusInternalServerError, "", "%v", err)
 		return
 	}
-	accepted := res.Error == "" && m.CurrentImage == res.Digest
+	accepted := res.Error == "" && m.CurrentImage.String() == res.Digest
 	if accepted {
 		s.proofs.accept(id, res.Digest, res.Proof.Nonce)
 		s.metrics.results.WithLabelValues("accepted").Inc()

@@ -21,6 +21,7 @@ import (
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -32,7 +33,7 @@ type agentWorld struct {
 	st    *store.Store
 	jobs  *signalJobs
 	img   []byte
-	image store.Image
+	image images.Image
 	m     *images.Manifest
 }
 
@@ -65,7 +66,7 @@ func newAgentWorld(t *testing.T) *agentWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{agentMAC}, Boot: "agent", DiskSerial: "WD-1234"}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC(agentMAC)}, Boot: "agent", DiskSerial: "WD-1234"}})
 	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -82,17 +83,17 @@ func newAgentWorld(t *testing.T) *agentWorld {
 		t.Fatal(err)
 	}
 	mh, _ := m.Hash()
-	image := store.Image{Name: "debian", Version: "12.1", Digest: d.String(), Size: int64(len(img)), ManifestHash: mh.String(), DataBlocks: 31}
+	image := images.Image{Name: "debian", Version: "12.1", Digest: d, Size: int64(len(img)), ManifestHash: mh, DataBlocks: 31}
 	if _, err := st.PutImage(image); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.AssignImage("ms1-c1n1", d.String(), ""); err != nil {
+	if err := st.AssignImage("ms1-c1n1", d, ""); err != nil {
 		t.Fatal(err)
 	}
 	sj := &signalJobs{}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Blobs: blobs, Jobs: sj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, Blobs: blobs, Jobs: sj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return &agentWorld{mux: Authenticate(AuthConfig{}, mux), inv: inv, st: st, jobs: sj, img: img, image: image, m: m}
 }
 
@@ -150,7 +151,7 @@ func prove(c agentapi.Challenge, digest string, disk []byte) *agentapi.Proof {
 
 // goodResult is what a real agent reports after writing the image.
 func (w *agentWorld) goodResult() agentapi.Result {
-	return agentapi.Result{Digest: w.image.Digest, ManifestHash: w.image.ManifestHash, Device: "/dev/vda",
+	return agentapi.Result{Digest: w.image.Digest.String(), ManifestHash: w.image.ManifestHash.String(), Device: "/dev/vda",
 		BytesFetched: 31 * images.BlockSize, BytesWritten: 30*images.BlockSize + 1000, BytesZeroed: 10 * images.BlockSize,
 		BlocksVerified: 31, Seconds: 1.5}
 }
@@ -160,7 +161,7 @@ func (w *agentWorld) result(sess string, r agentapi.Result) *httptest.ResponseRe
 	return w.req("POST", "/agent/v1/result", sess, "", string(b))
 }
 
-func (w *agentWorld) current() string {
+func (w *agentWorld) current() images.Digest {
 	m, _ := w.st.Machine("ms1-c1n1")
 	return m.CurrentImage
 }
@@ -179,8 +180,7 @@ func TestAgentWorkLoop(t *testing.T) {
 	rec := w.req("GET", "/agent/v1/plan", sess, "", "")
 	var plan agentapi.Plan
 	json.Unmarshal(rec.Body.Bytes(), &plan)
-	hexd := strings.TrimPrefix(w.image.Digest, "sha256:")
-	if plan.Action != "write" || plan.Image.BlobURL != "http://10.99.0.1:8080/images/"+hexd+"/blob" || plan.Image.ManifestHash != w.image.ManifestHash || plan.Target.Serial != "WD-1234" {
+	if plan.Action != "write" || plan.Image.BlobURL != "http://10.99.0.1:8080/images/"+w.image.Digest.Hex()+"/blob" || plan.Image.ManifestHash != w.image.ManifestHash.String() || plan.Target.Serial != "WD-1234" {
 		t.Fatalf("plan: %s", rec.Body)
 	}
 	if rec := w.req("POST", "/agent/v1/progress", sess, "", `{"digest": "x", "bytes_done": 5, "bytes_total": 4}`); rec.Code != 400 {
@@ -192,12 +192,12 @@ func TestAgentWorkLoop(t *testing.T) {
 	if p, ok := w.inv.ProgressOf("ms1-c1n1"); !ok || p.BytesDone != 5 {
 		t.Errorf("progress not kept: %+v", p)
 	}
-	fail := agentapi.Result{Digest: w.image.Digest, Error: "checksum mismatch in block 7"}
-	if rec := w.result(sess, fail); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"accepted": false`) || w.current() != "" {
+	fail := agentapi.Result{Digest: w.image.Digest.String(), Error: "checksum mismatch in block 7"}
+	if rec := w.result(sess, fail); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"accepted": false`) || !w.current().IsZero() {
 		t.Errorf("failure result: %d %s", rec.Code, rec.Body)
 	}
 	good := w.goodResult()
-	good.Proof = prove(w.challenge(t, sess), w.image.Digest, w.img)
+	good.Proof = prove(w.challenge(t, sess), w.image.Digest.String(), w.img)
 	if rec := w.result(sess, good); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"accepted": true`) || w.current() != w.image.Digest {
 		t.Fatalf("good result: %d %s, current %q", rec.Code, rec.Body, w.current())
 	}
@@ -237,11 +237,11 @@ func TestForgedWriteRefused(t *testing.T) {
 	w := newAgentWorld(t)
 	sess := w.hello(t)
 	good := w.goodResult()
-	forged := agentapi.Result{Digest: w.image.Digest, ManifestHash: w.image.ManifestHash, Device: "/dev/null", BlocksVerified: 999999}
+	forged := agentapi.Result{Digest: w.image.Digest.String(), ManifestHash: w.image.ManifestHash.String(), Device: "/dev/null", BlocksVerified: 999999}
 	noProof := good
 	zeroDisk := func() agentapi.Result {
 		r := good
-		r.Proof = prove(w.challenge(t, sess), w.image.Digest, make([]byte, len(w.img)))
+		r.Proof = prove(w.challenge(t, sess), w.image.Digest.String(), make([]byte, len(w.img)))
 		return r
 	}
 	for _, c := range []struct {
@@ -273,7 +273,7 @@ func TestForgedWriteRefused(t *testing.T) {
 		if rec.Code != 409 || e.Field != c.field || !strings.Contains(e.Error, c.reason) {
 			t.Errorf("%s: %d %s", c.name, rec.Code, rec.Body)
 		}
-		if w.current() != "" {
+		if !w.current().IsZero() {
 			t.Fatalf("%s: the machine is recorded as running %s", c.name, w.current())
 		}
 		sigs := w.jobs.resultSignals()
@@ -284,17 +284,17 @@ func TestForgedWriteRefused(t *testing.T) {
 	// A proof answers its challenge once: the real disk's proof for a used challenge fails.
 	c := w.challenge(t, sess)
 	withProof := good
-	withProof.Proof = prove(c, w.image.Digest, w.img)
+	withProof.Proof = prove(c, w.image.Digest.String(), w.img)
 	withProof.Proof.MACs[0] = strings.Repeat("00", 32)
 	if rec := w.result(sess, withProof); rec.Code != 409 {
 		t.Fatalf("a wrong MAC: %d %s", rec.Code, rec.Body)
 	}
-	withProof.Proof = prove(c, w.image.Digest, w.img)
-	if rec := w.result(sess, withProof); rec.Code != 409 || !strings.Contains(rec.Body.String(), `"field": "challenge"`) || w.current() != "" {
+	withProof.Proof = prove(c, w.image.Digest.String(), w.img)
+	if rec := w.result(sess, withProof); rec.Code != 409 || !strings.Contains(rec.Body.String(), `"field": "challenge"`) || !w.current().IsZero() {
 		t.Errorf("a second answer to a used challenge: %d %s", rec.Code, rec.Body)
 	}
 	// And the honest agent, with a fresh challenge, is accepted.
-	withProof.Proof = prove(w.challenge(t, sess), w.image.Digest, w.img)
+	withProof.Proof = prove(w.challenge(t, sess), w.image.Digest.String(), w.img)
 	if rec := w.result(sess, withProof); rec.Code != 200 || w.current() != w.image.Digest {
 		t.Errorf("honest result: %d %s", rec.Code, rec.Body)
 	}
@@ -329,12 +329,12 @@ func TestChallengeLost(t *testing.T) {
 	w := newAgentWorld(t)
 	sess := w.hello(t)
 	r := w.goodResult()
-	r.Proof = prove(w.challenge(t, sess), w.image.Digest, w.img)
+	r.Proof = prove(w.challenge(t, sess), w.image.Digest.String(), w.img)
 	w2 := *w
 	// Another API over the same inventory: the daemon after a restart.
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: w.inv, Jobs: w.jobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: w.inv, Catalog: w.st, Jobs: w.jobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	w2.mux = mux
 	rec := w2.result(sess, r)
 	if rec.Code != 409 || !strings.Contains(rec.Body.String(), `"field": "challenge"`) || len(w.jobs.resultSignals()) != 0 {
@@ -386,7 +386,7 @@ func TestSessionBoundToHello(t *testing.T) {
 		t.Errorf("the new session: %d %s", rec.Code, rec.Body)
 	}
 	m, _ := w.st.Machine("ms1-c1n1")
-	if m.LastHello == nil || m.LastHello.IP != "192.0.2.1" {
+	if m.LastHello == nil || m.LastHello.IP.String() != "192.0.2.1" {
 		t.Errorf("hello recorded from %+v, want the connection's address", m.LastHello)
 	}
 }

@@ -25,7 +25,7 @@ import (
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // maxBody bounds every request body; a larger one gets 413.
@@ -34,6 +34,7 @@ const maxBody = 64 << 10
 // Server holds the API's collaborators.
 type Server struct {
 	inv         *inventory.Inventory
+	catalog     ImageCatalog
 	blobs       Blobs
 	bmcs        BMCs
 	jobs        Jobs
@@ -51,6 +52,7 @@ type Server struct {
 // nothing is there).
 type Deps struct {
 	Inventory *inventory.Inventory
+	Catalog   ImageCatalog
 	Blobs     Blobs
 	BMCs      BMCs
 	Jobs      Jobs
@@ -63,7 +65,7 @@ type Deps struct {
 
 // New returns the API server.
 func New(d Deps) *Server {
-	return &Server{inv: d.Inventory, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, stalePolicy: d.ReimageStale, log: d.Log, publicURL: d.PublicURL,
+	return &Server{inv: d.Inventory, catalog: d.Catalog, blobs: d.Blobs, bmcs: d.BMCs, jobs: d.Jobs, stalePolicy: d.ReimageStale, log: d.Log, publicURL: d.PublicURL,
 		closing: make(chan struct{}), proofs: newProofs(d.Blobs), metrics: newMetrics(d.Registerer, d.Log)}
 }
 
@@ -173,7 +175,7 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
 }
 
 // view adds what other parts of the daemon know about m.
-func (s *Server) view(m store.Machine) MachineView {
+func (s *Server) view(m machines.Machine) MachineView {
 	v := MachineView{Machine: m}
 	if s.bmcs != nil {
 		v.BMCHealth = s.health(s.bmcs.BMCName(m.ID))
@@ -211,7 +213,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ev == nil {
-		ev = []store.Event{}
+		ev = []machines.Event{}
 	}
 	writeJSON(w, http.StatusOK, ev)
 }
@@ -220,13 +222,13 @@ func (s *Server) unknownClients(w http.ResponseWriter, r *http.Request) {
 	if err := s.inv.FlushUnknown(); err != nil {
 		s.log.Warn("flush unknown clients", "err", err)
 	}
-	us, err := s.inv.Store().Unknowns()
+	us, err := s.inv.Unknowns()
 	if err != nil {
 		fail(w, http.StatusInternalServerError, "", "%v", err)
 		return
 	}
 	if us == nil {
-		us = []store.Unknown{}
+		us = []machines.Unknown{}
 	}
 	writeJSON(w, http.StatusOK, us)
 }

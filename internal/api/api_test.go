@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -25,7 +26,7 @@ func newServer(t testing.TB) (http.Handler, *inventory.Inventory) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, Boot: "agent"}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}, Boot: "agent"}})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	inv, err := inventory.New(st, inventory.Config{Log: log, TokenTTL: time.Hour})
 	if err != nil {
@@ -33,7 +34,7 @@ func newServer(t testing.TB) (http.Handler, *inventory.Inventory) {
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, PublicURL: u, Log: log}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, PublicURL: u, Log: log}).Register(mux)
 	return Authenticate(AuthConfig{AnonymousRead: true}, mux), inv
 }
 
@@ -110,7 +111,7 @@ func TestHelloBadInput(t *testing.T) {
 func TestHelloTokenExpires(t *testing.T) {
 	st, _ := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
 	defer st.Close()
-	st.SyncMachines([]store.Machine{{ID: "m", MACs: []string{"52:54:00:99:00:11"}}})
+	st.SyncMachines([]machines.Machine{{ID: "m", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}}})
 	inv, _ := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Millisecond})
 	mac, _ := net.ParseMAC("52:54:00:99:00:11")
 	tok := issue(t, inv, "m", mac.String())

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // BMCs is what the API asks of the daemon's BMC drivers, by machine id or BMC name.
@@ -82,13 +82,13 @@ type BootRequest struct {
 // health, its last job, its last check-in (stale: it runs an image other than its assigned
 // one) and, for a single machine, its power and health as its BMC reads them.
 type MachineView struct {
-	store.Machine
-	BMCHealth *BMCHealth     `json:"bmc_health,omitempty"`
-	Power     string         `json:"power,omitempty"`
-	Health    string         `json:"health,omitempty"`
-	LastJob   *JobSummary    `json:"last_job,omitempty"`
-	Stale     bool           `json:"stale"`
-	CheckIn   *store.CheckIn `json:"check_in,omitempty"`
+	machines.Machine
+	BMCHealth *BMCHealth        `json:"bmc_health,omitempty"`
+	Power     string            `json:"power,omitempty"`
+	Health    string            `json:"health,omitempty"`
+	LastJob   *JobSummary       `json:"last_job,omitempty"`
+	Stale     bool              `json:"stale"`
+	CheckIn   *machines.CheckIn `json:"check_in,omitempty"`
 }
 
 // JobSummary is a machine's latest job, in the machine list.
@@ -215,7 +215,7 @@ func (s *Server) power(w http.ResponseWriter, r *http.Request) {
 		s.powerError(w, "action", err)
 		return
 	}
-	s.inv.Event(store.Event{Machine: id, Kind: "power", Message: "power " + string(a) + " (read back) by " + by(r)})
+	s.inv.Event(machines.Event{Machine: id, Kind: "power", Message: "power " + string(a) + " (read back) by " + by(r)})
 	s.machinePower(w, r, id, bmc, http.StatusOK)
 }
 
@@ -242,7 +242,7 @@ func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
 		s.powerError(w, "target", err)
 		return
 	}
-	s.inv.Event(store.Event{Machine: id, Kind: "power", Message: "next boot once from " + string(t) + " (read back) by " + by(r)})
+	s.inv.Event(machines.Event{Machine: id, Kind: "power", Message: "next boot once from " + string(t) + " (read back) by " + by(r)})
 	s.machinePower(w, r, id, bmc, http.StatusOK)
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
 	"github.com/imaged/imaged/internal/store"
 )
@@ -62,7 +63,7 @@ func bmcServer(t *testing.T) (http.Handler, *fakeBMCs, *inventory.Inventory) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}}, {ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}}, {ID: "ms1-c1n2", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:12")}}})
 	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +72,7 @@ func bmcServer(t *testing.T) (http.Handler, *fakeBMCs, *inventory.Inventory) {
 	f := &fakeBMCs{sys: power.System{ID: "C1N1", Power: power.On, Health: "OK", MACs: []net.HardwareAddr{mac}, ResetTypes: []string{"On", "ForceOff"}}}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, BMCs: f, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, BMCs: f, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return Authenticate(AuthConfig{AnonymousRead: true}, mux), f, inv
 }
 

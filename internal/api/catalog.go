@@ -3,16 +3,31 @@ package api
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/imaged/imaged/images"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // The image catalog over HTTP: what `imaged image …` and `imaged machines assign` use while the
 // daemon holds the state file. Reading needs the read scope, changes operate or admin.
+
+// ImageCatalog is the image catalog the catalog endpoints serve and change, and the jobs' images
+// come from; *store.Store implements it. The catalog's rules fail with the errors of package
+// images, and what does not exist matches fs.ErrNotExist.
+type ImageCatalog interface {
+	Images() ([]images.Image, error)
+	Channels() ([]images.Channel, error)
+	ResolveImage(ref images.Ref) (images.Image, error)
+	PutImage(img images.Image) (created bool, err error)
+	DeleteImage(name, version string) (img images.Image, blobFree bool, err error)
+	Promote(name, version, channel, by string) (images.Channel, error)
+	Rollback(name, channel, by string) (images.Channel, error)
+	Prune(keep int) (removed []images.Pruned, kept map[string][]string, err error)
+}
 
 // Blobs is the part of the blob store the catalog endpoints use.
 type Blobs interface {
@@ -24,19 +39,19 @@ type Blobs interface {
 
 // Catalog is the body of GET /api/v1/images.
 type Catalog struct {
-	Images   []store.Image   `json:"images"`
-	Channels []store.Channel `json:"channels"`
+	Images   []images.Image   `json:"images"`
+	Channels []images.Channel `json:"channels"`
 }
 
 // ImageInfo is one image and the channels of its name.
 type ImageInfo struct {
-	Image    store.Image     `json:"image"`
-	Channels []store.Channel `json:"channels"`
+	Image    images.Image     `json:"image"`
+	Channels []images.Channel `json:"channels"`
 }
 
 // RegisterRequest registers a blob already in the blob store as NAME@VERSION. The server reads
 // the blob's manifest itself; sizes and hashes are never taken from the request. The source is
-// kept without its credentials (store.Image.Source).
+// kept without its credentials (images.Image.Source).
 type RegisterRequest struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
@@ -52,8 +67,8 @@ type PromoteRequest struct {
 
 // DeleteReply says what DELETE /api/v1/images/{ref} removed.
 type DeleteReply struct {
-	Image       store.Image `json:"image"`
-	BlobRemoved bool        `json:"blob_removed"`
+	Image       images.Image `json:"image"`
+	BlobRemoved bool         `json:"blob_removed"`
 }
 
 // PruneRequest keeps the newest Keep versions of every name (and whatever is in use).
@@ -63,7 +78,7 @@ type PruneRequest struct {
 
 // PruneReply lists what prune removed and what it kept because something points at it.
 type PruneReply struct {
-	Pruned []store.Image       `json:"pruned"`
+	Pruned []images.Image      `json:"pruned"`
 	Kept   map[string][]string `json:"kept"`
 }
 
@@ -74,8 +89,8 @@ type AssignRequest struct {
 
 // AssignReply is the machine after the assignment and the image it now points at.
 type AssignReply struct {
-	Machine store.Machine `json:"machine"`
-	Image   store.Image   `json:"image"`
+	Machine machines.Machine `json:"machine"`
+	Image   images.Image     `json:"image"`
 }
 
 func (s *Server) registerCatalog(mux *http.ServeMux) {
@@ -93,11 +108,11 @@ func (s *Server) registerCatalog(mux *http.ServeMux) {
 // change the catalog's rules refuse, 400 for a malformed reference, else 500.
 func (s *Server) storeError(w http.ResponseWriter, field string, err error) {
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, fs.ErrNotExist):
 		fail(w, http.StatusNotFound, field, "%v", err)
-	case errors.Is(err, store.ErrImmutable), errors.Is(err, store.ErrInUse), errors.Is(err, store.ErrNoHistory), errors.Is(err, store.ErrConflict):
+	case errors.Is(err, images.ErrImmutable), errors.Is(err, images.ErrInUse), errors.Is(err, images.ErrNoHistory), errors.Is(err, images.ErrConflict):
 		fail(w, http.StatusConflict, field, "%v", err)
-	case errors.Is(err, store.ErrBadRef):
+	case errors.Is(err, images.ErrBadRef):
 		fail(w, http.StatusBadRequest, field, "%v", err)
 	default:
 		s.log.Error("catalog", "err", err)
@@ -115,12 +130,12 @@ func (s *Server) noBlobs(w http.ResponseWriter) bool {
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	imgs, err := s.inv.Store().Images()
+	imgs, err := s.catalog.Images()
 	if err != nil {
 		s.storeError(w, "", err)
 		return
 	}
-	chs, err := s.inv.Store().Channels()
+	chs, err := s.catalog.Channels()
 	if err != nil {
 		s.storeError(w, "", err)
 		return
@@ -135,21 +150,23 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// resolve finds the image ref names (name@version, name@channel or sha256:<hex>); field names
-// where ref came from in the request, for the error.
-func (s *Server) resolve(w http.ResponseWriter, field, ref string) (store.Image, bool) {
-	if d, err := images.ParseDigest(ref); err == nil {
-		ref = d.String() // the catalog knows digests as sha256:<hex>; a bare hex digest is one too
-	} else {
-		if _, _, err := store.SplitRef(ref); err != nil {
-			fail(w, http.StatusBadRequest, field, "%v; or sha256:<64 hex digits>", err)
-			return store.Image{}, false
-		}
+// resolve finds the image text names (name@version, name@channel, or a digest: sha256:<hex> or
+// the hex alone); field names where it came from in the request, for the error.
+func (s *Server) resolve(w http.ResponseWriter, field, text string) (images.Image, bool) {
+	ref, err := images.ParseRefOrDigest(text)
+	if err != nil {
+		fail(w, http.StatusBadRequest, field, "%v", err)
+		return images.Image{}, false
 	}
-	img, err := s.inv.Store().ResolveImage(ref)
+	return s.resolveRef(w, field, ref)
+}
+
+// resolveRef finds the catalog's image of ref; field names where ref came from.
+func (s *Server) resolveRef(w http.ResponseWriter, field string, ref images.Ref) (images.Image, bool) {
+	img, err := s.catalog.ResolveImage(ref)
 	if err != nil {
 		s.storeError(w, field, err)
-		return store.Image{}, false
+		return images.Image{}, false
 	}
 	return img, true
 }
@@ -159,12 +176,12 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	chs, err := s.inv.Store().Channels()
+	chs, err := s.catalog.Channels()
 	if err != nil {
 		s.storeError(w, "", err)
 		return
 	}
-	mine := []store.Channel{}
+	mine := []images.Channel{}
 	for _, ch := range chs {
 		if ch.Name == img.Name {
 			mine = append(mine, ch)
@@ -181,7 +198,7 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if _, _, err := store.SplitRef(req.Name + "@" + req.Version); err != nil {
+	if _, err := images.ParseRef(req.Name + "@" + req.Version); err != nil {
 		fail(w, http.StatusBadRequest, "name", "name and version: %v", err)
 		return
 	}
@@ -201,18 +218,18 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	blocks, data := m.NonZero()
-	img := store.Image{Name: req.Name, Version: req.Version, Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks,
-		ManifestHash: mh.String(), Source: req.Source, Format: req.Format, Imported: time.Now().UTC(), ImportedBy: by(r)}
-	created, err := s.inv.Store().PutImage(img)
+	img := images.Image{Name: req.Name, Version: req.Version, Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks,
+		ManifestHash: mh, Source: req.Source, Format: req.Format, Imported: time.Now().UTC(), ImportedBy: by(r)}
+	created, err := s.catalog.PutImage(img)
 	if err != nil {
 		s.storeError(w, "version", err)
 		return
 	}
 	// The daemon collects blobs no image references once they are old (cmd/imaged's collector,
-	// which holds the catalog while it decides, store.WithImageDigests): one could have gone
+	// which holds the catalog while it decides, Store.WithImageDigests): one could have gone
 	// between the manifest read above and PutImage. Once registered it is safe; check it is here.
 	if created && !s.blobs.Has(d) {
-		if _, _, derr := s.inv.Store().DeleteImage(img.Name, img.Version); derr != nil {
+		if _, _, derr := s.catalog.DeleteImage(img.Name, img.Version); derr != nil {
 			s.log.Error("registered an image whose blob was collected meanwhile, and could not take it back", "image", img.Ref(), "err", derr)
 		}
 		fail(w, http.StatusNotFound, "digest", "blob %s was collected as unregistered while this request registered it (it was older than images.unregistered_grace): import the image again", d)
@@ -224,7 +241,7 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("image registered", "image", img.Ref(), "digest", img.Digest, "by", img.ImportedBy)
 	}
 	// What the catalog keeps: the source without its credentials, or the earlier registration.
-	if img, err = s.inv.Store().ResolveImage(img.Ref()); err != nil {
+	if img, err = s.catalog.ResolveImage(img.Ref()); err != nil {
 		s.storeError(w, "", err)
 		return
 	}
@@ -232,20 +249,21 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
-	name, version, err := store.SplitRef(r.PathValue("ref"))
+	ref, err := images.ParseRef(r.PathValue("ref"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "ref", "%v", err)
 		return
 	}
+	name, version := ref.Name, ref.Tag
 	var req PromoteRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	if _, _, err := store.SplitRef(name + "@" + req.Channel); err != nil {
+	if _, err := images.ParseRef(name + "@" + req.Channel); err != nil {
 		fail(w, http.StatusBadRequest, "channel", "%q is not a channel name (letters, digits, . _ - +)", req.Channel)
 		return
 	}
-	ch, err := s.inv.Store().Promote(name, version, req.Channel, by(r))
+	ch, err := s.catalog.Promote(name, version, req.Channel, by(r))
 	if err != nil {
 		s.storeError(w, "ref", err)
 		return
@@ -255,12 +273,13 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
-	name, channel, err := store.SplitRef(r.PathValue("ref"))
+	ref, err := images.ParseRef(r.PathValue("ref"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "ref", "%v (NAME@CHANNEL)", err)
 		return
 	}
-	ch, err := s.inv.Store().Rollback(name, channel, by(r))
+	name, channel := ref.Name, ref.Tag
+	ch, err := s.catalog.Rollback(name, channel, by(r))
 	if err != nil {
 		s.storeError(w, "ref", err)
 		return
@@ -273,12 +292,12 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	if s.noBlobs(w) {
 		return
 	}
-	name, version, err := store.SplitRef(r.PathValue("ref"))
+	ref, err := images.ParseRef(r.PathValue("ref"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "ref", "%v", err)
 		return
 	}
-	img, free, err := s.inv.Store().DeleteImage(name, version)
+	img, free, err := s.catalog.DeleteImage(ref.Name, ref.Tag)
 	if err != nil {
 		s.storeError(w, "ref", err)
 		return
@@ -293,11 +312,8 @@ func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, DeleteReply{Image: img, BlobRemoved: free})
 }
 
-func (s *Server) removeBlob(img store.Image) error {
-	d, err := images.ParseDigest(img.Digest)
-	if err == nil {
-		err = s.blobs.Delete(d)
-	}
+func (s *Server) removeBlob(img images.Image) error {
+	err := s.blobs.Delete(img.Digest)
 	if err != nil {
 		s.log.Error("blob of a removed image not deleted", "image", img.Ref(), "digest", img.Digest, "err", err)
 	}
@@ -316,12 +332,12 @@ func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "keep", "keep must be at least 1, not %d", req.Keep)
 		return
 	}
-	removed, kept, err := s.inv.Store().Prune(req.Keep)
+	removed, kept, err := s.catalog.Prune(req.Keep)
 	if err != nil {
 		s.storeError(w, "", err)
 		return
 	}
-	reply := PruneReply{Pruned: []store.Image{}, Kept: kept}
+	reply := PruneReply{Pruned: []images.Image{}, Kept: kept}
 	if reply.Kept == nil {
 		reply.Kept = map[string][]string{}
 	}

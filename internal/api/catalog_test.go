@@ -17,6 +17,7 @@ import (
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -29,7 +30,7 @@ func catalogServer(t *testing.T) (http.Handler, *inventory.Inventory, images.Dig
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]store.Machine{{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}}})
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}}})
 	inv, err := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +46,7 @@ func catalogServer(t *testing.T) (http.Handler, *inventory.Inventory, images.Dig
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return Authenticate(AuthConfig{AnonymousRead: true}, mux), inv, d
 }
 
@@ -87,7 +88,8 @@ func TestCatalogAPI(t *testing.T) {
 		{"a change without credentials", call{"POST", "/api/v1/images", reg, nil}, 401, "", "needs the admin scope"},
 		{"a change with too small a scope", call{"POST", "/api/v1/images", reg, reader}, 403, "", "dashboard has the read scope"},
 		{"an operator cannot register", call{"POST", "/api/v1/images", reg, operator}, 403, "", "needs admin"},
-		{"register a blob that is not stored", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"sha256:` + strings.Repeat("0", 64) + `"}`, admin}, 404, "digest", "imaged image import"},
+		{"register a blob that is not stored", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"sha256:` + strings.Repeat("9", 64) + `"}`, admin}, 404, "digest", "imaged image import"},
+		{"register the zero digest", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"sha256:` + strings.Repeat("0", 64) + `"}`, admin}, 400, "digest", "names no image"},
 		{"register with a bad name", call{"POST", "/api/v1/images", `{"name":"deb ian","version":"9","digest":"` + d.String() + `"}`, admin}, 400, "name", "NAME@VERSION"},
 		{"register with a bad digest", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"md5:00"}`, admin}, 400, "digest", ""},
 		{"register with an unknown field", call{"POST", "/api/v1/images", `{"name":"debian","version":"9","digest":"` + d.String() + `","size":1}`, admin}, 400, "size", "unknown field"},
@@ -116,7 +118,7 @@ func TestCatalogAPI(t *testing.T) {
 			t.Errorf("%s: %d field %q, want %d field %q containing %q:\n%s", s.name, status, e.Field, s.status, s.field, s.want, body)
 		}
 	}
-	if m, _ := inv.Machine("ms1-c1n1"); m.AssignedImage != d.String() {
+	if m, _ := inv.Machine("ms1-c1n1"); m.AssignedImage != d {
 		t.Errorf("inventory did not see the assignment: %+v", m)
 	}
 }
@@ -150,7 +152,7 @@ func TestRegisterRacesCollection(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Blobs: collectedBlobs{blobs}, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, Blobs: collectedBlobs{blobs}, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	admin := &Principal{Name: "root", Scope: ScopeAdmin, Local: true}
 	status, e, body := call{"POST", "/api/v1/images", `{"name":"debian","version":"1","digest":"` + d.String() + `"}`, admin}.do(mux)
 	if status != 404 || e.Field != "digest" || !strings.Contains(body, "import the image again") {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
 	"github.com/imaged/imaged/internal/store"
 )
@@ -60,9 +62,9 @@ func fuzzWorld(t *testing.T, blobs Blobs, bare bool) http.Handler {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	st.SyncMachines([]store.Machine{
-		{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, IP: "192.0.2.1", WorkerGroup: "linux-build"},
-		{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}},
+	st.SyncMachines([]machines.Machine{
+		{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}, IP: netip.MustParseAddr("192.0.2.1"), WorkerGroup: "linux-build"},
+		{ID: "ms1-c1n2", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:12")}},
 	})
 	log := slog.New(slog.DiscardHandler)
 	inv, err := inventory.New(st, inventory.Config{Log: log, TokenTTL: time.Hour})
@@ -76,9 +78,9 @@ func fuzzWorld(t *testing.T, blobs Blobs, bare bool) http.Handler {
 	}
 	mh, _ := m.Hash()
 	blocks, data := m.NonZero()
-	st.PutImage(store.Image{Name: "debian", Version: "1", Digest: d.String(), Size: m.Size, DataBytes: data, DataBlocks: blocks, ManifestHash: mh.String()})
+	st.PutImage(images.Image{Name: "debian", Version: "1", Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks, ManifestHash: mh})
 	st.Promote("debian", "1", "production", "fuzz")
-	deps := Deps{Inventory: inv, ReimageStale: true, Log: log}
+	deps := Deps{Inventory: inv, Catalog: st, ReimageStale: true, Log: log}
 	deps.PublicURL, _ = url.Parse("http://10.99.0.1:8080")
 	if !bare {
 		mgr, err := jobs.New(jobs.Config{}, jobs.Deps{Power: idlePower{}, Catalog: fuzzCatalog{inv}, Store: st})
@@ -124,8 +126,8 @@ func (idlePower) BootOnce(context.Context, string, power.BootTarget, string) err
 // fuzzCatalog is the inventory as the job manager sees it (as cmd/imaged adapts it).
 type fuzzCatalog struct{ inv *inventory.Inventory }
 
-func (c fuzzCatalog) Machine(id string) (store.Machine, bool) { return c.inv.Machine(id) }
-func (c fuzzCatalog) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (c fuzzCatalog) Machine(id string) (machines.Machine, bool) { return c.inv.Machine(id) }
+func (c fuzzCatalog) Assign(id string, img images.Image, by string) (machines.Machine, error) {
 	return c.inv.Assign(id, img, by)
 }
 func (c fuzzCatalog) ClearCurrentImage(id string) error { return c.inv.ClearCurrentImage(id) }

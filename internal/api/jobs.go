@@ -7,8 +7,9 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // Jobs is what the API asks of the reimage jobs.
@@ -18,8 +19,8 @@ type Jobs interface {
 	Get(id string) (jobs.Job, bool)
 	List(f jobs.Filter) []jobs.Job
 	Observe(machine string, s jobs.Signal)
-	CheckIn(machine, digest string) (store.CheckIn, error)
-	LastCheckIn(machine string) (store.CheckIn, bool)
+	CheckIn(machine string, digest images.Digest) (machines.CheckIn, error)
+	LastCheckIn(machine string) (machines.CheckIn, bool)
 }
 
 // ReimageRequest asks for a machine to be reimaged (and proven to run the image).
@@ -47,17 +48,18 @@ type RollerTask struct {
 // Metadata is what a booted machine learns about itself from GET /api/v1/metadata: the published
 // contract, so that nothing has to guess a machine's role.
 type Metadata struct {
-	MachineID     string `json:"machine_id"`
-	Hostname      string `json:"hostname,omitempty"`
-	WorkerGroup   string `json:"worker_group,omitempty"`
-	WorkerType    string `json:"worker_type,omitempty"`
-	Chassis       string `json:"chassis,omitempty"`
-	Slot          int    `json:"slot,omitempty"`
-	AssignedImage string `json:"assigned_image,omitempty"`
-	CurrentImage  string `json:"current_image,omitempty"`
+	MachineID     string        `json:"machine_id"`
+	Hostname      string        `json:"hostname,omitempty"`
+	WorkerGroup   string        `json:"worker_group,omitempty"`
+	WorkerType    string        `json:"worker_type,omitempty"`
+	Chassis       string        `json:"chassis,omitempty"`
+	Slot          int           `json:"slot,omitempty"`
+	AssignedImage images.Digest `json:"assigned_image,omitzero"`
+	CurrentImage  images.Digest `json:"current_image,omitzero"`
 }
 
-// CheckInRequest is a booted machine saying which image it runs.
+// CheckInRequest is a booted machine saying which image it runs. The digest is read in the
+// handler, so that an error names the field.
 type CheckInRequest struct {
 	Digest string `json:"digest"`
 }
@@ -98,8 +100,9 @@ func (s *Server) noJobs(w http.ResponseWriter) bool {
 	return false
 }
 
-// submitReimage resolves ref and submits a reimage job for machine id.
-func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id, ref string, probe *jobs.Probe) (jobs.Job, bool) {
+// submitReimage submits a reimage job for machine id to the image pick finds in the catalog
+// (pick answers the request itself when it finds none).
+func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id string, pick func() (images.Image, bool), probe *jobs.Probe) (jobs.Job, bool) {
 	m, ok := s.inv.Machine(id)
 	if !ok {
 		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
@@ -108,11 +111,7 @@ func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id, ref s
 	if !s.hasBMC(w, id) {
 		return jobs.Job{}, false
 	}
-	if ref == "" {
-		fail(w, http.StatusBadRequest, "image", "the image is required: name@channel, name@version or sha256:<hex>")
-		return jobs.Job{}, false
-	}
-	img, ok := s.resolve(w, "image", ref)
+	img, ok := pick()
 	if !ok {
 		return jobs.Job{}, false
 	}
@@ -129,7 +128,7 @@ func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id, ref s
 // keepChannel: a reimage with the very image a machine is assigned (Roller's reimage without
 // ?image=, jobs.reimage_stale) keeps the channel the machine follows, so that the job's
 // assignment does not quietly pin the machine to that version.
-func keepChannel(m store.Machine, img *store.Image) {
+func keepChannel(m machines.Machine, img *images.Image) {
 	if img.Channel == "" && img.Digest == m.AssignedImage {
 		img.Channel = m.AssignedChannel
 	}
@@ -152,7 +151,14 @@ func (s *Server) reimage(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if j, ok := s.submitReimage(w, r, r.PathValue("id"), req.Image, req.Probe); ok {
+	pick := func() (images.Image, bool) {
+		if req.Image == "" {
+			fail(w, http.StatusBadRequest, "image", "the image is required: name@channel, name@version or sha256:<hex>")
+			return images.Image{}, false
+		}
+		return s.resolve(w, "image", req.Image)
+	}
+	if j, ok := s.submitReimage(w, r, r.PathValue("id"), pick, req.Probe); ok {
 		w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
 		writeJSON(w, http.StatusAccepted, j)
 	}
@@ -282,14 +288,17 @@ func (s *Server) rollerTask(w http.ResponseWriter, r *http.Request) {
 	var j jobs.Job
 	if task == "reimage" {
 		ref := r.URL.Query().Get("image")
-		if ref == "" {
-			ref = m.AssignedImage
-		}
-		if ref == "" {
+		if ref == "" && m.AssignedImage.IsZero() {
 			fail(w, http.StatusConflict, "image", "machine %s has no assigned image; give ?image=name@channel", id)
 			return
 		}
-		if j, ok = s.submitReimage(w, r, id, ref, nil); !ok {
+		pick := func() (images.Image, bool) {
+			if ref == "" {
+				return s.resolveRef(w, "image", images.Ref{Digest: m.AssignedImage})
+			}
+			return s.resolve(w, "image", ref)
+		}
+		if j, ok = s.submitReimage(w, r, id, pick, nil); !ok {
 			return
 		}
 	} else if j, ok = s.submitReboot(w, r, id, nil); !ok {
@@ -301,11 +310,11 @@ func (s *Server) rollerTask(w http.ResponseWriter, r *http.Request) {
 
 // caller finds the machine a metadata or check-in request comes from by its source address,
 // as a cloud metadata service does: the address imaged leased or reserved for it.
-func (s *Server) caller(w http.ResponseWriter, r *http.Request) (store.Machine, bool) {
+func (s *Server) caller(w http.ResponseWriter, r *http.Request) (machines.Machine, bool) {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		fail(w, http.StatusBadRequest, "", "cannot tell the caller's address")
-		return store.Machine{}, false
+		return machines.Machine{}, false
 	}
 	m, ok := s.inv.ByAddr(ap.Addr().Unmap())
 	if !ok {
@@ -333,16 +342,21 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	d, err := images.ParseDigest(req.Digest)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "digest", "%v", err)
+		return
+	}
 	if s.noJobs(w) {
 		return
 	}
-	c, err := s.jobs.CheckIn(m.ID, req.Digest)
+	c, err := s.jobs.CheckIn(m.ID, d)
 	if err != nil {
 		s.jobError(w, "digest", err)
 		return
 	}
 	if c.Stale {
-		s.log.Warn("machine checked in with an image other than its assigned one", "machine", m.ID, "digest", req.Digest, "assigned", m.AssignedImage)
+		s.log.Warn("machine checked in with an image other than its assigned one", "machine", m.ID, "digest", d, "assigned", m.AssignedImage)
 		s.reimageStale(r, m)
 	}
 	writeJSON(w, http.StatusOK, c)
@@ -350,11 +364,11 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) {
 
 // reimageStale applies jobs.reimage_stale: a machine that runs another image than its assigned
 // one is reimaged with it (unless a job already has it, or it cannot be powered).
-func (s *Server) reimageStale(r *http.Request, m store.Machine) {
-	if !s.stalePolicy || m.AssignedImage == "" || s.bmcs == nil || s.bmcs.BMCName(m.ID) == "" {
+func (s *Server) reimageStale(r *http.Request, m machines.Machine) {
+	if !s.stalePolicy || m.AssignedImage.IsZero() || s.bmcs == nil || s.bmcs.BMCName(m.ID) == "" {
 		return
 	}
-	img, err := s.inv.Store().ResolveImage(m.AssignedImage)
+	img, err := s.catalog.ResolveImage(images.Ref{Digest: m.AssignedImage})
 	if err != nil {
 		s.log.Warn("stale machine not reimaged: its assigned image is not in the catalog", "machine", m.ID, "assigned", m.AssignedImage, "err", err)
 		return

@@ -2,18 +2,22 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -73,11 +77,13 @@ func (f *fakeJobs) List(fl jobs.Filter) []jobs.Job {
 func (f *fakeJobs) Observe(machine string, s jobs.Signal) {
 	f.signals = append(f.signals, machine+":"+string(s.Kind))
 }
-func (f *fakeJobs) CheckIn(machine, digest string) (store.CheckIn, error) {
-	f.checkIns = append(f.checkIns, machine+" "+digest)
-	return store.CheckIn{Machine: machine, Digest: digest, Stale: digest != "sha256:"+strings.Repeat("ab", 32)}, nil
+func (f *fakeJobs) CheckIn(machine string, digest images.Digest) (machines.CheckIn, error) {
+	f.checkIns = append(f.checkIns, machine+" "+digest.String())
+	return machines.CheckIn{Machine: machine, Digest: digest, Stale: digest.Hex() != strings.Repeat("ab", 32)}, nil
 }
-func (f *fakeJobs) LastCheckIn(machine string) (store.CheckIn, bool) { return store.CheckIn{}, false }
+func (f *fakeJobs) LastCheckIn(machine string) (machines.CheckIn, bool) {
+	return machines.CheckIn{}, false
+}
 
 func TestJobsAPI(t *testing.T) {
 	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
@@ -85,18 +91,18 @@ func TestJobsAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	st.SyncMachines([]store.Machine{
-		{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, IP: "192.0.2.1", WorkerGroup: "linux-build", WorkerType: "b-linux-large"},
-		{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}},
+	st.SyncMachines([]machines.Machine{
+		{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}, IP: netip.MustParseAddr("192.0.2.1"), WorkerGroup: "linux-build", WorkerType: "b-linux-large"},
+		{ID: "ms1-c1n2", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:12")}},
 	})
-	digest := "sha256:" + strings.Repeat("ab", 32)
-	st.PutImage(store.Image{Name: "debian", Version: "12.1", Digest: digest})
+	digest, _ := images.ParseDigest(strings.Repeat("ab", 32))
+	st.PutImage(images.Image{Name: "debian", Version: "12.1", Digest: digest})
 	st.Promote("debian", "12.1", "production", "test")
 	inv, _ := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
 	fj := &fakeJobs{}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, BMCs: &fakeBMCs{}, Jobs: fj, ReimageStale: true, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: st, BMCs: &fakeBMCs{}, Jobs: fj, ReimageStale: true, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	h := Authenticate(AuthConfig{AnonymousRead: true}, mux)
 	op := &Principal{Name: "roller", Scope: ScopeOperate}
 	steps := []struct {
@@ -123,7 +129,7 @@ func TestJobsAPI(t *testing.T) {
       "id": "job1"`},
 		{"cancel", call{"POST", "/api/v1/jobs/job1/cancel", "", op}, 200, "", `"state": "cancelled"`},
 		{"cancel again", call{"POST", "/api/v1/jobs/job1/cancel", "", op}, 409, "id", ""},
-		{"register without a blob store", call{"POST", "/api/v1/images", `{"name":"a","version":"1","digest":"` + digest + `"}`, &Principal{Name: "root", Scope: ScopeAdmin}}, 503, "", "no blob store"},
+		{"register without a blob store", call{"POST", "/api/v1/images", `{"name":"a","version":"1","digest":"` + digest.String() + `"}`, &Principal{Name: "root", Scope: ScopeAdmin}}, 503, "", "no blob store"},
 		{"Roller: wrong group", call{"POST", "/api/v1/workers/ms1-c1n1/group/windows/jobs?task_name=reimage", "", op}, 409, "worker_group", "linux-build"},
 		{"Roller: unknown task", call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=format", "", op}, 400, "task_name", ""},
 		{"Roller: ping", call{"POST", "/api/v1/workers/ms1-c1n1/group/linux-build/jobs?task_name=ping", "", op}, 200, "", `"task_id": "ping-ms1-c1n1"`},
@@ -158,6 +164,18 @@ func TestJobsAPI(t *testing.T) {
 	if len(fj.checkIns) != 1 || !strings.HasPrefix(fj.checkIns[0], "ms1-c1n1 sha256:cdcd") {
 		t.Errorf("check-ins: %v", fj.checkIns)
 	}
+	// The digest is read here, at the edge: what is not one is refused naming the field, and
+	// never reaches the jobs.
+	for _, bad := range []string{"", "md5:x", "sha256:", "sha256:" + strings.Repeat("z", 64), "sha256:" + strings.Repeat("a", 63),
+		"sha256:" + strings.Repeat("a", 64) + "; rm -rf /", "sha256:" + strings.Repeat("0", 64)} {
+		b, _ := json.Marshal(CheckInRequest{Digest: bad})
+		if code, body := req("POST", "/api/v1/check-in", string(b), "192.0.2.1:4000"); code != 400 || !strings.Contains(body, `"field": "digest"`) {
+			t.Errorf("check-in with %q: %d %s", bad, code, body)
+		}
+	}
+	if len(fj.checkIns) != 1 {
+		t.Errorf("check-ins that are not digests reached the jobs: %v", fj.checkIns)
+	}
 	// jobs.reimage_stale: a stale check-in of a machine with an assigned image and no job
 	// submits a reimage with the assigned image.
 	for i := range fj.jobs {
@@ -182,7 +200,7 @@ func TestJobsAPI(t *testing.T) {
 	fj.jobs[len(fj.jobs)-1].State = jobs.StateSucceeded
 	n := len(fj.jobs)
 	// A check-in with the right image submits nothing.
-	req("POST", "/api/v1/check-in", `{"digest":"`+digest+`"}`, "192.0.2.1:4000")
+	req("POST", "/api/v1/check-in", `{"digest":"`+digest.String()+`"}`, "192.0.2.1:4000")
 	if len(fj.jobs) != n {
 		t.Errorf("a good check-in submitted a job")
 	}

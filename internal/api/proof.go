@@ -14,7 +14,6 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // Proof of possession: at the end of a write the agent asks for a challenge, a fresh nonce and
@@ -32,7 +31,7 @@ const ChallengeBlocks = 16
 const ChallengeTTL = 10 * time.Minute
 
 type challenge struct {
-	digest  string
+	digest  images.Digest
 	nonce   []byte
 	blocks  []int64
 	expires time.Time
@@ -54,15 +53,11 @@ func newProofs(b Blobs) *proofs {
 }
 
 // issue makes a fresh challenge for machine over img, replacing any earlier one.
-func (p *proofs) issue(machine string, img store.Image) (agentapi.Challenge, error) {
+func (p *proofs) issue(machine string, img images.Image) (agentapi.Challenge, error) {
 	if p.blobs == nil {
 		return agentapi.Challenge{}, errors.New("no blob store")
 	}
-	d, err := images.ParseDigest(img.Digest)
-	if err != nil {
-		return agentapi.Challenge{}, err
-	}
-	m, err := p.blobs.Manifest(d)
+	m, err := p.blobs.Manifest(img.Digest)
 	if err != nil {
 		return agentapi.Challenge{}, fmt.Errorf("manifest of %s: %w", img.Digest, err)
 	}
@@ -92,7 +87,7 @@ func (p *proofs) issue(machine string, img store.Image) (agentapi.Challenge, err
 	p.mu.Lock()
 	p.open[machine] = c
 	p.mu.Unlock()
-	return agentapi.Challenge{Digest: c.digest, Nonce: hex.EncodeToString(nonce), Blocks: pick, Expires: c.expires.UTC().Format(time.RFC3339)}, nil
+	return agentapi.Challenge{Digest: c.digest.String(), Nonce: hex.EncodeToString(nonce), Blocks: pick, Expires: c.expires.UTC().Format(time.RFC3339)}, nil
 }
 
 // outstanding reports whether machine has an unexpired challenge to answer.
@@ -105,7 +100,7 @@ func (p *proofs) outstanding(machine string) bool {
 
 // check verifies a proof against machine's outstanding challenge over img, which it uses up
 // whatever the outcome: a wrong answer cannot be tried again with the same challenge.
-func (p *proofs) check(machine string, img store.Image, proof *agentapi.Proof) error {
+func (p *proofs) check(machine string, img images.Image, proof *agentapi.Proof) error {
 	if proof == nil {
 		return errors.New("the result carries no proof of possession (GET /" + agentapi.ChallengePath + ", then send the proof with the result)")
 	}
@@ -126,11 +121,7 @@ func (p *proofs) check(machine string, img store.Image, proof *agentapi.Proof) e
 	case len(proof.MACs) != len(c.blocks):
 		return fmt.Errorf("the proof has %d MACs for %d challenged blocks", len(proof.MACs), len(c.blocks))
 	}
-	d, err := images.ParseDigest(img.Digest)
-	if err != nil {
-		return err
-	}
-	f, err := p.blobs.Open(d)
+	f, err := p.blobs.Open(img.Digest)
 	if err != nil {
 		return fmt.Errorf("the server cannot read its copy of %s: %w", img.Digest, err)
 	}
@@ -142,7 +133,7 @@ func (p *proofs) check(machine string, img store.Image, proof *agentapi.Proof) e
 			return fmt.Errorf("the server cannot read block %d of %s: %w", b, img.Digest, err)
 		}
 		got, err := hex.DecodeString(proof.MACs[i])
-		if err != nil || !hmac.Equal(got, agentapi.ProofMAC(c.nonce, c.digest, b, buf[:n])) {
+		if err != nil || !hmac.Equal(got, agentapi.ProofMAC(c.nonce, c.digest.String(), b, buf[:n])) {
 			return fmt.Errorf("block %d on the disk does not match the image", b)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 func TestEventStream(t *testing.T) {
@@ -28,8 +28,8 @@ func TestEventStream(t *testing.T) {
 		t.Fatalf("first line %q", l)
 	}
 	rd.ReadString('\n')
-	inv.Event(store.Event{Machine: "other", Kind: "dhcp", Message: "not for this stream"})
-	inv.Event(store.Event{Machine: "ms1-c1n1", Kind: "power", Message: "power on"})
+	inv.Event(machines.Event{Machine: "other", Kind: "dhcp", Message: "not for this stream"})
+	inv.Event(machines.Event{Machine: "ms1-c1n1", Kind: "power", Message: "power on"})
 	got := make(chan string, 1)
 	go func() {
 		var b strings.Builder

@@ -38,7 +38,7 @@ const (
 type Image struct {
 	Name, Version string
 	Manifest      *images.Manifest
-	ManifestHash  string
+	ManifestHash  images.Hash
 	Blob          io.ReaderAt
 	BootMode      string // legacy-bios, uefi or uefi-preferred; default: DetectBootMode
 }
@@ -94,7 +94,7 @@ func PublishAMI(ctx context.Context, e EBS, c EC2, img Image, opt PublishOptions
 	if err != nil {
 		return pub, fmt.Errorf("cloud: look for %s in %s: %w", digest, opt.Region, err)
 	}
-	tags := map[string]string{TagName: img.Name, TagVersion: img.Version, TagDigest: digest, TagManifest: img.ManifestHash}
+	tags := map[string]string{TagName: img.Name, TagVersion: img.Version, TagDigest: digest, TagManifest: img.ManifestHash.String()}
 	name := fmt.Sprintf("%s-%s-%s", img.Name, img.Version, img.Manifest.Digest.Hex()[:12])
 	if ami := usable(found.Images); ami != "" {
 		pub.AMI, pub.Existing = ami, true

@@ -25,12 +25,22 @@ func ec2In(url, region string) *ec2.Client {
 // PublishAMI registers what AWS would otherwise default (the fake, like AWS, makes an image
 // i386/paravirtual unless told), tags the AMI with the digest, and a second publish of the same
 // image finds it by that tag and pushes nothing.
+// manifestHash is m's manifest hash, as the catalog keeps it.
+func manifestHash(t *testing.T, m *images.Manifest) images.Hash {
+	t.Helper()
+	h, err := m.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 func TestPublishAMI(t *testing.T) {
 	img, m := halfZero(t, 32)
 	f := awsfake.New(awsfake.Options{SnapshotCompletionDelay: 10 * time.Millisecond, ImageAvailableDelay: 10 * time.Millisecond})
 	srv := f.Start(t)
 	e, c := ebsClient(srv.URL), ec2Client(srv.URL)
-	im := Image{Name: "labos", Version: "1", Manifest: m, ManifestHash: "mh", Blob: bytes.NewReader(img), BootMode: BootUEFI}
+	im := Image{Name: "labos", Version: "1", Manifest: m, ManifestHash: manifestHash(t, m), Blob: bytes.NewReader(img), BootMode: BootUEFI}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pub, err := PublishAMI(ctx, e, c, im, PublishOptions{Region: "us-east-1"})
@@ -62,7 +72,7 @@ func TestPublishAMICopyTo(t *testing.T) {
 	img, m := halfZero(t, 16)
 	f := awsfake.New(awsfake.Options{ImageAvailableDelay: 20 * time.Millisecond})
 	srv := f.Start(t)
-	im := Image{Name: "labos", Version: "2", Manifest: m, ManifestHash: "mh", Blob: bytes.NewReader(img), BootMode: BootUEFIPreferred}
+	im := Image{Name: "labos", Version: "2", Manifest: m, ManifestHash: manifestHash(t, m), Blob: bytes.NewReader(img), BootMode: BootUEFIPreferred}
 	opt := PublishOptions{Region: "us-east-1", CopyTo: []RegionClient{{"eu-west-1", ec2In(srv.URL, "eu-west-1")}, {"ap-south-1", ec2In(srv.URL, "ap-south-1")}}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -19,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/imaged/imaged/images"
 )
 
 // S3 is the part of the S3 client the published contract uses (*s3.Client).
@@ -69,7 +71,7 @@ type ImageChannels struct {
 // ChannelEntry is one version of an image as a channel points at it.
 type ChannelEntry struct {
 	Version string            `json:"version"`
-	Digest  string            `json:"digest"` // sha256:… of the raw disk image: the AMIs' imaged:digest tag
+	Digest  images.Digest     `json:"digest"` // of the raw disk image: the AMIs' imaged:digest tag
 	Date    time.Time         `json:"date"`   // when it became the channel's current entry (promote or rollback)
 	AMIs    map[string]string `json:"amis"`   // region → AMI id
 }
@@ -130,7 +132,7 @@ func checkEntry(name, channel string, e ChannelEntry) error {
 	if err := checkChannel(channel); err != nil {
 		return fmt.Errorf("cloud: amis.json: image %s: %w", name, err)
 	}
-	ok := e.Version != "" && e.Digest != "" && len(e.AMIs) > 0
+	ok := e.Version != "" && !e.Digest.IsZero() && len(e.AMIs) > 0
 	for region, ami := range e.AMIs {
 		ok = ok && region != "" && ami != ""
 	}
@@ -277,18 +279,18 @@ func (c Contract) Update(ctx context.Context, fn func(*AMIs) error) (*AMIs, erro
 // points at changes nothing (the entry returned is the existing one, Date included); promoting
 // its digest again with other AMIs refreshes the entry without touching the history. A channel
 // never stops serving a region: the promoted version must be in every region it serves now.
-func Promote(ctx context.Context, c Contract, ec2s map[string]ImagesEC2, name, version, digest, channel string, now time.Time) (ChannelEntry, error) {
+func Promote(ctx context.Context, c Contract, ec2s map[string]ImagesEC2, name, version string, digest images.Digest, channel string, now time.Time) (ChannelEntry, error) {
 	what := fmt.Sprintf("promote %s@%s to %s", name, version, channel)
 	if err := checkRequest(name, channel, ec2s); err != nil {
 		return ChannelEntry{}, fmt.Errorf("cloud: %s: %w", what, err)
 	}
-	if version == "" || !strings.HasPrefix(digest, "sha256:") {
-		return ChannelEntry{}, fmt.Errorf("cloud: %s: need a version and a sha256: digest, have %q", what, digest)
+	if version == "" || digest.IsZero() {
+		return ChannelEntry{}, fmt.Errorf("cloud: %s: need a version and a digest", what)
 	}
 	entry := ChannelEntry{Version: version, Digest: digest, Date: now.UTC().Truncate(time.Second), AMIs: map[string]string{}}
 	var missing []string
 	for _, region := range slices.Sorted(maps.Keys(ec2s)) {
-		found, err := listImages(ctx, ec2s[region], filter("tag:"+TagDigest, digest), filter("state", "available"))
+		found, err := listImages(ctx, ec2s[region], filter("tag:"+TagDigest, digest.String()), filter("state", "available"))
 		if err != nil {
 			return ChannelEntry{}, fmt.Errorf("cloud: %s: look for %s in %s: %w", what, digest, region, err)
 		}

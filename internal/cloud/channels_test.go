@@ -60,7 +60,7 @@ func newChannelEnv(t *testing.T) *channelEnv {
 // publish makes a one-block image of name@version an AMI in us-east-1 (PublishAMI) and copies
 // it, with its tags, into the other regions given; then an hour passes. It returns the image's
 // digest and its AMI per region.
-func (e *channelEnv) publish(t *testing.T, name, version string, regions ...string) (string, map[string]string) {
+func (e *channelEnv) publish(t *testing.T, name, version string, regions ...string) (images.Digest, map[string]string) {
 	t.Helper()
 	ctx := t.Context()
 	img := make([]byte, images.BlockSize)
@@ -75,7 +75,7 @@ func (e *channelEnv) publish(t *testing.T, name, version string, regions ...stri
 		t.Fatal(err)
 	}
 	eb := ebs.New(ebs.Options{BaseEndpoint: aws.String(e.url), Region: "us-east-1", Retryer: aws.NopRetryer{}, Credentials: testCreds})
-	pub, err := PublishAMI(ctx, eb, e.clients["us-east-1"], Image{Name: name, Version: version, Manifest: m, ManifestHash: "mh-" + version,
+	pub, err := PublishAMI(ctx, eb, e.clients["us-east-1"], Image{Name: name, Version: version, Manifest: m, ManifestHash: sha256.Sum256([]byte("mh-" + version)),
 		Blob: bytes.NewReader(img), BootMode: BootUEFI}, PublishOptions{Region: "us-east-1"})
 	if err != nil {
 		t.Fatalf("publish %s@%s: %v", name, version, err)
@@ -94,7 +94,7 @@ func (e *channelEnv) publish(t *testing.T, name, version string, regions ...stri
 		amis[r] = aws.ToString(out.ImageId)
 	}
 	e.clock.Advance(time.Hour)
-	return m.Digest.String(), amis
+	return m.Digest, amis
 }
 
 // raw returns the published bytes, or nil.
@@ -379,7 +379,10 @@ func TestRollbackRefusesDeregistered(t *testing.T) {
 	ctx := t.Context()
 	d1, a1 := e.publish(t, "labos", "1", testRegions...)
 	d2, _ := e.publish(t, "labos", "2", testRegions...)
-	for _, p := range []struct{ v, d string }{{"1", d1}, {"2", d2}} {
+	for _, p := range []struct {
+		v string
+		d images.Digest
+	}{{"1", d1}, {"2", d2}} {
 		if _, err := Promote(ctx, e.c, e.ec2s, "labos", p.v, p.d, "stable", t0); err != nil {
 			t.Fatal(err)
 		}
@@ -404,7 +407,7 @@ func TestPrune(t *testing.T) {
 	e := newChannelEnv(t)
 	ctx := t.Context()
 	_, other := e.publish(t, "other", "1", testRegions...) // the oldest AMIs of all
-	digests := map[string]string{}
+	digests := map[string]images.Digest{}
 	amis := map[string]map[string]string{} // version → region → AMI
 	for _, v := range []string{"1", "2", "3", "4", "5", "6"} {
 		digests[v], amis[v] = e.publish(t, "labos", v, testRegions...)
@@ -515,9 +518,9 @@ func TestPruneRefusesAndReports(t *testing.T) {
 	e := newChannelEnv(t)
 	ctx := t.Context()
 	amis := map[string]map[string]string{}
-	var d1 string
+	var d1 images.Digest
 	for _, v := range []string{"1", "2", "3", "4"} {
-		var d string
+		var d images.Digest
 		d, amis[v] = e.publish(t, "labos", v, testRegions...)
 		if v == "1" {
 			d1 = d
@@ -575,9 +578,32 @@ func TestContractSchema(t *testing.T) {
 	}
 }
 
+// An entry is complete and its digest is one: a document that another tool (or a hand) wrote
+// with a malformed digest is refused, naming it, rather than published again.
+func TestParseAMIsEntries(t *testing.T) {
+	doc := func(digest string) []byte {
+		return []byte(`{"schema":1,"images":{"labos":{"channels":{"stable":{"version":"1",` + digest +
+			`"date":"2026-11-05T09:00:00Z","amis":{"us-east-1":"ami-1"}}}}}}`)
+	}
+	good := "sha256:" + strings.Repeat("ab", 32)
+	if a, err := ParseAMIs(doc(`"digest":"` + good + `",`)); err != nil || a.Images["labos"].Channels["stable"].Digest.String() != good {
+		t.Fatalf("a good document: %v", err)
+	}
+	for _, c := range []struct{ digest, want string }{
+		{``, "lacks its version, digest or AMIs"},
+		{`"digest":"",`, "lacks its version, digest or AMIs"},
+		{`"digest":"sha256:ab",`, `"sha256:ab" is not a SHA-256 digest`},
+		{`"digest":"sha256:` + strings.Repeat("0", 64) + `",`, "names no image"},
+	} {
+		if _, err := ParseAMIs(doc(c.digest)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.digest, err, c.want)
+		}
+	}
+}
+
 func FuzzParseAMIs(f *testing.F) {
-	f.Add([]byte(`{"schema":1,"updated":"2026-11-05T09:00:00Z","images":{"labos":{"channels":{"stable":{"version":"1","digest":"sha256:00",` +
-		`"date":"2026-11-05T09:00:00Z","amis":{"us-east-1":"ami-1"}}},"history":{"stable":[{"version":"0","digest":"sha256:01","date":"2026-11-04T09:00:00Z","amis":{"us-east-1":"ami-0"}}]}}}}`))
+	f.Add([]byte(`{"schema":1,"updated":"2026-11-05T09:00:00Z","images":{"labos":{"channels":{"stable":{"version":"1","digest":"sha256:` + strings.Repeat("0", 63) + `1",` +
+		`"date":"2026-11-05T09:00:00Z","amis":{"us-east-1":"ami-1"}}},"history":{"stable":[{"version":"0","digest":"` + strings.Repeat("2", 64) + `","date":"2026-11-04T09:00:00Z","amis":{"us-east-1":"ami-0"}}]}}}}`))
 	f.Add([]byte(`{"schema":1}`))
 	f.Add([]byte(`{"schema":2}`))
 	f.Add([]byte(`{"schema":1,"images":{"x":null}}`))

@@ -1,7 +1,8 @@
 // Package deptest checks, from a package's own tests, what that package pulls in (as
 // tailscale's deptest does): the agent's initramfs must not carry the server's dependencies, the
 // BMC emulator must stay independent of the client it tests, leaves must stay leaves. Only tests
-// import it.
+// import it. Its own tests guard a rule several packages share: the services (jobs, inventory,
+// api) never link the store.
 package deptest
 
 import (

@@ -267,7 +267,8 @@ func (s *Server) serve(j job) {
 func (s *Server) send(l *listener, reply *dhcpv4.DHCPv4, dst netip.AddrPort, start time.Time) {
 	if reply != nil {
 		if _, err := l.conn.WriteToUDPAddrPort(reply.ToBytes(), dst); err != nil {
-			s.log.Warn("send reply", "dst", dst, "mac", reply.ClientHWAddr, "err", err)
+			// As text: slog writes a net.HardwareAddr (a byte slice without MarshalText) as its bytes.
+			s.log.Warn("send reply", "dst", dst, "mac", reply.ClientHWAddr.String(), "err", err)
 			s.m.packet("none", DispositionError)
 		} else {
 			s.m.replies.WithLabelValues(typeName(reply)).Inc()

@@ -5,7 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // BootMemory is how many boot events per machine the daemon keeps in memory.
@@ -17,24 +17,24 @@ const coalesceWindow = 8
 
 // bootEvent is a boot event in memory, and whether the boot log holds it.
 type bootEvent struct {
-	store.Event
+	machines.Event
 	stored bool
 }
 
-// nextSeqLocked numbers the next event of machine (see store.NextSeq).
+// nextSeqLocked numbers the next event of machine (see machines.NextSeq).
 func (inv *Inventory) nextSeqLocked(machine string, now time.Time) uint64 {
 	last, ok := inv.lastSeq[machine]
 	if !ok {
 		last, _ = inv.st.LastSeq(machine)
 	}
-	seq := store.NextSeq(last, now)
+	seq := machines.NextSeq(last, now)
 	inv.lastSeq[machine] = seq
 	return seq
 }
 
 // Event appends to a machine's audit log (or its boot log, for a boot kind). A failure to store
 // it is logged, never fatal.
-func (inv *Inventory) Event(e store.Event) {
+func (inv *Inventory) Event(e machines.Event) {
 	if e.Time.IsZero() {
 		e.Time = inv.now().UTC()
 	}
@@ -54,7 +54,7 @@ func (inv *Inventory) Event(e store.Event) {
 // message and time of last repeat are the latest. Boot events are kept in memory
 // (BootMemory per machine); persist stores them in the machine's boot log too, for a machine
 // that a job waits for.
-func (inv *Inventory) BootEvent(e store.Event, persist bool) {
+func (inv *Inventory) BootEvent(e machines.Event, persist bool) {
 	if e.Time.IsZero() {
 		e.Time = inv.now().UTC()
 	}
@@ -97,13 +97,13 @@ func (inv *Inventory) BootEvent(e store.Event, persist bool) {
 
 // Events returns a machine's timeline after sequence number after: its stored audit and boot
 // logs and the boot events kept in memory, oldest first.
-func (inv *Inventory) Events(id string, after uint64) ([]store.Event, error) {
+func (inv *Inventory) Events(id string, after uint64) ([]machines.Event, error) {
 	stored, err := inv.st.Events(id, after)
 	if err != nil {
 		return nil, err
 	}
 	inv.evMu.Lock()
-	mem := make([]store.Event, 0, len(inv.bootLog[id]))
+	mem := make([]machines.Event, 0, len(inv.bootLog[id]))
 	for _, e := range inv.bootLog[id] {
 		if e.Seq > after {
 			mem = append(mem, e.Event)
@@ -113,14 +113,14 @@ func (inv *Inventory) Events(id string, after uint64) ([]store.Event, error) {
 	if len(mem) == 0 {
 		return stored, nil
 	}
-	bySeq := make(map[uint64]store.Event, len(stored)+len(mem))
+	bySeq := make(map[uint64]machines.Event, len(stored)+len(mem))
 	for _, e := range stored {
 		bySeq[e.Seq] = e
 	}
 	for _, e := range mem { // the memory copy of a stored boot event may have newer repeats
 		bySeq[e.Seq] = e
 	}
-	out := make([]store.Event, 0, len(bySeq))
+	out := make([]machines.Event, 0, len(bySeq))
 	for _, e := range bySeq {
 		out = append(out, e)
 	}
@@ -134,11 +134,11 @@ const SubscriberBuffer = 256
 // Subscribe returns every event recorded from now on, until cancel is called. A subscriber that
 // falls more than SubscriberBuffer events behind misses the newest ones (counted in
 // MissedEvents) rather than slowing the daemon down. Coalesced repeats are not sent again.
-func (inv *Inventory) Subscribe() (events <-chan store.Event, cancel func()) {
-	ch := make(chan store.Event, SubscriberBuffer)
+func (inv *Inventory) Subscribe() (events <-chan machines.Event, cancel func()) {
+	ch := make(chan machines.Event, SubscriberBuffer)
 	inv.subMu.Lock()
 	if inv.subs == nil {
-		inv.subs = map[chan store.Event]struct{}{}
+		inv.subs = map[chan machines.Event]struct{}{}
 	}
 	inv.subs[ch] = struct{}{}
 	inv.subMu.Unlock()
@@ -156,7 +156,7 @@ func (inv *Inventory) MissedEvents() int64 {
 	return inv.missed
 }
 
-func (inv *Inventory) publish(e store.Event) {
+func (inv *Inventory) publish(e machines.Event) {
 	inv.subMu.Lock()
 	defer inv.subMu.Unlock()
 	for ch := range inv.subs {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -18,13 +19,13 @@ import (
 func TestBootChatterCostsNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	inv, st := newTestInventory(t, path, false)
-	inv.Event(store.Event{Machine: "m1", Kind: "assign", Message: "assigned debian@12 by roller"})
+	inv.Event(machines.Event{Machine: "m1", Kind: "assign", Message: "assigned debian@12 by roller"})
 	before, _ := os.Stat(path)
 	for i := range 4000 {
-		inv.BootEvent(store.Event{Machine: "m1", Kind: "script", Message: "iPXE script served (profile agent)",
+		inv.BootEvent(machines.Event{Machine: "m1", Kind: "script", Message: "iPXE script served (profile agent)",
 			Fields: map[string]string{"remote": "10.99.0.66", "profile": "agent"}}, false)
 		// Alternating requests are coalesced too.
-		inv.BootEvent(store.Event{Machine: "m1", Kind: "http", Message: fmt.Sprintf("HTTP vmlinuz: 200 in %d ms", i%7),
+		inv.BootEvent(machines.Event{Machine: "m1", Kind: "http", Message: fmt.Sprintf("HTTP vmlinuz: 200 in %d ms", i%7),
 			Fields: map[string]string{"file": "vmlinuz", "status": "200"}}, false)
 	}
 	after, _ := os.Stat(path)
@@ -45,7 +46,7 @@ func TestBootChatterCostsNothing(t *testing.T) {
 	// Distinct boot events beyond BootMemory push out only older boot events, never the audit
 	// log; while a job waits they are stored in the boot log, which is bounded on its own.
 	for i := range store.MaxEvents + 10 {
-		inv.BootEvent(store.Event{Machine: "m1", Kind: "dhcp", Message: "DHCP discover",
+		inv.BootEvent(machines.Event{Machine: "m1", Kind: "dhcp", Message: "DHCP discover",
 			Fields: map[string]string{"xid": fmt.Sprint(i)}}, true)
 	}
 	ev, _ = inv.Events("m1", 0)
@@ -70,15 +71,15 @@ func TestBootChatterCostsNothing(t *testing.T) {
 func TestEventSequenceAcrossRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	inv, st := newTestInventory(t, path, false)
-	inv.Event(store.Event{Machine: "m1", Kind: "assign", Message: "a"})
-	inv.BootEvent(store.Event{Machine: "m1", Kind: "script", Message: "s"}, false)
+	inv.Event(machines.Event{Machine: "m1", Kind: "assign", Message: "a"})
+	inv.BootEvent(machines.Event{Machine: "m1", Kind: "script", Message: "s"}, false)
 	ev, _ := inv.Events("m1", 0)
 	seen := ev[len(ev)-1].Seq
 	inv2, err := New(st, Config{TokenTTL: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv2.Event(store.Event{Machine: "m1", Kind: "job", Message: "after the restart"})
+	inv2.Event(machines.Event{Machine: "m1", Kind: "job", Message: "after the restart"})
 	ev2, _ := inv2.Events("m1", seen)
 	if len(ev2) != 1 || ev2[0].Message != "after the restart" {
 		t.Errorf("events after %d: %+v", seen, ev2)

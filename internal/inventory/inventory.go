@@ -9,7 +9,9 @@
 // is apart from the boot log, so boot chatter never evicts it.
 //
 // It is a hub: cmd/imaged and internal/api import it; it adapts the store to the small
-// interfaces that the protocol packages (dhcp, tftp, boot) declare, so they stay leaves.
+// interfaces that the protocol packages (dhcp, tftp, ipxe) declare, so they stay leaves. It
+// keeps its records through Store, which it declares and *store.Store implements: it does not
+// link the store.
 package inventory
 
 import (
@@ -22,7 +24,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // Config tunes the inventory.
@@ -34,47 +37,73 @@ type Config struct {
 	BindToLease bool
 }
 
+// Store is what the inventory keeps in the state file; *store.Store implements it. A record that
+// does not exist is an error matching fs.ErrNotExist.
+type Store interface {
+	Machines() ([]machines.Machine, error)
+	Machine(id string) (machines.Machine, error)
+	AssignImage(id string, digest images.Digest, channel string) error
+	SetCurrentImage(id string, digest images.Digest) error
+	ResolveImage(ref images.Ref) (images.Image, error)
+	ChannelDigests() (map[string]images.Digest, error) // name@channel → the digest it points at
+
+	Leases() ([]machines.Lease, error)
+	RecordUnknown(seen []machines.Unknown) error
+	Unknowns() ([]machines.Unknown, error)
+
+	PutToken(machines.BootToken) error
+	Token(hash string) (machines.BootToken, error)
+	Session(hash string) (machines.Session, error)
+	// Hello records in one transaction the token a hello consumed, the session it opened (none
+	// for an unknown machine: MachineID "") and the hello on the machine.
+	Hello(machines.BootToken, machines.Session, machines.Hello) error
+
+	AddEvent(machines.Event) (machines.Event, error)
+	Events(machine string, after uint64) ([]machines.Event, error)
+	LastSeq(machine string) (uint64, error)
+}
+
 // Inventory indexes the stored machines. It is safe for concurrent use.
 type Inventory struct {
-	st  *store.Store
+	st  Store
 	log *slog.Logger
 	cfg Config
 	now func() time.Time
 
 	mu       sync.RWMutex
-	byID     map[string]store.Machine
+	byID     map[string]machines.Machine
 	byMAC    map[string]string // mac → id
 	byAddr   map[netip.Addr]string
-	leases   map[string]netip.Addr     // mac → the address imaged's DHCP acknowledged
-	unknown  map[string]*store.Unknown // sightings not yet flushed, at most MaxPendingUnknown
-	dropped  int64                     // sightings of new MACs not kept because unknown was full
-	progress map[string]Progress       // latest write progress by machine
+	leases   map[string]netip.Addr        // mac → the address imaged's DHCP acknowledged
+	unknown  map[string]*machines.Unknown // sightings not yet flushed, at most MaxPendingUnknown
+	dropped  int64                        // sightings of new MACs not kept because unknown was full
+	progress map[string]Progress          // latest write progress by machine
 
 	tokMu    sync.Mutex
-	tokens   map[string]*bootToken    // by hash: boot tokens issued and not expired
-	latest   map[string]string        // machine id, or "unknown-"+mac → hash of its newest boot token
-	sessions map[string]store.Session // by hash: a cache of the stored sessions
+	tokens   map[string]*bootToken       // by hash: boot tokens issued and not expired
+	latest   map[string]string           // machine id, or "unknown-"+mac → hash of its newest boot token
+	sessions map[string]machines.Session // by hash: a cache of the stored sessions
 
 	evMu    sync.Mutex
 	lastSeq map[string]uint64      // machine → its last event's sequence number
 	bootLog map[string][]bootEvent // machine → its newest boot events, oldest first
 
 	subMu  sync.Mutex
-	subs   map[chan store.Event]struct{}
+	subs   map[chan machines.Event]struct{}
 	missed int64 // events not delivered to a subscriber that fell behind
 }
 
 // New loads the stored inventory and its DHCP leases.
-func New(st *store.Store, cfg Config) (*Inventory, error) {
+func New(st Store, cfg Config) (*Inventory, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.TokenTTL <= 0 {
 		return nil, errors.New("inventory: the boot token lifetime must be positive")
 	}
-	inv := &Inventory{st: st, log: cfg.Log, cfg: cfg, now: time.Now, unknown: map[string]*store.Unknown{},
+	inv := &Inventory{st: st, log: cfg.Log, cfg: cfg, now: time.Now, unknown: map[string]*machines.Unknown{},
 		leases: map[string]netip.Addr{}, tokens: map[string]*bootToken{}, latest: map[string]string{},
-		sessions: map[string]store.Session{}, lastSeq: map[string]uint64{}, bootLog: map[string][]bootEvent{}}
+		sessions: map[string]machines.Session{}, lastSeq: map[string]uint64{}, bootLog: map[string][]bootEvent{}}
 	if err := inv.Reload(); err != nil {
 		return nil, err
 	}
@@ -84,10 +113,8 @@ func New(st *store.Store, cfg Config) (*Inventory, error) {
 	}
 	now := inv.now()
 	for _, l := range ls {
-		mac, err1 := net.ParseMAC(l.MAC)
-		a, err2 := netip.ParseAddr(l.Addr)
-		if err1 == nil && err2 == nil && l.Expiry.After(now) {
-			inv.leases[mac.String()] = a.Unmap()
+		if len(l.MAC) > 0 && l.Addr.IsValid() && l.Expiry.After(now) {
+			inv.leases[l.MAC.String()] = l.Addr.Unmap()
 		}
 	}
 	return inv, nil
@@ -99,14 +126,14 @@ func (inv *Inventory) Reload() error {
 	if err != nil {
 		return fmt.Errorf("inventory: %w", err)
 	}
-	byID, byMAC, byAddr := map[string]store.Machine{}, map[string]string{}, map[netip.Addr]string{}
+	byID, byMAC, byAddr := map[string]machines.Machine{}, map[string]string{}, map[netip.Addr]string{}
 	for _, m := range ms {
 		byID[m.ID] = m
 		for _, mac := range m.MACs {
-			byMAC[mac] = m.ID
+			byMAC[mac.String()] = m.ID
 		}
-		if a, err := netip.ParseAddr(m.IP); err == nil {
-			byAddr[a] = m.ID
+		if m.IP.IsValid() {
+			byAddr[m.IP] = m.ID
 		}
 	}
 	inv.mu.Lock()
@@ -116,23 +143,23 @@ func (inv *Inventory) Reload() error {
 }
 
 // ByMAC returns the machine that owns mac.
-func (inv *Inventory) ByMAC(mac net.HardwareAddr) (store.Machine, bool) {
+func (inv *Inventory) ByMAC(mac net.HardwareAddr) (machines.Machine, bool) {
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
 	id, ok := inv.byMAC[mac.String()]
 	if !ok {
-		return store.Machine{}, false
+		return machines.Machine{}, false
 	}
 	return inv.byID[id], true
 }
 
 // ByAddr returns the machine that holds addr (reserved, leased or seen in a hello).
-func (inv *Inventory) ByAddr(addr netip.Addr) (store.Machine, bool) {
+func (inv *Inventory) ByAddr(addr netip.Addr) (machines.Machine, bool) {
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
 	id, ok := inv.byAddr[addr.Unmap()]
 	if !ok {
-		return store.Machine{}, false
+		return machines.Machine{}, false
 	}
 	return inv.byID[id], true
 }
@@ -162,10 +189,10 @@ func (inv *Inventory) NoteLease(mac net.HardwareAddr, addr netip.Addr) {
 }
 
 // Machines returns every machine, sorted by id.
-func (inv *Inventory) Machines() []store.Machine {
+func (inv *Inventory) Machines() []machines.Machine {
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
-	out := make([]store.Machine, 0, len(inv.byID))
+	out := make([]machines.Machine, 0, len(inv.byID))
 	for _, m := range inv.byID {
 		out = append(out, m)
 	}
@@ -174,7 +201,7 @@ func (inv *Inventory) Machines() []store.Machine {
 }
 
 // Machine returns one machine by id.
-func (inv *Inventory) Machine(id string) (store.Machine, bool) {
+func (inv *Inventory) Machine(id string) (machines.Machine, bool) {
 	inv.mu.RLock()
 	defer inv.mu.RUnlock()
 	m, ok := inv.byID[id]
@@ -197,7 +224,7 @@ func (inv *Inventory) SawUnknown(mac net.HardwareAddr, client string, arch int) 
 			inv.dropped++
 			return
 		}
-		u = &store.Unknown{MAC: mac.String(), FirstSeen: now}
+		u = &machines.Unknown{MAC: machines.MAC(mac), FirstSeen: now}
 		inv.unknown[mac.String()] = u
 	}
 	u.LastSeen, u.Count = now, u.Count+1
@@ -210,11 +237,11 @@ func (inv *Inventory) SawUnknown(mac net.HardwareAddr, client string, arch int) 
 // so that a flood of unknown clients costs one write every few seconds, not one per packet.
 func (inv *Inventory) FlushUnknown() error {
 	inv.mu.Lock()
-	batch := make([]store.Unknown, 0, len(inv.unknown))
+	batch := make([]machines.Unknown, 0, len(inv.unknown))
 	for _, u := range inv.unknown {
 		batch = append(batch, *u)
 	}
-	inv.unknown = map[string]*store.Unknown{}
+	inv.unknown = map[string]*machines.Unknown{}
 	dropped := inv.dropped
 	inv.dropped = 0
 	inv.mu.Unlock()
@@ -228,5 +255,5 @@ func (inv *Inventory) FlushUnknown() error {
 	return inv.st.RecordUnknown(batch)
 }
 
-// Store returns the underlying store, for read-only listings.
-func (inv *Inventory) Store() *store.Store { return inv.st }
+// Unknowns lists the clients seen that are not in the inventory, as stored (FlushUnknown).
+func (inv *Inventory) Unknowns() ([]machines.Unknown, error) { return inv.st.Unknowns() }

@@ -32,7 +32,7 @@ func TestUnknownSightingsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	us, _ := st.Unknowns()
-	if len(us) != MaxPendingUnknown || us[0].MAC != first.String() || us[0].Count != 2 || us[0].Client != "ipxe" {
+	if len(us) != MaxPendingUnknown || us[0].MAC.String() != first.String() || us[0].Count != 2 || us[0].Client != "ipxe" {
 		t.Errorf("%d stored, first %+v", len(us), us[0])
 	}
 	if len(inv.unknown) != 0 || inv.dropped != 0 {

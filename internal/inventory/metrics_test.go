@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -21,9 +23,9 @@ func TestMachinesBehindChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	st.SyncMachines([]store.Machine{{ID: "follows", MACs: []string{"52:54:00:00:00:01"}}, {ID: "pinned", MACs: []string{"52:54:00:00:00:02"}}})
-	v1 := store.Image{Name: "debian", Version: "1", Digest: "sha256:" + strings.Repeat("1", 64)}
-	v2 := store.Image{Name: "debian", Version: "2", Digest: "sha256:" + strings.Repeat("2", 64)}
+	st.SyncMachines([]machines.Machine{{ID: "follows", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:01")}}, {ID: "pinned", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:02")}}})
+	v1 := images.Image{Name: "debian", Version: "1", Digest: images.Digest{1}}
+	v2 := images.Image{Name: "debian", Version: "2", Digest: images.Digest{2}}
 	st.PutImage(v1)
 	st.PutImage(v2)
 	st.Promote("debian", "1", "stable", "test")
@@ -31,7 +33,7 @@ func TestMachinesBehindChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var events []store.Event
+	var events []machines.Event
 	ch, cancel := inv.Subscribe()
 	defer cancel()
 	c := inv.Collector()
@@ -42,7 +44,7 @@ func TestMachinesBehindChannel(t *testing.T) {
 		}
 	}
 	behind("nothing assigned", 0)
-	img, err := st.ResolveImage("debian@stable")
+	img, err := st.ResolveImage(images.Ref{Name: "debian", Tag: "stable"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +52,7 @@ func TestMachinesBehindChannel(t *testing.T) {
 	if err != nil || m.AssignedChannel != "debian@stable" || m.AssignedImage != v1.Digest {
 		t.Fatalf("assign through the channel: %+v %v", m, err)
 	}
-	pinned, _ := st.ResolveImage("debian@1")
+	pinned, _ := st.ResolveImage(images.Ref{Name: "debian", Tag: "1"})
 	if m, err := inv.Assign("pinned", pinned, "alice"); err != nil || m.AssignedChannel != "" {
 		t.Fatalf("assign a version: %+v %v", m, err)
 	}

@@ -1,17 +1,19 @@
 package inventory
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"time"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // Errors of IssueToken, Hello and Authorize.
@@ -39,7 +41,7 @@ const MaxUnknownTokens = 256
 // bootToken is a boot token the daemon issued: its record, and the token itself, kept in memory
 // only, so that a script fetched twice in one netboot hands out the same token.
 type bootToken struct {
-	rec       store.BootToken
+	rec       machines.BootToken
 	plain     string
 	persisted bool
 }
@@ -95,8 +97,8 @@ func (inv *Inventory) IssueToken(req TokenRequest) (string, error) {
 	inv.tokMu.Lock()
 	defer inv.tokMu.Unlock()
 	inv.sweepTokensLocked(now)
-	if t := inv.tokens[inv.latest[key]]; t != nil && t.rec.Used == nil && t.rec.MAC == req.MAC.String() &&
-		t.rec.Addr == addrText(bound) && now.Sub(t.rec.Issued) < inv.cfg.TokenTTL/2 {
+	if t := inv.tokens[inv.latest[key]]; t != nil && t.rec.Used == nil && bytes.Equal(t.rec.MAC, req.MAC) &&
+		t.rec.Addr == bound && now.Sub(t.rec.Issued) < inv.cfg.TokenTTL/2 {
 		if req.Persist && !t.persisted {
 			if err := inv.st.PutToken(t.rec); err != nil {
 				return "", fmt.Errorf("inventory: store token: %w", err)
@@ -109,8 +111,8 @@ func (inv *Inventory) IssueToken(req TokenRequest) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	t := &bootToken{plain: plain, rec: store.BootToken{Hash: hashToken(plain), MachineID: req.Machine, MAC: req.MAC.String(),
-		Profile: req.Profile, Issued: now, Expires: now.Add(inv.cfg.TokenTTL), Addr: addrText(bound)}}
+	t := &bootToken{plain: plain, rec: machines.BootToken{Hash: hashToken(plain), MachineID: req.Machine, MAC: machines.MAC(req.MAC),
+		Profile: req.Profile, Issued: now, Expires: now.Add(inv.cfg.TokenTTL), Addr: bound}}
 	if req.Persist {
 		if err := inv.st.PutToken(t.rec); err != nil {
 			return "", fmt.Errorf("inventory: store token: %w", err)
@@ -125,13 +127,6 @@ func (inv *Inventory) IssueToken(req TokenRequest) (string, error) {
 		inv.boundUnknownTokensLocked()
 	}
 	return plain, nil
-}
-
-func addrText(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
 }
 
 // sweepTokensLocked forgets expired tokens.
@@ -163,7 +158,7 @@ func (inv *Inventory) boundUnknownTokensLocked() {
 	}
 	if n > MaxUnknownTokens {
 		delete(inv.tokens, oldest.rec.Hash)
-		delete(inv.latest, "unknown-"+oldest.rec.MAC)
+		delete(inv.latest, "unknown-"+oldest.rec.MAC.String())
 	}
 }
 
@@ -194,45 +189,45 @@ type HelloRequest struct {
 // Hello checks an agent's boot token (the MAC it was issued for, its lifetime, the address it
 // is bound to, not used before), consumes it, records the hello and returns the machine and the
 // session token for the agent's later requests (none for a discovery boot).
-func (inv *Inventory) Hello(req HelloRequest) (store.Machine, string, error) {
+func (inv *Inventory) Hello(req HelloRequest) (machines.Machine, string, error) {
 	remote := req.Remote.Unmap()
 	now := inv.now()
 	hash := hashToken(req.Token)
 	inv.tokMu.Lock()
 	defer inv.tokMu.Unlock()
 	t, ok := inv.tokenLocked(hash)
-	if !ok || now.After(t.rec.Expires) || subtle.ConstantTimeCompare([]byte(t.rec.MAC), []byte(req.MAC.String())) != 1 {
-		return store.Machine{}, "", ErrBadToken
+	if !ok || now.After(t.rec.Expires) || subtle.ConstantTimeCompare(t.rec.MAC, req.MAC) != 1 {
+		return machines.Machine{}, "", ErrBadToken
 	}
-	if t.rec.Addr != "" && t.rec.Addr != remote.String() {
-		return store.Machine{}, "", fmt.Errorf("%w: the token of %s is bound to %s (its DHCP lease); the hello came from %s", ErrWrongAddress, req.MAC, t.rec.Addr, remote)
+	if t.rec.Addr.IsValid() && t.rec.Addr != remote {
+		return machines.Machine{}, "", fmt.Errorf("%w: the token of %s is bound to %s (its DHCP lease); the hello came from %s", ErrWrongAddress, req.MAC, t.rec.Addr, remote)
 	}
-	if t.rec.Used != nil && (t.rec.UsedFrom != remote.String() || now.Sub(*t.rec.Used) > HelloRetryWindow) {
-		return store.Machine{}, "", ErrTokenUsed
+	if t.rec.Used != nil && (t.rec.UsedFrom != remote || now.Sub(*t.rec.Used) > HelloRetryWindow) {
+		return machines.Machine{}, "", ErrTokenUsed
 	}
 	used := now.UTC()
 	rec := t.rec
-	rec.Used, rec.UsedFrom = &used, remote.String()
-	h := store.Hello{Time: used, MAC: req.MAC.String(), IP: remote.String(), AgentVersion: req.AgentVersion, Uptime: req.Uptime}
-	var sess store.Session
+	rec.Used, rec.UsedFrom = &used, remote
+	h := machines.Hello{Time: used, MAC: machines.MAC(req.MAC), IP: remote, AgentVersion: req.AgentVersion, Uptime: req.Uptime}
+	var sess machines.Session
 	var plain string
 	if rec.MachineID != "" {
 		var err error
 		if plain, err = newSecret(); err != nil {
-			return store.Machine{}, "", err
+			return machines.Machine{}, "", err
 		}
-		sess = store.Session{Hash: hashToken(plain), MachineID: rec.MachineID, MAC: req.MAC.String(), Addr: remote.String(), Issued: used, Expires: used.Add(SessionTTL)}
+		sess = machines.Session{Hash: hashToken(plain), MachineID: rec.MachineID, MAC: machines.MAC(req.MAC), Addr: remote, Issued: used, Expires: used.Add(SessionTTL)}
 	}
 	if err := inv.st.Hello(rec, sess, h); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return store.Machine{}, "", ErrUnknownMachine
+		if errors.Is(err, fs.ErrNotExist) {
+			return machines.Machine{}, "", ErrUnknownMachine
 		}
-		return store.Machine{}, "", err
+		return machines.Machine{}, "", err
 	}
 	t.rec, t.persisted = rec, true
 	if rec.MachineID == "" { // a discovery boot of an unknown MAC
-		inv.Event(store.Event{Machine: "unknown-" + req.MAC.String(), Kind: "hello", Message: "agent hello from an unknown machine (discovery)", Fields: map[string]string{"ip": remote.String()}})
-		return store.Machine{MACs: []string{req.MAC.String()}, LastHello: &h}, "", nil
+		inv.Event(machines.Event{Machine: "unknown-" + req.MAC.String(), Kind: "hello", Message: "agent hello from an unknown machine (discovery)", Fields: map[string]string{"ip": remote.String()}})
+		return machines.Machine{MACs: []machines.MAC{machines.MAC(req.MAC)}, LastHello: &h}, "", nil
 	}
 	for k, s := range inv.sessions {
 		if s.MachineID == rec.MachineID {
@@ -246,14 +241,14 @@ func (inv *Inventory) Hello(req HelloRequest) (store.Machine, string, error) {
 	inv.byID[rec.MachineID] = m
 	inv.byAddr[remote] = m.ID
 	inv.mu.Unlock()
-	inv.Event(store.Event{Machine: m.ID, Kind: "hello", Message: "agent hello: the agent runs on the machine",
+	inv.Event(machines.Event{Machine: m.ID, Kind: "hello", Message: "agent hello: the agent runs on the machine",
 		Fields: map[string]string{"mac": req.MAC.String(), "ip": remote.String(), "agent_version": req.AgentVersion}})
 	return m, plain, nil
 }
 
 // Authorize checks an agent request after the hello: the session token, the MAC it claims and
 // the address it comes from must be the session's, and the session the machine's newest.
-func (inv *Inventory) Authorize(mac net.HardwareAddr, session string, remote netip.Addr) (store.Session, error) {
+func (inv *Inventory) Authorize(mac net.HardwareAddr, session string, remote netip.Addr) (machines.Session, error) {
 	hash := hashToken(session)
 	inv.tokMu.Lock()
 	s, ok := inv.sessions[hash]
@@ -266,10 +261,10 @@ func (inv *Inventory) Authorize(mac net.HardwareAddr, session string, remote net
 	}
 	inv.tokMu.Unlock()
 	switch {
-	case !ok || inv.now().After(s.Expires) || subtle.ConstantTimeCompare([]byte(s.MAC), []byte(mac.String())) != 1:
-		return store.Session{}, ErrBadToken
-	case s.Addr != remote.Unmap().String():
-		return store.Session{}, fmt.Errorf("%w: the session of %s belongs to %s", ErrWrongAddress, s.MachineID, s.Addr)
+	case !ok || inv.now().After(s.Expires) || subtle.ConstantTimeCompare(s.MAC, mac) != 1:
+		return machines.Session{}, ErrBadToken
+	case s.Addr != remote.Unmap():
+		return machines.Session{}, fmt.Errorf("%w: the session of %s belongs to %s", ErrWrongAddress, s.MachineID, s.Addr)
 	}
 	return s, nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
@@ -19,7 +20,7 @@ func newTestInventory(t *testing.T, path string, bind bool) (*Inventory, *store.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	if err := st.SyncMachines([]store.Machine{{ID: "m1", MACs: []string{"52:54:00:99:00:11"}, Boot: "agent"}, {ID: "m2", MACs: []string{"52:54:00:99:00:12"}}}); err != nil {
+	if err := st.SyncMachines([]machines.Machine{{ID: "m1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}, Boot: "agent"}, {ID: "m2", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:12")}}}); err != nil {
 		t.Fatal(err)
 	}
 	inv, err := New(st, Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour, BindToLease: bind})

@@ -6,8 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // ErrNoPlan means the machine has no image assigned: the agent waits.
@@ -15,8 +16,8 @@ var ErrNoPlan = errors.New("no image assigned")
 
 // Plan is what an agent is to write: the machine's assigned image.
 type Plan struct {
-	Machine store.Machine
-	Image   store.Image
+	Machine machines.Machine
+	Image   images.Image
 }
 
 // Plan returns the work of machine id: its assigned image, resolved in the catalog, unless the
@@ -26,10 +27,10 @@ func (inv *Inventory) Plan(id string) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	if m.AssignedImage == "" || m.AssignedImage == m.CurrentImage {
+	if m.AssignedImage.IsZero() || m.AssignedImage == m.CurrentImage {
 		return Plan{Machine: m}, ErrNoPlan
 	}
-	img, err := inv.st.ResolveImage(m.AssignedImage)
+	img, err := inv.st.ResolveImage(images.Ref{Digest: m.AssignedImage})
 	if err != nil {
 		return Plan{Machine: m}, fmt.Errorf("inventory: machine %s is assigned %s: %w", id, m.AssignedImage, err)
 	}
@@ -54,7 +55,7 @@ func (inv *Inventory) ReportProgress(id string, rep agentapi.Progress) {
 	inv.progress[id] = p
 	inv.mu.Unlock()
 	if !started {
-		inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent started writing %s (%d bytes)", p.Digest, p.BytesTotal)})
+		inv.Event(machines.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent started writing %s (%d bytes)", p.Digest, p.BytesTotal)})
 	}
 }
 
@@ -82,7 +83,7 @@ type Prover func(p Plan, proof *agentapi.Proof) error
 // block verified, written + zeroed + skipped bytes = the image's size), and prove accepts its
 // proof of possession: the agent's word alone is never enough. A refusal is ErrResultMismatch or
 // ErrProof, with the reasons.
-func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (store.Machine, error) {
+func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (machines.Machine, error) {
 	inv.mu.Lock()
 	delete(inv.progress, id)
 	inv.mu.Unlock()
@@ -96,21 +97,21 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (
 	fields := map[string]string{"digest": r.Digest, "device": r.Device, "bytes_written": fmt.Sprint(r.BytesWritten),
 		"blocks_verified": fmt.Sprint(r.BlocksVerified), "seconds": fmt.Sprintf("%.1f", r.Seconds)}
 	if r.Error != "" {
-		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent failed to write " + plan.Image.Ref() + ": " + r.Error, Fields: fields})
+		inv.Event(machines.Event{Machine: id, Kind: "write", Message: "agent failed to write " + plan.Image.Ref().String() + ": " + r.Error, Fields: fields})
 		return plan.Machine, nil
 	}
 	if problems := resultProblems(plan.Image, r); len(problems) > 0 {
-		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent result refused: " + strings.Join(problems, "; "), Fields: fields})
+		inv.Event(machines.Event{Machine: id, Kind: "write", Message: "agent result refused: " + strings.Join(problems, "; "), Fields: fields})
 		return plan.Machine, fmt.Errorf("%w: %s", ErrResultMismatch, strings.Join(problems, "; "))
 	}
 	if err := prove(plan, r.Proof); err != nil {
-		inv.Event(store.Event{Machine: id, Kind: "write", Message: "agent result refused: " + err.Error(), Fields: fields})
+		inv.Event(machines.Event{Machine: id, Kind: "write", Message: "agent result refused: " + err.Error(), Fields: fields})
 		return plan.Machine, fmt.Errorf("%w: %v", ErrProof, err)
 	}
-	if err := inv.st.SetCurrentImage(id, r.Digest); err != nil {
+	if err := inv.st.SetCurrentImage(id, plan.Image.Digest); err != nil {
 		return plan.Machine, err
 	}
-	inv.Event(store.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent wrote and verified %s on %s: %d bytes written, %d blocks verified in %.1f s, proof of possession checked",
+	inv.Event(machines.Event{Machine: id, Kind: "write", Message: fmt.Sprintf("agent wrote and verified %s on %s: %d bytes written, %d blocks verified in %.1f s, proof of possession checked",
 		plan.Image.Ref(), r.Device, r.BytesWritten, r.BlocksVerified, r.Seconds), Fields: fields})
 	m, err := inv.st.Machine(id)
 	if err == nil {
@@ -122,13 +123,13 @@ func (inv *Inventory) RecordResult(id string, r agentapi.Result, prove Prover) (
 }
 
 // resultProblems lists how a successful result disagrees with the image it claims to have
-// written.
-func resultProblems(img store.Image, r agentapi.Result) []string {
+// written. The digest and the manifest hash must be the plan's, as the plan wrote them.
+func resultProblems(img images.Image, r agentapi.Result) []string {
 	var problems []string
-	if r.Digest != img.Digest {
+	if r.Digest != img.Digest.String() {
 		problems = append(problems, fmt.Sprintf("digest %s, assigned %s", r.Digest, img.Digest))
 	}
-	if r.ManifestHash != img.ManifestHash {
+	if r.ManifestHash != img.ManifestHash.String() {
 		problems = append(problems, fmt.Sprintf("manifest %s, catalog %s", r.ManifestHash, img.ManifestHash))
 	}
 	if r.BlocksVerified != img.DataBlocks {
@@ -144,29 +145,29 @@ func resultProblems(img store.Image, r agentapi.Result) []string {
 // Assign makes img the image machine id is to run, records who asked in its timeline, and
 // returns the machine as stored. When img was resolved through a channel (img.Channel), the
 // machine follows that channel from now on; else it follows none.
-func (inv *Inventory) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (inv *Inventory) Assign(id string, img images.Image, by string) (machines.Machine, error) {
 	if err := inv.st.AssignImage(id, img.Digest, img.Channel); err != nil {
-		return store.Machine{}, err
+		return machines.Machine{}, err
 	}
 	m, err := inv.st.Machine(id)
 	if err != nil {
-		return store.Machine{}, err
+		return machines.Machine{}, err
 	}
 	inv.mu.Lock()
 	inv.byID[id] = m
 	inv.mu.Unlock()
-	msg, fields := fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by), map[string]string{"image": img.Ref(), "digest": img.Digest, "by": by}
+	msg, fields := fmt.Sprintf("assigned %s (%s) by %s", img.Ref(), img.Digest, by), map[string]string{"image": img.Ref().String(), "digest": img.Digest.String(), "by": by}
 	if img.Channel != "" {
 		msg = fmt.Sprintf("assigned %s (%s) through %s by %s", img.Ref(), img.Digest, img.Channel, by)
 		fields["channel"] = img.Channel
 	}
-	inv.Event(store.Event{Machine: id, Kind: "assign", Message: msg, Fields: fields})
+	inv.Event(machines.Event{Machine: id, Kind: "assign", Message: msg, Fields: fields})
 	return m, nil
 }
 
 // ClearCurrentImage forgets the image machine id runs: its disk is about to be overwritten.
 func (inv *Inventory) ClearCurrentImage(id string) error {
-	if err := inv.st.SetCurrentImage(id, ""); err != nil {
+	if err := inv.st.SetCurrentImage(id, images.Digest{}); err != nil {
 		return err
 	}
 	m, err := inv.st.Machine(id)

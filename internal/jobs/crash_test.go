@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -139,8 +140,9 @@ func crashRun(t *testing.T, down time.Duration, arm func(*harness)) {
 		}
 		checkTimings(t, j)
 		// The job is finished in the file, not just in memory.
-		if r, err := h.gen.mgr.d.Store.Job(j.ID); err != nil || !r.Done {
-			t.Errorf("stored: %+v %v", r, err)
+		var stored Job
+		if data, err := h.gen.mgr.d.Store.Job(j.ID); err != nil || json.Unmarshal(data, &stored) != nil || !stored.State.Done() {
+			t.Errorf("stored: %s %v", data, err)
 		}
 		if a, _ := h.gen.mgr.d.Store.ActiveJobs(); len(a) != 0 {
 			t.Errorf("%d active jobs stored", len(a))
@@ -148,7 +150,7 @@ func crashRun(t *testing.T, down time.Duration, arm func(*harness)) {
 		time.Sleep(time.Minute) // nothing happens afterwards
 		fm := h.machine("n1")
 		rec := h.record("n1")
-		if fm.disk != imgNew.Digest || !fm.on || fm.runs != "os" || rec.CurrentImage != imgNew.Digest || rec.AssignedImage != imgNew.Digest {
+		if fm.disk != imgNew.Digest.String() || !fm.on || fm.runs != "os" || rec.CurrentImage != imgNew.Digest || rec.AssignedImage != imgNew.Digest {
 			t.Errorf("machine: on %v runs %s disk %s; record current %s assigned %s", fm.on, fm.runs, fm.disk, rec.CurrentImage, rec.AssignedImage)
 		}
 		h.checkWorld()

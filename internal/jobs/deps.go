@@ -6,8 +6,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // Power controls machines by their inventory id; *fleet.BMCs implements it. Each call is one
@@ -23,9 +24,9 @@ type Power interface {
 
 // Catalog is the inventory's record of the machines.
 type Catalog interface {
-	Machine(id string) (store.Machine, bool)
+	Machine(id string) (machines.Machine, bool)
 	// Assign makes img the image the machine is to run (what the agent's plan says to write).
-	Assign(id string, img store.Image, by string) (store.Machine, error)
+	Assign(id string, img images.Image, by string) (machines.Machine, error)
 	// ClearCurrentImage records that the machine is no longer known to run any image (its disk
 	// is about to be overwritten). The agent's verified result sets it again.
 	ClearCurrentImage(id string) error
@@ -33,17 +34,19 @@ type Catalog interface {
 
 // Prober tells whether a booted machine answers its readiness probe.
 type Prober interface {
-	Probe(ctx context.Context, m store.Machine, p Probe) error
+	Probe(ctx context.Context, m machines.Machine, p Probe) error
 }
 
-// Store keeps the jobs and the check-ins; *store.Store implements it.
+// Store keeps the jobs, as the JSON of a Job, and the check-ins; *store.Store implements it. A
+// job that does not exist is an error matching fs.ErrNotExist.
 type Store interface {
-	PutJob(store.JobRecord) error
-	Job(id string) (store.JobRecord, error)
-	Jobs(machine string) ([]store.JobRecord, error)
-	ActiveJobs() ([]store.JobRecord, error)
-	PutCheckIn(store.CheckIn) error
-	CheckIns() ([]store.CheckIn, error)
+	// PutJob stores job id of machine durably; a done job cannot be reopened, nor a job moved.
+	PutJob(id, machine string, done bool, data []byte) error
+	Job(id string) ([]byte, error)
+	Jobs(machine string) ([][]byte, error) // every machine's for ""; oldest first
+	ActiveJobs() ([][]byte, error)         // the jobs not done, oldest first
+	PutCheckIn(machines.CheckIn) error
+	CheckIns() ([]machines.CheckIn, error)
 }
 
 // Deps are the Manager's collaborators. Power, Catalog and Store are required.
@@ -56,9 +59,7 @@ type Deps struct {
 	Store   Store
 	// Events receives a machine event for every line of a job's timeline (transitions, retries,
 	// what was observed); inventory.Event fits. It must not block for long.
-	Events     func(store.Event)
+	Events     func(machines.Event)
 	Log        *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
 }
-
-var _ Store = (*store.Store)(nil)

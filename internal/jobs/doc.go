@@ -55,7 +55,7 @@
 //
 // # Crash safety
 //
-// Every transition is committed (store.PutJob, one fsync) before it is acted on, with the
+// Every transition is committed (Store.PutJob, one fsync) before it is acted on, with the
 // absolute deadline of the phase it enters. Run drives the unfinished jobs on from their
 // committed phase, and every phase is idempotent:
 //
@@ -73,9 +73,10 @@
 // # Who imports it
 //
 // The package sees the rest of imaged through small interfaces it declares (Power, Catalog,
-// Prober, Store), in terms of its own types and the leaf internal/power's (power.State,
-// power.Action, power.BootTarget). cmd/imaged hands it the BMC fleet (internal/power/fleet) as
-// Power, adapts the inventory and the store to the others and feeds the Manager what the DHCP
-// server, the boot handler and the agent API observe (Observe, CheckIn); internal/api calls
-// Submit, Cancel, Get and List. Nothing else imports it.
+// Prober, Store), in terms of its own types, those of images and machines, and the leaf
+// internal/power's (power.State, power.Action, power.BootTarget): it does not link the store (a
+// deptest says so). cmd/imaged hands it the BMC fleet (internal/power/fleet) as Power, adapts the
+// inventory to the others, passes the store, which implements Store, and feeds the Manager what
+// the DHCP server, the boot handler and the agent API observe (Observe, CheckIn); internal/api
+// calls Submit, Cancel, Get and List. Nothing else imports it.
 package jobs

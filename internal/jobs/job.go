@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/images"
 )
 
 // Errors. The API maps ErrBusy and ErrFinished to 409, ErrNotFound and ErrUnknownMachine to 404,
@@ -132,9 +132,9 @@ func (p Probe) needsCheckIn() bool { return p.Kind == "" || p.CheckIn }
 type Request struct {
 	Kind    Kind
 	Machine string
-	Image   store.Image // reimage: the image to write (resolved in the catalog)
-	By      string      // who asked (for the record)
-	Probe   *Probe      // nil: Config.MachineProbes', else DefaultProbe, else check-in
+	Image   images.Image // reimage: the image to write (resolved in the catalog)
+	By      string       // who asked (for the record)
+	Probe   *Probe       // nil: Config.MachineProbes', else DefaultProbe, else check-in
 }
 
 // Filter selects jobs for List.
@@ -146,13 +146,13 @@ type Filter struct {
 
 // Job is one reimage or reboot, as stored (JSON) and as the API shows it.
 type Job struct {
-	ID      string       `json:"id"` // time-ordered: sorts by creation
-	Kind    Kind         `json:"kind"`
-	Machine string       `json:"machine"`
-	Chassis string       `json:"chassis,omitempty"`
-	Image   *store.Image `json:"image,omitempty"` // reimage
-	By      string       `json:"by,omitempty"`
-	Probe   Probe        `json:"probe"`
+	ID      string        `json:"id"` // time-ordered: sorts by creation
+	Kind    Kind          `json:"kind"`
+	Machine string        `json:"machine"`
+	Chassis string        `json:"chassis,omitempty"`
+	Image   *images.Image `json:"image,omitempty"` // reimage
+	By      string        `json:"by,omitempty"`
+	Probe   Probe         `json:"probe"`
 
 	State State `json:"state"`
 	// Phase is the phase the job is in, or the one it ended in (for a failed job, the phase
@@ -246,11 +246,11 @@ type Queue struct {
 	Done     time.Time `json:"done_eta"`
 }
 
-// digest is what the machine should run when the job is done ("" for a reboot: its assigned
+// digest is what the machine should run when the job is done (zero for a reboot: its assigned
 // image, as the machine record says).
-func (j *Job) digest() string {
+func (j *Job) digest() images.Digest {
 	if j.Image == nil {
-		return ""
+		return images.Digest{}
 	}
 	return j.Image.Digest
 }

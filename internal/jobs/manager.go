@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -13,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // Manager runs the jobs. It is safe for concurrent use.
@@ -26,7 +27,7 @@ type Manager struct {
 	mu        sync.Mutex
 	jobs      map[string]*entry // unfinished jobs by id
 	byMachine map[string]*entry // the unfinished job of each machine
-	checkIns  map[string]store.CheckIn
+	checkIns  map[string]machines.CheckIn
 	lastID    uint64
 	running   bool
 	kick      chan struct{} // wakes the scheduler (cap 1)
@@ -59,7 +60,7 @@ func New(cfg Config, d Deps) (*Manager, error) {
 		d.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	m := &Manager{cfg: cfg, d: d, log: d.Log, jobs: map[string]*entry{}, byMachine: map[string]*entry{},
-		checkIns: map[string]store.CheckIn{}, kick: make(chan struct{}, 1)}
+		checkIns: map[string]machines.CheckIn{}, kick: make(chan struct{}, 1)}
 	if m.met, err = newMetrics(d.Registerer, m); err != nil {
 		return nil, err
 	}
@@ -67,8 +68,12 @@ func New(cfg Config, d Deps) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: load: %w", err)
 	}
-	for _, r := range all {
-		if v, err := strconv.ParseUint(r.ID, 32, 64); err == nil {
+	for _, data := range all {
+		var j struct{ ID string }
+		if json.Unmarshal(data, &j) != nil {
+			continue
+		}
+		if v, err := strconv.ParseUint(j.ID, 32, 64); err == nil {
 			m.lastID = max(m.lastID, v)
 		}
 	}
@@ -76,10 +81,10 @@ func New(cfg Config, d Deps) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: load: %w", err)
 	}
-	for _, r := range active {
+	for _, data := range active {
 		var j Job
-		if err := json.Unmarshal(r.Data, &j); err != nil {
-			return nil, fmt.Errorf("jobs: stored job %s: %w", r.ID, err)
+		if err := json.Unmarshal(data, &j); err != nil {
+			return nil, fmt.Errorf("jobs: stored job: %w", err)
 		}
 		if other := m.byMachine[j.Machine]; other != nil {
 			// Never written by Submit; refuse to guess which one owns the machine.
@@ -195,8 +200,8 @@ func (m *Manager) Submit(ctx context.Context, req Request) (Job, error) {
 		Phase: PhaseQueued, Deadline: now.Add(m.cfg.Timeouts[PhaseQueued]), Created: now, Updated: now}
 	switch req.Kind {
 	case KindReimage:
-		if !strings.HasPrefix(req.Image.Digest, "sha256:") {
-			return Job{}, fmt.Errorf("%w: a reimage needs an image with a sha256 digest", ErrInvalid)
+		if req.Image.Digest.IsZero() {
+			return Job{}, fmt.Errorf("%w: a reimage needs an image with a digest", ErrInvalid)
 		}
 		img := req.Image
 		j.Image = &img
@@ -236,7 +241,7 @@ func (m *Manager) Submit(ctx context.Context, req Request) (Job, error) {
 	j.openPhase(PhaseQueued, now)
 	what := string(j.Kind)
 	if j.Image != nil {
-		what += " to " + j.Image.Ref() + " (" + j.Image.Digest + ")"
+		what += " to " + j.Image.Ref().String() + " (" + j.Image.Digest.String() + ")"
 	}
 	j.note(now, m.cfg.MaxTimeline, "%s requested by %s; readiness: %s", what, j.By, j.Probe)
 	e := newEntry(j)
@@ -244,7 +249,7 @@ func (m *Manager) Submit(ctx context.Context, req Request) (Job, error) {
 	// stored.
 	m.byMachine[j.Machine] = e
 	m.mu.Unlock()
-	if err := m.d.Store.PutJob(record(j)); err != nil {
+	if err := m.put(j); err != nil {
 		m.mu.Lock()
 		delete(m.byMachine, j.Machine)
 		m.mu.Unlock()
@@ -259,13 +264,14 @@ func (m *Manager) Submit(ctx context.Context, req Request) (Job, error) {
 	return m.view(e), nil
 }
 
-func record(j Job) store.JobRecord {
+// put stores j (without its queue estimate, which is computed when read).
+func (m *Manager) put(j Job) error {
 	j.Queue = nil
 	data, err := json.Marshal(j)
 	if err != nil {
-		panic(err) // a Job always encodes
+		return fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
-	return store.JobRecord{ID: j.ID, Machine: j.Machine, Done: j.State.Done(), Data: data}
+	return m.d.Store.PutJob(j.ID, j.Machine, j.State.Done(), data)
 }
 
 // errNoChange from an update function leaves the job as it is, uncommitted.
@@ -287,7 +293,7 @@ func (m *Manager) update(e *entry, fn func(j *Job) error) (Job, error) {
 		return old, err
 	}
 	j.Updated = time.Now().UTC()
-	if err := m.d.Store.PutJob(record(j)); err != nil {
+	if err := m.put(j); err != nil {
 		return old, fmt.Errorf("jobs: store job %s: %w", j.ID, err)
 	}
 	m.mu.Lock()
@@ -346,7 +352,7 @@ func (m *Manager) afterCommit(old, j Job) {
 		if en.Seq <= old.Seq {
 			continue
 		}
-		m.d.Events(store.Event{Time: en.Time, Machine: j.Machine, Kind: "job", Message: en.Message,
+		m.d.Events(machines.Event{Time: en.Time, Machine: j.Machine, Kind: "job", Message: en.Message,
 			Fields: map[string]string{"job": j.ID, "job_kind": string(j.Kind), "phase": string(en.Phase), "state": string(j.State)}})
 	}
 }
@@ -389,15 +395,15 @@ func (m *Manager) Get(id string) (Job, bool) {
 	if e != nil {
 		return m.view(e), true
 	}
-	r, err := m.d.Store.Job(id)
+	data, err := m.d.Store.Job(id)
 	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
+		if !errors.Is(err, fs.ErrNotExist) {
 			m.log.Warn("cannot read a stored job", "job", id, "err", err)
 		}
 		return Job{}, false
 	}
 	var j Job
-	if err := json.Unmarshal(r.Data, &j); err != nil {
+	if err := json.Unmarshal(data, &j); err != nil {
 		m.log.Warn("cannot decode a stored job", "job", id, "err", err)
 		return Job{}, false
 	}
@@ -418,20 +424,19 @@ func (m *Manager) List(f Filter) []Job {
 	}
 	m.mu.Unlock()
 	if !f.Active {
-		recs, err := m.d.Store.Jobs(f.Machine)
+		stored, err := m.d.Store.Jobs(f.Machine)
 		if err != nil {
 			m.log.Warn("cannot list stored jobs", "err", err)
 		}
-		for _, r := range recs {
-			if seen[r.ID] || !r.Done {
-				continue
-			}
+		for _, data := range stored {
 			var j Job
-			if err := json.Unmarshal(r.Data, &j); err != nil {
-				m.log.Warn("cannot decode a stored job", "job", r.ID, "err", err)
+			if err := json.Unmarshal(data, &j); err != nil {
+				m.log.Warn("cannot decode a stored job", "err", err)
 				continue
 			}
-			out = append(out, j)
+			if !seen[j.ID] && j.State.Done() {
+				out = append(out, j)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b Job) int { return strings.Compare(b.ID, a.ID) })

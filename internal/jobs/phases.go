@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // The phases. Each one starts from the last committed state and acts idempotently, so that a
@@ -55,7 +55,7 @@ func (m *Manager) poweringOn(ctx context.Context, e *entry, j Job) verdict {
 // cleared it before the machine was powered on.
 func (m *Manager) verifiedInRecord(j Job) bool {
 	mach, ok := m.d.Catalog.Machine(j.Machine)
-	return ok && j.digest() != "" && mach.CurrentImage == j.digest()
+	return ok && !j.digest().IsZero() && mach.CurrentImage == j.digest()
 }
 
 var verifiedWhileAway = &Result{Verified: true, Reason: "the machine record shows the image verified by the server"}
@@ -218,12 +218,12 @@ func (m *Manager) verifying(_ context.Context, _ *entry, j Job) verdict {
 	if m.verifiedInRecord(j) {
 		return verdict{next: PhaseRebooting, msg: fmt.Sprintf("the server verified the write of %s", j.digest())}
 	}
-	reason := "the agent's result was not accepted: the machine record does not show " + j.digest()
+	reason := "the agent's result was not accepted: the machine record does not show " + j.digest().String()
 	switch {
 	case j.Result != nil && !j.Result.Verified && j.Result.Reason != "":
 		reason = "the write was not verified: " + j.Result.Reason
 	case j.Result != nil && j.Result.Verified:
-		reason = "the agent's result was reported verified, but the machine record does not show " + j.digest()
+		reason = "the agent's result was reported verified, but the machine record does not show " + j.digest().String()
 	}
 	return verdict{fail: reason}
 }
@@ -286,7 +286,7 @@ func (m *Manager) rebooting(ctx context.Context, e *entry, j Job) verdict {
 
 // checkInSince returns the machine's latest check-in if it came at or after t, and whether it
 // is for another image than the job's (a stale machine).
-func (m *Manager) checkInSince(j Job, t time.Time) (c store.CheckIn, wrong, ok bool) {
+func (m *Manager) checkInSince(j Job, t time.Time) (c machines.CheckIn, wrong, ok bool) {
 	m.mu.Lock()
 	c, ok = m.checkIns[j.Machine]
 	m.mu.Unlock()
@@ -294,15 +294,15 @@ func (m *Manager) checkInSince(j Job, t time.Time) (c store.CheckIn, wrong, ok b
 		return c, false, false
 	}
 	want := j.digest()
-	if want == "" {
+	if want.IsZero() {
 		want = c.Expected
 	}
-	return c, want != "" && c.Digest != want, true
+	return c, !want.IsZero() && c.Digest != want, true
 }
 
-func staleReason(j Job, c store.CheckIn) string {
+func staleReason(j Job, c machines.CheckIn) string {
 	want := j.digest()
-	if want == "" {
+	if want.IsZero() {
 		want = c.Expected
 	}
 	return fmt.Sprintf("the booted OS checked in with %s, not %s: the machine is stale", c.Digest, want)

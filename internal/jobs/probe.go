@@ -6,24 +6,22 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
-// NetProber probes a machine at its inventory address (store.Machine.IP).
+// NetProber probes a machine at its inventory address (machines.Machine.IP).
 type NetProber struct {
 	Client *http.Client // nil: a client that follows no redirects
 }
 
 // Probe connects (tcp) or GETs (http) and expects the probe's status.
-func (p NetProber) Probe(ctx context.Context, m store.Machine, pr Probe) error {
-	addr, err := netip.ParseAddr(m.IP)
-	if err != nil {
+func (p NetProber) Probe(ctx context.Context, m machines.Machine, pr Probe) error {
+	if !m.IP.IsValid() {
 		return fmt.Errorf("machine %s has no address in the inventory to probe", m.ID)
 	}
-	hostport := net.JoinHostPort(addr.String(), strconv.Itoa(pr.Port))
+	hostport := net.JoinHostPort(m.IP.String(), strconv.Itoa(pr.Port))
 	switch pr.Kind {
 	case "tcp":
 		var d net.Dialer

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 func TestNetProber(t *testing.T) {
@@ -29,9 +29,9 @@ func TestNetProber(t *testing.T) {
 	closed := int(netip.MustParseAddrPort(ln.Addr().String()).Port())
 	ln.Close()
 
-	m := store.Machine{ID: "n1", IP: "127.0.0.1"}
+	m := machines.Machine{ID: "n1", IP: netip.MustParseAddr("127.0.0.1")}
 	for _, tc := range []struct {
-		m     store.Machine
+		m     machines.Machine
 		p     Probe
 		wantE string
 	}{
@@ -40,7 +40,7 @@ func TestNetProber(t *testing.T) {
 		{m, Probe{Kind: "http", Port: port, Path: "/ready", Status: 204}, ""},
 		{m, Probe{Kind: "http", Port: port, Path: "/ready"}, "204 No Content, want 200"},
 		{m, Probe{Kind: "http", Port: port, Path: "/nope", Status: 204}, "404"},
-		{store.Machine{ID: "n2"}, Probe{Kind: "tcp", Port: port}, "no address"},
+		{machines.Machine{ID: "n2"}, Probe{Kind: "tcp", Port: port}, "no address"},
 		{m, Probe{CheckIn: true}, ""},
 	} {
 		err := NetProber{}.Probe(t.Context(), tc.m, tc.p)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // SignalKind is what the daemon saw a machine do.
@@ -137,18 +137,16 @@ const CheckInRefresh = time.Hour
 // matching check-in as proof and fails on a stale one. The check-in is stored before a job
 // sees it, so that it survives a restart; a repeat of the stored check-in (same digest, same
 // assignment) within CheckInRefresh while no job runs for the machine is kept in memory only.
-func (m *Manager) CheckIn(machine, digest string) (store.CheckIn, error) {
+func (m *Manager) CheckIn(machine string, digest images.Digest) (machines.CheckIn, error) {
 	mach, ok := m.d.Catalog.Machine(machine)
 	if !ok {
-		return store.CheckIn{}, fmt.Errorf("jobs: check-in of %q: %w", machine, ErrUnknownMachine)
+		return machines.CheckIn{}, fmt.Errorf("jobs: check-in of %q: %w", machine, ErrUnknownMachine)
 	}
-	d, err := images.ParseDigest(digest)
-	if err != nil {
-		return store.CheckIn{}, fmt.Errorf("%w: check-in digest %q: %v", ErrInvalid, digest, err)
+	if digest.IsZero() {
+		return machines.CheckIn{}, fmt.Errorf("%w: a check-in needs the digest of the image the OS runs", ErrInvalid)
 	}
-	digest = d.String()
-	c := store.CheckIn{Machine: machine, Digest: digest, Time: time.Now().UTC(), Expected: mach.AssignedImage}
-	c.Stale = c.Expected != "" && c.Digest != c.Expected
+	c := machines.CheckIn{Machine: machine, Digest: digest, Time: time.Now().UTC(), Expected: mach.AssignedImage}
+	c.Stale = !c.Expected.IsZero() && c.Digest != c.Expected
 	m.mu.Lock()
 	prev, had := m.checkIns[machine]
 	e := m.byMachine[machine]
@@ -173,18 +171,18 @@ func (m *Manager) CheckIn(machine, digest string) (store.CheckIn, error) {
 		e.box.poke()
 	}
 	if m.d.Events != nil {
-		msg := "the booted OS checked in with " + digest
+		msg := "the booted OS checked in with " + digest.String()
 		if c.Stale {
 			msg = fmt.Sprintf("STALE: the booted OS checked in with %s, but the machine is assigned %s", digest, c.Expected)
 		}
-		m.d.Events(store.Event{Time: c.Time, Machine: machine, Kind: "check-in", Message: msg,
-			Fields: map[string]string{"digest": digest, "expected": c.Expected, "stale": fmt.Sprint(c.Stale)}})
+		m.d.Events(machines.Event{Time: c.Time, Machine: machine, Kind: "check-in", Message: msg,
+			Fields: map[string]string{"digest": digest.String(), "expected": c.Expected.String(), "stale": fmt.Sprint(c.Stale)}})
 	}
 	return c, nil
 }
 
 // storedAt is when check-in c was stored.
-func storedAt(c store.CheckIn) time.Time {
+func storedAt(c machines.CheckIn) time.Time {
 	if !c.StoredAt.IsZero() {
 		return c.StoredAt
 	}
@@ -202,7 +200,7 @@ func (m *Manager) Active(machine string) bool {
 
 // LastCheckIn returns the machine's latest check-in; its Stale says whether the machine runs
 // another image than the one it is assigned.
-func (m *Manager) LastCheckIn(machine string) (store.CheckIn, bool) {
+func (m *Manager) LastCheckIn(machine string) (machines.CheckIn, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c, ok := m.checkIns[machine]

@@ -3,11 +3,11 @@ package jobs
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +18,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/inventory"
+	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
 	"github.com/imaged/imaged/internal/store"
 )
@@ -34,10 +36,10 @@ var (
 	imgNew = testImage("new", 2)
 )
 
-func testImage(name string, n int) store.Image {
+func testImage(name string, n int) images.Image {
 	sum := sha256.Sum256([]byte(name))
-	return store.Image{Name: name, Version: fmt.Sprint(n), Digest: "sha256:" + hex.EncodeToString(sum[:]),
-		Size: 1 << 30, DataBytes: 256 << 20, DataBlocks: 512, ManifestHash: "manifest-" + name, Imported: time.Unix(1700000000, 0).UTC()}
+	return images.Image{Name: name, Version: fmt.Sprint(n), Digest: images.Digest(sum),
+		Size: 1 << 30, DataBytes: 256 << 20, DataBlocks: 512, ManifestHash: sha256.Sum256([]byte("manifest-" + name)), Imported: time.Unix(1700000000, 0).UTC()}
 }
 
 // timing of the world (virtual).
@@ -77,9 +79,9 @@ type machine struct {
 	write     time.Duration
 
 	// OS behaviour.
-	osDead   bool   // the OS never becomes ready
-	checkIn  bool   // the OS checks in
-	osDigest string // what it checks in with ("" the disk's)
+	osDead   bool          // the OS never becomes ready
+	checkIn  bool          // the OS checks in
+	osDigest images.Digest // what it checks in with (zero: the disk's)
 }
 
 type world struct {
@@ -138,7 +140,7 @@ func (w *world) checkLocked(fm *machine, when string) {
 	if err != nil {
 		return // the store is being reopened
 	}
-	if rec.CurrentImage != "" && rec.CurrentImage != fm.disk {
+	if !rec.CurrentImage.IsZero() && rec.CurrentImage.String() != fm.disk {
 		w.bad = append(w.bad, fmt.Sprintf("%s: %s: recorded as running %s, its disk holds %q", when, fm.id, rec.CurrentImage, fm.disk))
 	}
 }
@@ -231,7 +233,7 @@ func (w *world) agent(fm *machine, gen int) {
 		}
 	}
 	w.tookIt("hello")
-	var img store.Image
+	var img images.Image
 	for {
 		if !w.alive(fm, gen) {
 			return
@@ -246,7 +248,7 @@ func (w *world) agent(fm *machine, gen int) {
 			return
 		}
 	}
-	if !w.setDisk(fm, gen, "partial:"+img.Digest) {
+	if !w.setDisk(fm, gen, "partial:"+img.Digest.String()) {
 		return
 	}
 	w.mu.Lock()
@@ -271,16 +273,16 @@ func (w *world) agent(fm *machine, gen int) {
 		if dies {
 			return
 		}
-		w.signal(fm, Signal{Kind: SignalProgress, Progress: &agentapi.Progress{Digest: img.Digest,
+		w.signal(fm, Signal{Kind: SignalProgress, Progress: &agentapi.Progress{Digest: img.Digest.String(),
 			BytesDone: total * int64(i) / int64(steps), BytesTotal: total, RateBytes: float64(total) / dur.Seconds()}})
 	}
-	res := agentapi.Result{Digest: img.Digest, ManifestHash: img.ManifestHash, BlocksVerified: img.DataBlocks, BytesWritten: img.Size, Device: "/dev/sda"}
+	res := agentapi.Result{Digest: img.Digest.String(), ManifestHash: img.ManifestHash.String(), BlocksVerified: img.DataBlocks, BytesWritten: img.Size, Device: "/dev/sda"}
 	w.mu.Lock()
 	corrupt := fm.corrupt
 	w.mu.Unlock()
 	if corrupt {
-		res.Digest = imgOld.Digest // what it hashed is not what it was asked to write
-	} else if !w.setDisk(fm, gen, img.Digest) {
+		res.Digest = imgOld.Digest.String() // what it hashed is not what it was asked to write
+	} else if !w.setDisk(fm, gen, img.Digest.String()) {
 		return
 	}
 	for w.alive(fm, gen) {
@@ -288,7 +290,7 @@ func (w *world) agent(fm *machine, gen int) {
 			// The proof of possession is the API's to check (internal/api); here every write
 			// that happened is proven.
 			m, err := inv.RecordResult(fm.id, res, func(inventory.Plan, *agentapi.Proof) error { return nil })
-			if errors.Is(err, inventory.ErrResultMismatch) && m.CurrentImage == res.Digest {
+			if errors.Is(err, inventory.ErrResultMismatch) && m.CurrentImage.String() == res.Digest {
 				err = nil // the result was already taken (a daemon died before answering)
 			}
 			sig := Signal{Kind: SignalResult, Verified: err == nil}
@@ -322,8 +324,8 @@ func (w *world) bootDisk(fm *machine, gen int) {
 	w.mu.Lock()
 	checkIn, digest := fm.checkIn, fm.osDigest
 	w.mu.Unlock()
-	if digest == "" {
-		digest = disk
+	if digest.IsZero() {
+		digest, _ = images.ParseDigest(disk) // the OS hashes its disk
 	}
 	for checkIn && w.alive(fm, gen) {
 		if mgr, _ := w.daemon(); mgr != nil {
@@ -426,7 +428,7 @@ func (b fakeBMC) BootOnce(ctx context.Context, id string, target power.BootTarge
 // fakeProber: the machine answers when its OS runs.
 type fakeProber struct{ w *world }
 
-func (p fakeProber) Probe(ctx context.Context, m store.Machine, pr Probe) error {
+func (p fakeProber) Probe(ctx context.Context, m machines.Machine, pr Probe) error {
 	p.w.mu.Lock()
 	defer p.w.mu.Unlock()
 	fm := p.w.machines[m.ID]
@@ -442,12 +444,12 @@ type catalog struct {
 	st  *store.Store
 }
 
-func (c catalog) Machine(id string) (store.Machine, bool) { return c.inv.Machine(id) }
-func (c catalog) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (c catalog) Machine(id string) (machines.Machine, bool) { return c.inv.Machine(id) }
+func (c catalog) Assign(id string, img images.Image, by string) (machines.Machine, error) {
 	return c.inv.Assign(id, img, by)
 }
 func (c catalog) ClearCurrentImage(id string) error {
-	if err := c.st.SetCurrentImage(id, ""); err != nil {
+	if err := c.st.SetCurrentImage(id, images.Digest{}); err != nil {
 		return err
 	}
 	return c.inv.Reload()
@@ -475,7 +477,7 @@ type harness struct {
 	gen  *generation
 
 	mu       sync.Mutex
-	events   []store.Event
+	events   []machines.Event
 	commits  int
 	powerOps int
 	// onCommit and onPower run after each committed job record and each BMC call that changed
@@ -501,20 +503,20 @@ func newHarness(t *testing.T, cfg Config, ms ...*machine) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sms []store.Machine
+	var sms []machines.Machine
 	for i, fm := range ms {
 		if fm.chassis == "" {
 			fm.chassis = "c1"
 		}
-		fm.on, fm.runs, fm.disk = true, "os", imgOld.Digest
+		fm.on, fm.runs, fm.disk = true, "os", imgOld.Digest.String()
 		w.machines[fm.id] = fm
-		sms = append(sms, store.Machine{ID: fm.id, MACs: []string{fmt.Sprintf("52:54:00:00:00:%02x", i+1)}, Chassis: fm.chassis,
-			IP: fmt.Sprintf("10.0.0.%d", i+10), Boot: "agent"})
+		sms = append(sms, machines.Machine{ID: fm.id, MACs: []machines.MAC{machines.MustParseMAC(fmt.Sprintf("52:54:00:00:00:%02x", i+1))}, Chassis: fm.chassis,
+			IP: netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 10)}), Boot: "agent"})
 	}
 	if err := st.SyncMachines(sms); err != nil {
 		t.Fatal(err)
 	}
-	for _, img := range []store.Image{imgOld, imgNew} {
+	for _, img := range []images.Image{imgOld, imgNew} {
 		if _, err := st.PutImage(img); err != nil {
 			t.Fatal(err)
 		}
@@ -637,7 +639,7 @@ func (h *harness) stopDaemon() {
 	}
 }
 
-func (h *harness) event(e store.Event) {
+func (h *harness) event(e machines.Event) {
 	h.mu.Lock()
 	h.events = append(h.events, e)
 	h.mu.Unlock()
@@ -648,7 +650,7 @@ func (h *harness) submit(req Request) Job {
 	if req.Kind == "" {
 		req.Kind = KindReimage
 	}
-	if req.Kind == KindReimage && req.Image.Digest == "" {
+	if req.Kind == KindReimage && req.Image.Digest.IsZero() {
 		req.Image = imgNew
 	}
 	if req.By == "" {
@@ -711,7 +713,7 @@ func (h *harness) set(id string, f func(*machine)) {
 	f(h.w.machines[id])
 }
 
-func (h *harness) record(id string) store.Machine {
+func (h *harness) record(id string) machines.Machine {
 	h.t.Helper()
 	h.w.mu.Lock()
 	defer h.w.mu.Unlock()
@@ -744,11 +746,11 @@ type genStore struct {
 	st *store.Store
 }
 
-func (s genStore) PutJob(r store.JobRecord) error {
+func (s genStore) PutJob(id, machine string, done bool, data []byte) error {
 	if s.g.dead.Load() {
 		return errKilled
 	}
-	if err := s.st.PutJob(r); err != nil {
+	if err := s.st.PutJob(id, machine, done, data); err != nil {
 		return err
 	}
 	s.h.mu.Lock()
@@ -769,35 +771,35 @@ func (s genStore) PutJob(r store.JobRecord) error {
 	return nil
 }
 
-func (s genStore) Job(id string) (store.JobRecord, error) {
+func (s genStore) Job(id string) ([]byte, error) {
 	if s.g.dead.Load() {
-		return store.JobRecord{}, errKilled
+		return nil, errKilled
 	}
 	return s.st.Job(id)
 }
 
-func (s genStore) Jobs(m string) ([]store.JobRecord, error) {
+func (s genStore) Jobs(m string) ([][]byte, error) {
 	if s.g.dead.Load() {
 		return nil, errKilled
 	}
 	return s.st.Jobs(m)
 }
 
-func (s genStore) ActiveJobs() ([]store.JobRecord, error) {
+func (s genStore) ActiveJobs() ([][]byte, error) {
 	if s.g.dead.Load() {
 		return nil, errKilled
 	}
 	return s.st.ActiveJobs()
 }
 
-func (s genStore) PutCheckIn(c store.CheckIn) error {
+func (s genStore) PutCheckIn(c machines.CheckIn) error {
 	if s.g.dead.Load() {
 		return errKilled
 	}
 	return s.st.PutCheckIn(c)
 }
 
-func (s genStore) CheckIns() ([]store.CheckIn, error) {
+func (s genStore) CheckIns() ([]machines.CheckIn, error) {
 	if s.g.dead.Load() {
 		return nil, errKilled
 	}
@@ -846,16 +848,16 @@ type genCatalog struct {
 	c catalog
 }
 
-func (c genCatalog) Machine(id string) (store.Machine, bool) {
+func (c genCatalog) Machine(id string) (machines.Machine, bool) {
 	if c.g.dead.Load() {
-		return store.Machine{}, false
+		return machines.Machine{}, false
 	}
 	return c.c.Machine(id)
 }
 
-func (c genCatalog) Assign(id string, img store.Image, by string) (store.Machine, error) {
+func (c genCatalog) Assign(id string, img images.Image, by string) (machines.Machine, error) {
 	if c.g.dead.Load() {
-		return store.Machine{}, errKilled
+		return machines.Machine{}, errKilled
 	}
 	return c.c.Assign(id, img, by)
 }
@@ -872,7 +874,7 @@ type genProber struct {
 	p fakeProber
 }
 
-func (p genProber) Probe(ctx context.Context, m store.Machine, pr Probe) error {
+func (p genProber) Probe(ctx context.Context, m machines.Machine, pr Probe) error {
 	if p.g.dead.Load() {
 		return errKilled
 	}

@@ -80,7 +80,7 @@ func TestChassisBMCNetboot(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("ms1-c1n2: agent hello %.1f s after power on, from %s", m.LastHello.Time.Sub(start).Seconds(), m.LastHello.IP)
-	if m.LastHello.IP != "10.99.0.12" {
+	if m.LastHello.IP.String() != "10.99.0.12" {
 		t.Errorf("agent address %s, want the reservation 10.99.0.12", m.LastHello.IP)
 	}
 	// The other blade was never powered on.

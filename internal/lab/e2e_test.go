@@ -16,7 +16,7 @@ import (
 
 	"github.com/imaged/imaged/internal/lab"
 	"github.com/imaged/imaged/internal/lab/netns"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // These tests netboot real PXE clients (QEMU under TCG with SeaBIOS/iPXE or OVMF/EDK2) from a
@@ -127,7 +127,7 @@ func tail(b []byte, n int) string {
 }
 
 // netboot powers b on, waits for its agent's hello, and returns the VM and imaged's events.
-func netboot(t *testing.T, l *lab.Lab, b lab.Blade, timeout time.Duration) (*lab.Running, store.Machine, []store.Event) {
+func netboot(t *testing.T, l *lab.Lab, b lab.Blade, timeout time.Duration) (*lab.Running, machines.Machine, []machines.Event) {
 	t.Helper()
 	vmSlots <- struct{}{}
 	defer func() { <-vmSlots }()
@@ -162,7 +162,7 @@ func netboot(t *testing.T, l *lab.Lab, b lab.Blade, timeout time.Duration) (*lab
 }
 
 // requireEvents checks that imaged recorded each kind of event whose message matches.
-func requireEvents(t *testing.T, ev []store.Event, want map[string]string) {
+func requireEvents(t *testing.T, ev []machines.Event, want map[string]string) {
 	t.Helper()
 	for kind, pattern := range want {
 		re := regexp.MustCompile(pattern)
@@ -190,7 +190,7 @@ func TestNetbootBIOSVirtio(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, m, ev := netboot(t, l, b, 150*time.Second)
-	if m.LastHello.IP != b.IP {
+	if m.LastHello.IP.String() != b.IP {
 		t.Errorf("agent's address %s, want the reservation %s", m.LastHello.IP, b.IP)
 	}
 	requireEvents(t, ev, map[string]string{
@@ -212,7 +212,7 @@ func TestNetbootUEFIPXEChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm, m, ev := netboot(t, l, b, 240*time.Second)
-	if m.LastHello.IP != b.IP {
+	if m.LastHello.IP.String() != b.IP {
 		t.Errorf("agent's address %s, want the reservation %s", m.LastHello.IP, b.IP)
 	}
 	// EDK2's PXE client asked first (arch 7, no iPXE), got ipxe.efi over TFTP, and the iPXE it
@@ -250,7 +250,7 @@ func TestNetbootUEFIHTTPBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, m, ev := netboot(t, l, b, 300*time.Second)
-	if m.LastHello.IP != b.IP {
+	if m.LastHello.IP.String() != b.IP {
 		t.Errorf("agent's address %s, want the reservation %s", m.LastHello.IP, b.IP)
 	}
 	requireEvents(t, ev, map[string]string{
@@ -298,7 +298,7 @@ log-facility=%s/dnsmasq.log
 		t.Fatal(err)
 	}
 	_, m, ev := netboot(t, l, b, 150*time.Second)
-	ip, _ := netip.ParseAddr(m.LastHello.IP)
+	ip := m.LastHello.IP
 	if lo, hi := netip.MustParseAddr("10.99.0.150"), netip.MustParseAddr("10.99.0.199"); ip.Less(lo) || hi.Less(ip) {
 		t.Errorf("agent's address %s is not from dnsmasq's range 10.99.0.150-199", m.LastHello.IP)
 	}
@@ -308,7 +308,7 @@ log-facility=%s/dnsmasq.log
 		"hello":  `agent hello`,
 	})
 	log, _ := os.ReadFile(filepath.Join(dir, "dnsmasq.log"))
-	if !bytes.Contains(log, []byte("DHCPACK(eth0) "+m.LastHello.IP)) && !bytes.Contains(log, []byte(m.LastHello.IP+" 52:54:00:99:00:13")) {
+	if !bytes.Contains(log, []byte("DHCPACK(eth0) "+m.LastHello.IP.String())) && !bytes.Contains(log, []byte(m.LastHello.IP.String()+" 52:54:00:99:00:13")) {
 		t.Errorf("dnsmasq's log does not show it leased %s:\n%s", m.LastHello.IP, tail(log, 30))
 	}
 }

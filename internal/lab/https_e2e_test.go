@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/internal/lab"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // trixieIPXEDir is where scripts/install-deps.sh unpacks Debian trixie's ipxe package
@@ -120,7 +120,7 @@ func TestNetbootUEFIiPXEHTTPS(t *testing.T) {
 	t.Run("trusted", func(t *testing.T) {
 		t.Parallel()
 		vm, m, ev := netboot(t, l, trusted, 240*time.Second)
-		if m.LastHello.IP != trusted.IP {
+		if m.LastHello.IP.String() != trusted.IP {
 			t.Errorf("agent's address %s, want the reservation %s", m.LastHello.IP, trusted.IP)
 		}
 		// EDK2's PXE got trixie's ipxe.efi over TFTP; that iPXE advertised HTTPS (175.20) and
@@ -175,7 +175,7 @@ func TestNetbootUEFIiPXEHTTPS(t *testing.T) {
 			t.Fatalf("iPXE never said it refused imaged's certificate: %v", err)
 		}
 		t.Logf("%s refused at %.1f s: %s", impostor.ID, refused.At.Seconds(), refused.Text)
-		var m store.Machine
+		var m machines.Machine
 		if err := l.Get(ctx, "/api/v1/machines/"+impostor.ID, &m); err != nil {
 			t.Fatal(err)
 		}

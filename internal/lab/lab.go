@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/internal/initrd"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // Blade is one QEMU machine of the lab and its inventory entry.
@@ -347,9 +347,9 @@ func (l *Lab) Boot(ctx context.Context, b Blade) (*Running, error) {
 }
 
 // WaitHello polls imaged until machine id has an agent hello newer than since.
-func (l *Lab) WaitHello(ctx context.Context, id string, since time.Time, vm *Running) (store.Machine, error) {
+func (l *Lab) WaitHello(ctx context.Context, id string, since time.Time, vm *Running) (machines.Machine, error) {
 	for {
-		var m store.Machine
+		var m machines.Machine
 		err := l.get(ctx, "/api/v1/machines/"+id, &m)
 		if err == nil && m.LastHello != nil && m.LastHello.Time.After(since) {
 			return m, nil
@@ -365,8 +365,8 @@ func (l *Lab) WaitHello(ctx context.Context, id string, since time.Time, vm *Run
 }
 
 // Events returns a machine's timeline from imaged.
-func (l *Lab) Events(ctx context.Context, id string) ([]store.Event, error) {
-	var ev []store.Event
+func (l *Lab) Events(ctx context.Context, id string) ([]machines.Event, error) {
+	var ev []machines.Event
 	return ev, l.get(ctx, "/api/v1/machines/"+id+"/events", &ev)
 }
 

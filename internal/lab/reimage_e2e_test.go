@@ -163,7 +163,7 @@ func TestReimageThroughAPI(t *testing.T) {
 		}
 		var m api.MachineView
 		ctl.do("GET", "/api/v1/machines/"+id, nil, &m)
-		if m.CurrentImage != imgs["1"].Digest.String() || m.Stale {
+		if m.CurrentImage != imgs["1"].Digest || m.Stale {
 			t.Errorf("%s: current image %q stale %v, want %s", id, m.CurrentImage, m.Stale, imgs["1"].Digest)
 		}
 		if got := sha256File(t, disk(id), size); got != imgs["1"].Digest.String() {
@@ -188,7 +188,7 @@ func TestReimageThroughAPI(t *testing.T) {
 	}
 	var m api.MachineView
 	ctl.do("GET", "/api/v1/machines/ms1-c1n1", nil, &m)
-	if m.CurrentImage == bad.Digest.String() || m.Power != "Off" {
+	if m.CurrentImage == bad.Digest || m.Power != "Off" {
 		t.Errorf("after the failed write: current image %q, power %q; want not %s, and Off", m.CurrentImage, m.Power, bad.Digest)
 	}
 	if !bytes.Equal(readBlock(t, disk("ms1-c1n1"), 0), readBlock(t, imgs["1"].Path, 0)) {

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // Row is one line of a boot timeline: either what the blade's console showed or what imaged saw.
@@ -20,7 +20,7 @@ type Row struct {
 
 // Timeline merges the console's milestones with imaged's events for the machine, ordered by
 // time since power-on.
-func Timeline(vm *Running, events []store.Event) []Row {
+func Timeline(vm *Running, events []machines.Event) []Row {
 	var rows []Row
 	for _, m := range vm.Milestones() {
 		rows = append(rows, Row{At: m.At, Source: "console", Kind: m.Name, Text: m.Text})

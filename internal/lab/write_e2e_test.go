@@ -17,7 +17,7 @@ import (
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/lab"
 	"github.com/imaged/imaged/internal/lab/netns"
-	"github.com/imaged/imaged/internal/store"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 func sha256File(t *testing.T, path string, n int64) string {
@@ -78,7 +78,7 @@ func TestAgentWritesImage(t *testing.T) {
 	if got := sha256File(t, good.Disk, 256<<20); got != digest {
 		t.Errorf("disk holds %s, the image is %s", got, digest)
 	}
-	if m.CurrentImage != digest {
+	if m.CurrentImage.String() != digest {
 		t.Errorf("imaged records current image %q, want %s", m.CurrentImage, digest)
 	}
 
@@ -103,7 +103,7 @@ func TestAgentWritesImage(t *testing.T) {
 	if !bytes.Equal(before[:images.BlockSize], after[:images.BlockSize]) {
 		t.Error("block 0 was written by a failed write")
 	}
-	if m.CurrentImage != "" {
+	if !m.CurrentImage.IsZero() {
 		t.Errorf("imaged records %s as running an image it could not write", m.CurrentImage)
 	}
 	ev, _ := l.Events(ctx, bad.ID)
@@ -112,7 +112,7 @@ func TestAgentWritesImage(t *testing.T) {
 
 // writeAndWait boots b and waits for a console line matching done, then returns the machine as
 // imaged sees it.
-func writeAndWait(t *testing.T, l *lab.Lab, b lab.Blade, done string) (*lab.Running, store.Machine) {
+func writeAndWait(t *testing.T, l *lab.Lab, b lab.Blade, done string) (*lab.Running, machines.Machine) {
 	t.Helper()
 	vmSlots <- struct{}{}
 	defer func() { <-vmSlots }()
@@ -134,7 +134,7 @@ func writeAndWait(t *testing.T, l *lab.Lab, b lab.Blade, done string) (*lab.Runn
 		t.Fatal(err)
 	}
 	t.Logf("%s at %.1f s: %s", b.ID, line.At.Seconds(), line.Text)
-	var m store.Machine
+	var m machines.Machine
 	if err := l.Get(ctx, "/api/v1/machines/"+b.ID, &m); err != nil {
 		t.Fatal(err)
 	}

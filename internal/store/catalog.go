@@ -10,43 +10,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/machines"
 )
 
-// The image catalog: immutable name@version records pointing at blob digests, and channels
-// (name@production, name@staging, …) that point at versions and remember every move.
-
-// Catalog errors.
-var (
-	ErrImmutable = errors.New("name@version is immutable and already names other bytes")
-	ErrInUse     = errors.New("the image is in use")
-	ErrNoHistory = errors.New("the channel has no earlier version to roll back to")
-	ErrConflict  = errors.New("conflicts with the catalog")
-)
-
-// Image is one name@version of the catalog.
-type Image struct {
-	Name         string `json:"name"`
-	Version      string `json:"version"`
-	Digest       string `json:"digest"` // sha256:<hex> of the raw image
-	Size         int64  `json:"size"`
-	DataBytes    int64  `json:"data_bytes"`  // bytes in non-zero blocks
-	DataBlocks   int    `json:"data_blocks"` // non-zero blocks
-	ManifestHash string `json:"manifest_hash"`
-	// Source is where the image was imported from, without credentials: PutImage takes out a
-	// URL's userinfo and signing parameters (images.RedactSource) and lists in SourceRemoved
-	// what it took out (names, never values).
-	Source        string    `json:"source,omitempty"`
-	SourceRemoved []string  `json:"source_removed,omitempty"`
-	Format        string    `json:"format,omitempty"`
-	Imported      time.Time `json:"imported"`
-	ImportedBy    string    `json:"imported_by,omitempty"`
-	// Channel is the channel (name@channel) ResolveImage went through when the reference named
-	// one; it is not part of the catalog entry. A machine assigned this image follows it.
-	Channel string `json:"channel,omitempty"`
-}
+// The image catalog: name@version → images.Image in bucketImages, name@channel →
+// images.Channel in bucketChannels. The catalog's rules fail with the errors of package images
+// (ErrImmutable, ErrInUse, ErrNoHistory, ErrConflict); what does not exist with ErrNotFound.
 
 // redactSource takes the credentials out of the image's source (images.RedactSource).
-func (i *Image) redactSource() (changed bool) {
+func redactSource(i *images.Image) (changed bool) {
 	clean, removed := images.RedactSource(i.Source)
 	if removed == nil {
 		return false
@@ -63,40 +35,20 @@ func redactSources(tx *bolt.Tx) error {
 	if b == nil {
 		return nil
 	}
-	var fixed []Image
+	var fixed []images.Image
 	err := b.ForEach(func(_, v []byte) error {
-		var img Image
-		if jsonUnmarshal(v, &img) == nil && img.redactSource() {
+		var img images.Image
+		if jsonUnmarshal(v, &img) == nil && redactSource(&img) {
 			fixed = append(fixed, img)
 		}
 		return nil
 	})
 	for _, img := range fixed {
 		if err == nil {
-			err = put(tx, bucketImages, img.Ref(), img)
+			err = put(tx, bucketImages, img.Ref().String(), img)
 		}
 	}
 	return err
-}
-
-// Ref is name@version.
-func (i Image) Ref() string { return i.Name + "@" + i.Version }
-
-// ChannelMove is one change of a channel's version.
-type ChannelMove struct {
-	Time   time.Time `json:"time"`
-	By     string    `json:"by"`
-	Action string    `json:"action"` // promote or rollback
-	From   string    `json:"from,omitempty"`
-	To     string    `json:"to"`
-}
-
-// Channel points an image name's channel at one of its versions.
-type Channel struct {
-	Name    string        `json:"name"`
-	Channel string        `json:"channel"`
-	Version string        `json:"version"`
-	History []ChannelMove `json:"history"`
 }
 
 func imageKey(name, version string) string { return name + "@" + version }
@@ -104,21 +56,21 @@ func imageKey(name, version string) string { return name + "@" + version }
 // PutImage records an image, its source without credentials (Image.Source). Registering the
 // same name@version with the same digest again is a no-op; with another digest it is
 // ErrImmutable.
-func (s *Store) PutImage(img Image) (created bool, err error) {
-	img.redactSource()
+func (s *Store) PutImage(img images.Image) (created bool, err error) {
+	redactSource(&img)
 	img.Channel = ""
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		var old Image
-		switch err := get(tx, bucketImages, img.Ref(), &old); {
+		var old images.Image
+		switch err := get(tx, bucketImages, img.Ref().String(), &old); {
 		case err == nil && old.Digest == img.Digest:
 			return nil
 		case err == nil:
-			return fmt.Errorf("store: %s: %w (%s); import it as a new version", img.Ref(), ErrImmutable, old.Digest)
+			return fmt.Errorf("store: %s: %w (%s); import it as a new version", img.Ref(), images.ErrImmutable, old.Digest)
 		case !errors.Is(err, ErrNotFound):
 			return err
 		}
 		created = true
-		return put(tx, bucketImages, img.Ref(), img)
+		return put(tx, bucketImages, img.Ref().String(), img)
 	})
 	return created, err
 }
@@ -127,11 +79,11 @@ func (s *Store) PutImage(img Image) (created bool, err error) {
 // transaction: no image is registered (PutImage) or removed until fn returns, so fn may remove
 // the blobs the set lacks without one being registered meanwhile. fn must be quick (renames, not
 // removals of large files) and must not call the Store: it would wait for itself.
-func (s *Store) WithImageDigests(fn func(digests map[string]bool) error) error {
+func (s *Store) WithImageDigests(fn func(digests map[images.Digest]bool) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		digests := map[string]bool{}
+		digests := map[images.Digest]bool{}
 		err := tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
-			var x Image
+			var x images.Image
 			if err := jsonUnmarshal(v, &x); err != nil {
 				return fmt.Errorf("store: images: %w", err)
 			}
@@ -146,8 +98,8 @@ func (s *Store) WithImageDigests(fn func(digests map[string]bool) error) error {
 }
 
 // Images lists the catalog, by name then import time.
-func (s *Store) Images() ([]Image, error) {
-	imgs, err := list[Image](s.db, bucketImages)
+func (s *Store) Images() ([]images.Image, error) {
+	imgs, err := list[images.Image](s.db, bucketImages)
 	sort.SliceStable(imgs, func(i, j int) bool {
 		if imgs[i].Name != imgs[j].Name {
 			return imgs[i].Name < imgs[j].Name
@@ -158,36 +110,48 @@ func (s *Store) Images() ([]Image, error) {
 }
 
 // Channels lists every channel.
-func (s *Store) Channels() ([]Channel, error) { return list[Channel](s.db, bucketChannels) }
+func (s *Store) Channels() ([]images.Channel, error) {
+	return list[images.Channel](s.db, bucketChannels)
+}
 
-// ResolveImage finds the image that ref names: "name@version", "name@channel" (a channel wins
-// over a version of the same name), or a digest "sha256:<hex>".
-func (s *Store) ResolveImage(ref string) (Image, error) {
-	var img Image
+// ResolveImage finds the image that ref names: name@version, name@channel (a channel wins over
+// a version of the same name; the image returned says which channel in its Channel), or a
+// digest (the latest imported of the versions with those bytes).
+func (s *Store) ResolveImage(ref images.Ref) (images.Image, error) {
+	if !ref.Digest.IsZero() {
+		return s.imageByDigest(ref.Digest)
+	}
+	var img images.Image
 	err := s.db.View(func(tx *bolt.Tx) error { return resolve(tx, ref, &img) })
 	return img, err
 }
 
-func resolve(tx *bolt.Tx, ref string, img *Image) error {
-	if strings.HasPrefix(ref, "sha256:") {
-		found := false
-		err := tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
-			var x Image
-			if err := jsonUnmarshal(v, &x); err == nil && x.Digest == ref && (!found || x.Imported.After(img.Imported)) {
-				*img, found = x, true
+// imageByDigest finds the image whose bytes have digest d: the latest imported, when several
+// versions hold the same bytes.
+func (s *Store) imageByDigest(d images.Digest) (images.Image, error) {
+	var img images.Image
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
+			var x images.Image
+			if err := jsonUnmarshal(v, &x); err == nil && x.Digest == d && (!found || x.Imported.After(img.Imported)) {
+				img, found = x, true
 			}
 			return nil
 		})
-		if err == nil && !found {
-			err = fmt.Errorf("store: no image has digest %s: %w", ref, ErrNotFound)
-		}
-		return err
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("store: no image has digest %s: %w", d, ErrNotFound)
 	}
-	name, tag, ok := strings.Cut(ref, "@")
-	if !ok || name == "" || tag == "" {
-		return fmt.Errorf("store: %q is not name@version, name@channel or sha256:<digest>", ref)
+	return img, err
+}
+
+func resolve(tx *bolt.Tx, ref images.Ref, img *images.Image) error {
+	name, tag := ref.Name, ref.Tag
+	if name == "" || tag == "" {
+		return fmt.Errorf("store: %q: %w", ref, images.ErrBadRef)
 	}
-	var ch Channel
+	var ch images.Channel
 	channel := ""
 	if err := get(tx, bucketChannels, imageKey(name, tag), &ch); err == nil {
 		tag, channel = ch.Version, imageKey(name, ch.Channel)
@@ -200,15 +164,15 @@ func resolve(tx *bolt.Tx, ref string, img *Image) error {
 }
 
 // ChannelDigests maps every channel (name@channel) to the digest of the version it points at.
-func (s *Store) ChannelDigests() (map[string]string, error) {
-	out := map[string]string{}
+func (s *Store) ChannelDigests() (map[string]images.Digest, error) {
+	out := map[string]images.Digest{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketChannels).ForEach(func(_, v []byte) error {
-			var ch Channel
+			var ch images.Channel
 			if err := jsonUnmarshal(v, &ch); err != nil {
 				return err
 			}
-			var img Image
+			var img images.Image
 			if err := get(tx, bucketImages, imageKey(ch.Name, ch.Version), &img); err != nil {
 				return fmt.Errorf("store: channel %s@%s: %w", ch.Name, ch.Channel, err)
 			}
@@ -220,21 +184,21 @@ func (s *Store) ChannelDigests() (map[string]string, error) {
 }
 
 // Promote points channel of image name at version, recording who did it.
-func (s *Store) Promote(name, version, channel, by string) (Channel, error) {
-	var ch Channel
+func (s *Store) Promote(name, version, channel, by string) (images.Channel, error) {
+	var ch images.Channel
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		var img Image
+		var img images.Image
 		if err := get(tx, bucketImages, imageKey(name, version), &img); err != nil {
 			return fmt.Errorf("store: image %s@%s: %w", name, version, err)
 		}
 		if err := get(tx, bucketImages, imageKey(name, channel), &img); err == nil {
-			return fmt.Errorf("store: %q is a version of %s, so it cannot also be a channel: %w", channel, name, ErrConflict)
+			return fmt.Errorf("store: %q is a version of %s, so it cannot also be a channel: %w", channel, name, images.ErrConflict)
 		}
 		if err := get(tx, bucketChannels, imageKey(name, channel), &ch); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
 		ch.Name, ch.Channel = name, channel
-		ch.History = append(ch.History, ChannelMove{Time: time.Now().UTC(), By: by, Action: "promote", From: ch.Version, To: version})
+		ch.History = append(ch.History, images.ChannelMove{Time: time.Now().UTC(), By: by, Action: "promote", From: ch.Version, To: version})
 		ch.Version = version
 		return put(tx, bucketChannels, imageKey(name, channel), ch)
 	})
@@ -242,8 +206,8 @@ func (s *Store) Promote(name, version, channel, by string) (Channel, error) {
 }
 
 // Rollback moves channel back to the version it pointed at before its current one.
-func (s *Store) Rollback(name, channel, by string) (Channel, error) {
-	var ch Channel
+func (s *Store) Rollback(name, channel, by string) (images.Channel, error) {
+	var ch images.Channel
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := get(tx, bucketChannels, imageKey(name, channel), &ch); err != nil {
 			return fmt.Errorf("store: channel %s@%s: %w", name, channel, err)
@@ -258,13 +222,13 @@ func (s *Store) Rollback(name, channel, by string) (Channel, error) {
 			}
 		}
 		if prev == "" {
-			return fmt.Errorf("store: %s@%s: %w", name, channel, ErrNoHistory)
+			return fmt.Errorf("store: %s@%s: %w", name, channel, images.ErrNoHistory)
 		}
-		var img Image
+		var img images.Image
 		if err := get(tx, bucketImages, imageKey(name, prev), &img); err != nil {
 			return fmt.Errorf("store: %s@%s was deleted; promote a version instead: %w", name, prev, err)
 		}
-		ch.History = append(ch.History, ChannelMove{Time: time.Now().UTC(), By: by, Action: "rollback", From: ch.Version, To: prev})
+		ch.History = append(ch.History, images.ChannelMove{Time: time.Now().UTC(), By: by, Action: "rollback", From: ch.Version, To: prev})
 		ch.Version = prev
 		return put(tx, bucketChannels, imageKey(name, channel), ch)
 	})
@@ -273,17 +237,17 @@ func (s *Store) Rollback(name, channel, by string) (Channel, error) {
 
 // references says why an image may not be removed: channels that point at it and machines
 // assigned (or running) its digest.
-func references(tx *bolt.Tx, img Image) []string {
+func references(tx *bolt.Tx, img images.Image) []string {
 	var why []string
 	_ = tx.Bucket(bucketChannels).ForEach(func(_, v []byte) error {
-		var ch Channel
+		var ch images.Channel
 		if jsonUnmarshal(v, &ch) == nil && ch.Name == img.Name && ch.Version == img.Version {
 			why = append(why, "channel "+ch.Name+"@"+ch.Channel)
 		}
 		return nil
 	})
 	_ = tx.Bucket(bucketMachines).ForEach(func(_, v []byte) error {
-		var m Machine
+		var m machines.Machine
 		if jsonUnmarshal(v, &m) == nil && (m.AssignedImage == img.Digest || m.CurrentImage == img.Digest) {
 			why = append(why, "machine "+m.ID)
 		}
@@ -294,15 +258,15 @@ func references(tx *bolt.Tx, img Image) []string {
 
 // DeleteImage removes name@version unless a channel or a machine points at it. blobFree is true
 // when no other catalog entry has the same digest, so that the caller may delete the blob.
-func (s *Store) DeleteImage(name, version string) (img Image, blobFree bool, err error) {
+func (s *Store) DeleteImage(name, version string) (img images.Image, blobFree bool, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if err := get(tx, bucketImages, imageKey(name, version), &img); err != nil {
 			return fmt.Errorf("store: image %s@%s: %w", name, version, err)
 		}
 		if why := references(tx, img); len(why) > 0 {
-			return fmt.Errorf("store: %s: %w by %s", img.Ref(), ErrInUse, strings.Join(why, ", "))
+			return fmt.Errorf("store: %s: %w by %s", img.Ref(), images.ErrInUse, strings.Join(why, ", "))
 		}
-		if err := tx.Bucket(bucketImages).Delete([]byte(img.Ref())); err != nil {
+		if err := tx.Bucket(bucketImages).Delete([]byte(img.Ref().String())); err != nil {
 			return err
 		}
 		blobFree = !digestUsed(tx, img.Digest)
@@ -311,10 +275,10 @@ func (s *Store) DeleteImage(name, version string) (img Image, blobFree bool, err
 	return img, blobFree, err
 }
 
-func digestUsed(tx *bolt.Tx, digest string) bool {
+func digestUsed(tx *bolt.Tx, digest images.Digest) bool {
 	used := false
 	_ = tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
-		var x Image
+		var x images.Image
 		if jsonUnmarshal(v, &x) == nil && x.Digest == digest {
 			used = true
 		}
@@ -323,23 +287,17 @@ func digestUsed(tx *bolt.Tx, digest string) bool {
 	return used
 }
 
-// Pruned is one image removed by Prune; BlobFree as in DeleteImage.
-type Pruned struct {
-	Image    Image
-	BlobFree bool
-}
-
 // Prune keeps the newest keep versions of every image name (by import time) and deletes the
 // older ones, except those a channel or a machine points at, in one transaction.
-func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err error) {
+func (s *Store) Prune(keep int) (removed []images.Pruned, kept map[string][]string, err error) {
 	if keep < 1 {
 		return nil, nil, fmt.Errorf("store: prune must keep at least 1 version per name, not %d", keep)
 	}
 	kept = map[string][]string{}
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		byName := map[string][]Image{}
+		byName := map[string][]images.Image{}
 		_ = tx.Bucket(bucketImages).ForEach(func(_, v []byte) error {
-			var x Image
+			var x images.Image
 			if jsonUnmarshal(v, &x) == nil {
 				byName[x.Name] = append(byName[x.Name], x)
 			}
@@ -349,13 +307,13 @@ func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err
 			sort.Slice(imgs, func(i, j int) bool { return imgs[i].Imported.After(imgs[j].Imported) })
 			for _, img := range imgs[min(keep, len(imgs)):] {
 				if why := references(tx, img); len(why) > 0 {
-					kept[img.Ref()] = why
+					kept[img.Ref().String()] = why
 					continue
 				}
-				if err := tx.Bucket(bucketImages).Delete([]byte(img.Ref())); err != nil {
+				if err := tx.Bucket(bucketImages).Delete([]byte(img.Ref().String())); err != nil {
 					return err
 				}
-				removed = append(removed, Pruned{Image: img})
+				removed = append(removed, images.Pruned{Image: img})
 			}
 		}
 		for i := range removed {
@@ -368,9 +326,9 @@ func (s *Store) Prune(keep int) (removed []Pruned, kept map[string][]string, err
 
 // AssignImage sets the digest machine id should run, and the channel (name@channel) it follows
 // from now on: "" when the assignment named a version or a digest.
-func (s *Store) AssignImage(id, digest, channel string) error {
+func (s *Store) AssignImage(id string, digest images.Digest, channel string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		var m Machine
+		var m machines.Machine
 		if err := get(tx, bucketMachines, id, &m); err != nil {
 			return fmt.Errorf("store: machine %q: %w", id, err)
 		}
@@ -379,10 +337,10 @@ func (s *Store) AssignImage(id, digest, channel string) error {
 	})
 }
 
-// SetCurrentImage records the digest machine id was verified to run.
-func (s *Store) SetCurrentImage(id, digest string) error {
+// SetCurrentImage records the digest machine id was verified to run (zero: none).
+func (s *Store) SetCurrentImage(id string, digest images.Digest) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		var m Machine
+		var m machines.Machine
 		if err := get(tx, bucketMachines, id, &m); err != nil {
 			return fmt.Errorf("store: machine %q: %w", id, err)
 		}

@@ -9,7 +9,28 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/machines"
 )
+
+// ref is s parsed as NAME@TAG.
+func ref(s string) images.Ref {
+	r, err := images.ParseRef(s)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// digest is the digest whose hex is c (a hex digit) 64 times: a test digest that reads well.
+func digest(c string) images.Digest {
+	d, err := images.ParseDigest(strings.Repeat(c, 64))
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
 
 func catalog(t *testing.T) *Store {
 	t.Helper()
@@ -17,8 +38,7 @@ func catalog(t *testing.T) *Store {
 	t.Cleanup(func() { s.Close() })
 	t0 := time.Unix(1700000000, 0).UTC()
 	for i, v := range []string{"1", "2", "3", "4"} {
-		d := "sha256:" + strings.Repeat(v, 64)
-		if _, err := s.PutImage(Image{Name: "win10", Version: v, Digest: d, Imported: t0.Add(time.Duration(i) * time.Hour)}); err != nil {
+		if _, err := s.PutImage(images.Image{Name: "win10", Version: v, Digest: digest(v), Imported: t0.Add(time.Duration(i) * time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -27,10 +47,10 @@ func catalog(t *testing.T) *Store {
 
 func TestImmutableVersions(t *testing.T) {
 	s := catalog(t)
-	if created, err := s.PutImage(Image{Name: "win10", Version: "1", Digest: "sha256:" + strings.Repeat("1", 64)}); err != nil || created {
+	if created, err := s.PutImage(images.Image{Name: "win10", Version: "1", Digest: digest("1")}); err != nil || created {
 		t.Errorf("same bytes again: created=%v %v", created, err)
 	}
-	if _, err := s.PutImage(Image{Name: "win10", Version: "1", Digest: "sha256:" + strings.Repeat("9", 64)}); !errors.Is(err, ErrImmutable) {
+	if _, err := s.PutImage(images.Image{Name: "win10", Version: "1", Digest: digest("9")}); !errors.Is(err, images.ErrImmutable) {
 		t.Errorf("other bytes under the same version: %v", err)
 	}
 }
@@ -42,10 +62,10 @@ func TestPromoteRollbackResolve(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if img, err := s.ResolveImage("win10@production"); err != nil || img.Version != "3" || img.Channel != "win10@production" {
+	if img, err := s.ResolveImage(ref("win10@production")); err != nil || img.Version != "3" || img.Channel != "win10@production" {
 		t.Fatalf("production = %+v %v", img, err)
 	}
-	if img, err := s.ResolveImage("win10@3"); err != nil || img.Channel != "" {
+	if img, err := s.ResolveImage(ref("win10@3")); err != nil || img.Channel != "" {
 		t.Errorf("a version resolved through a channel: %+v %v", img, err)
 	}
 	for _, want := range []string{"2", "1"} {
@@ -54,7 +74,7 @@ func TestPromoteRollbackResolve(t *testing.T) {
 			t.Fatalf("rollback: %+v %v, want %s", ch, err, want)
 		}
 	}
-	if _, err := s.Rollback("win10", "production", "bob"); !errors.Is(err, ErrNoHistory) {
+	if _, err := s.Rollback("win10", "production", "bob"); !errors.Is(err, images.ErrNoHistory) {
 		t.Errorf("rollback past the first version: %v", err)
 	}
 	ch, _ := s.Rollback("win10", "nope", "bob")
@@ -71,28 +91,41 @@ func TestPromoteRollbackResolve(t *testing.T) {
 	if _, err := s.Promote("win10", "1", "2", "x"); err == nil {
 		t.Error("a channel named like a version was accepted")
 	}
-	if img, err := s.ResolveImage("sha256:" + strings.Repeat("4", 64)); err != nil || img.Version != "4" || img.Channel != "" {
+	if img, err := s.ResolveImage(images.Ref{Digest: digest("4")}); err != nil || img.Version != "4" || img.Channel != "" {
 		t.Errorf("by digest: %+v %v", img, err)
 	}
-	for _, bad := range []string{"win10", "@1", "win10@", "win11@1"} {
+	// The latest imported of the versions with the same bytes.
+	if _, err := s.PutImage(images.Image{Name: "win10", Version: "4b", Digest: digest("4"), Imported: time.Unix(1800000000, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if img, err := s.ResolveImage(images.Ref{Digest: digest("4")}); err != nil || img.Version != "4b" {
+		t.Errorf("by digest, two versions: %+v %v", img, err)
+	}
+	if _, err := s.ResolveImage(images.Ref{Digest: digest("f")}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("an unknown digest: %v", err)
+	}
+	if img, err := s.ResolveImage(images.Ref{Digest: digest("4")}); err != nil || img.Version != "4b" {
+		t.Errorf("a ref that is a digest: %+v %v", img, err)
+	}
+	for _, bad := range []images.Ref{{Name: "win10"}, {Tag: "1"}, {Name: "win11", Tag: "1"}, {}} {
 		if _, err := s.ResolveImage(bad); err == nil {
-			t.Errorf("%q resolved", bad)
+			t.Errorf("%+v resolved", bad)
 		}
 	}
 }
 
 func TestDeleteAndPruneKeepWhatIsReferenced(t *testing.T) {
 	s := catalog(t)
-	s.PutImage(Image{Name: "win10", Version: "1b", Digest: "sha256:" + strings.Repeat("1", 64), Imported: time.Unix(1600000000, 0)})
+	s.PutImage(images.Image{Name: "win10", Version: "1b", Digest: digest("1"), Imported: time.Unix(1600000000, 0)})
 	s.Promote("win10", "1", "production", "alice")
-	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}}})
-	if err := s.AssignImage("m1", "sha256:"+strings.Repeat("2", 64), ""); err != nil {
+	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:01")}}})
+	if err := s.AssignImage("m1", digest("2"), ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.DeleteImage("win10", "1"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "channel win10@production") {
+	if _, _, err := s.DeleteImage("win10", "1"); !errors.Is(err, images.ErrInUse) || !strings.Contains(err.Error(), "channel win10@production") {
 		t.Errorf("delete of a channel's version: %v", err)
 	}
-	if _, _, err := s.DeleteImage("win10", "2"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "machine m1") {
+	if _, _, err := s.DeleteImage("win10", "2"); !errors.Is(err, images.ErrInUse) || !strings.Contains(err.Error(), "machine m1") {
 		t.Errorf("delete of an assigned image: %v", err)
 	}
 	// Versions 1b (oldest, same digest as 1), 1 (channel), 2 (assigned), 3, 4: keep 1 → only
@@ -125,11 +158,11 @@ func TestDeleteAndPruneKeepWhatIsReferenced(t *testing.T) {
 
 func TestSyncKeepsAssignments(t *testing.T) {
 	s := catalog(t)
-	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}}})
-	s.AssignImage("m1", "sha256:x", "win10@production")
-	s.SyncMachines([]Machine{{ID: "m1", MACs: []string{"52:54:00:00:00:01"}, WorkerGroup: "g"}})
+	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:01")}}})
+	s.AssignImage("m1", digest("e"), "win10@production")
+	s.SyncMachines([]machines.Machine{{ID: "m1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:00:00:01")}, WorkerGroup: "g"}})
 	m, _ := s.Machine("m1")
-	if m.AssignedImage != "sha256:x" || m.AssignedChannel != "win10@production" || m.WorkerGroup != "g" {
+	if m.AssignedImage != digest("e") || m.AssignedChannel != "win10@production" || m.WorkerGroup != "g" {
 		t.Errorf("%+v", m)
 	}
 }
@@ -141,11 +174,11 @@ func TestSourceRedacted(t *testing.T) {
 	s := open(t, path)
 	const src = "https://u:pw@b.s3.amazonaws.com/k.raw?X-Amz-Credential=AKIA&X-Amz-Signature=ff&versionId=3"
 	const clean = "https://b.s3.amazonaws.com/k.raw?versionId=3"
-	if _, err := s.PutImage(Image{Name: "new", Version: "1", Digest: "sha256:" + strings.Repeat("1", 64), Source: src}); err != nil {
+	if _, err := s.PutImage(images.Image{Name: "new", Version: "1", Digest: digest("1"), Source: src}); err != nil {
 		t.Fatal(err)
 	}
-	old := Image{Name: "old", Version: "1", Digest: "sha256:" + strings.Repeat("2", 64), Source: src}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketImages, old.Ref(), old) }); err != nil {
+	old := images.Image{Name: "old", Version: "1", Digest: digest("2"), Source: src}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketImages, old.Ref().String(), old) }); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -169,20 +202,20 @@ func TestChannelDigests(t *testing.T) {
 	s.Promote("win10", "1", "production", "alice")
 	s.Promote("win10", "2", "canary", "alice")
 	got, err := s.ChannelDigests()
-	want := map[string]string{"win10@production": "sha256:" + strings.Repeat("1", 64), "win10@canary": "sha256:" + strings.Repeat("2", 64)}
+	want := map[string]images.Digest{"win10@production": digest("1"), "win10@canary": digest("2")}
 	if err != nil || !maps.Equal(got, want) {
 		t.Errorf("ChannelDigests = %v %v, want %v", got, err, want)
 	}
 	s.Promote("win10", "3", "production", "bob")
-	if got, _ := s.ChannelDigests(); got["win10@production"] != "sha256:"+strings.Repeat("3", 64) {
+	if got, _ := s.ChannelDigests(); got["win10@production"] != digest("3") {
 		t.Errorf("after a promote: %v", got)
 	}
-	img, _ := s.ResolveImage("win10@canary")
+	img, _ := s.ResolveImage(ref("win10@canary"))
 	img.Version = "2c"
 	if _, err := s.PutImage(img); err != nil {
 		t.Fatal(err)
 	}
-	if stored, _ := s.ResolveImage("win10@2c"); stored.Channel != "" {
+	if stored, _ := s.ResolveImage(ref("win10@2c")); stored.Channel != "" {
 		t.Errorf("stored with its channel: %+v", stored)
 	}
 }

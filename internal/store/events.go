@@ -8,30 +8,18 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-)
 
-// Event is one line of a machine's history.
-type Event struct {
-	Seq     uint64            `json:"seq"`
-	Time    time.Time         `json:"time"`
-	Machine string            `json:"machine"`
-	Kind    string            `json:"kind"` // dhcp, tftp, script, http, hello, job, ...
-	Message string            `json:"message"`
-	Fields  map[string]string `json:"fields,omitempty"`
-	// Count is how many identical boot events this one stands for (repeats are coalesced into
-	// the first: same kind and fields), Last when the latest came. Zero for a single event.
-	Count int        `json:"count,omitempty"`
-	Last  *time.Time `json:"last,omitempty"`
-}
+	"github.com/imaged/imaged/internal/machines"
+)
 
 // A machine's history is kept in two logs of MaxEvents each, so that neither can push the other
 // out: its audit log (operator actions, jobs, hellos, results, check-ins: what someone or
 // something authenticated did) and its boot log (DHCP, TFTP, boot scripts and assets: what any
 // host on the blade network can cause). Both share one sequence per machine.
 //
-// Sequence numbers are the time in microseconds, or one more than the machine's last if that is
-// larger: they grow across restarts of the daemon, so that the daemon can number boot events it
-// keeps only in memory without reusing a number a client has seen.
+// Sequence numbers are machines.NextSeq's: they grow across restarts of the daemon, so that the
+// daemon can number boot events it keeps only in memory without reusing a number a client has
+// seen.
 
 // MaxEvents is how many events each of a machine's two logs keeps.
 const MaxEvents = 1000
@@ -62,7 +50,7 @@ func migrateBootEvents(tx *bolt.Tx) error {
 		var moved [][]byte
 		var dst *bolt.Bucket
 		err := src.ForEach(func(k, v []byte) error {
-			var e Event
+			var e machines.Event
 			if json.Unmarshal(v, &e) != nil || !IsBootKind(e.Kind) {
 				return nil
 			}
@@ -102,15 +90,6 @@ func lastSeq(tx *bolt.Tx, machine string) uint64 {
 	return last
 }
 
-// NextSeq is the sequence number that follows last at time now.
-func NextSeq(last uint64, now time.Time) uint64 {
-	us := now.UnixMicro()
-	if us < 0 {
-		us = 0
-	}
-	return max(last+1, uint64(us))
-}
-
 // LastSeq returns the highest sequence number of machine's events (0: none).
 func (s *Store) LastSeq(machine string) (uint64, error) {
 	var n uint64
@@ -121,7 +100,7 @@ func (s *Store) LastSeq(machine string) (uint64, error) {
 // AddEvent appends e to its machine's audit log, or to its boot log if its kind is a boot kind,
 // keeping the newest MaxEvents of each. A zero e.Seq is numbered here; an e.Seq that the log
 // holds already replaces that event (a coalesced repeat). It returns the event as stored.
-func (s *Store) AddEvent(e Event) (Event, error) {
+func (s *Store) AddEvent(e machines.Event) (machines.Event, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -135,7 +114,7 @@ func (s *Store) AddEvent(e Event) (Event, error) {
 			return err
 		}
 		if e.Seq == 0 {
-			e.Seq = NextSeq(lastSeq(tx, e.Machine), e.Time)
+			e.Seq = machines.NextSeq(lastSeq(tx, e.Machine), e.Time)
 		}
 		data, err := json.Marshal(e)
 		if err != nil {
@@ -164,8 +143,8 @@ func (s *Store) AddEvent(e Event) (Event, error) {
 }
 
 // Events returns a machine's events of both logs with Seq > after, oldest first.
-func (s *Store) Events(machine string, after uint64) ([]Event, error) {
-	var out []Event
+func (s *Store) Events(machine string, after uint64) ([]machines.Event, error) {
+	var out []machines.Event
 	err := s.db.View(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketEvents, bucketBootEvents} {
 			b := tx.Bucket(name).Bucket([]byte(machine))
@@ -174,7 +153,7 @@ func (s *Store) Events(machine string, after uint64) ([]Event, error) {
 			}
 			c := b.Cursor()
 			for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
-				var e Event
+				var e machines.Event
 				if err := json.Unmarshal(v, &e); err != nil {
 					return err
 				}

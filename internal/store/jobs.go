@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/internal/machines"
 )
 
 // Reimage jobs. The store keeps each job as an opaque JSON document (only internal/jobs reads
@@ -20,6 +21,9 @@ import (
 // their age, which keeps the file small (a job is a few KiB) and keeps the history of a machine
 // that is rarely reimaged.
 
+// ErrConflict is a change PutJob refuses: a job moved to another machine, or reopened.
+var ErrConflict = errors.New("conflicts with the stored job")
+
 // MaxFinishedJobs is how many finished jobs are kept per machine.
 const MaxFinishedJobs = 100
 
@@ -27,7 +31,7 @@ var (
 	bucketJobs          = []byte("jobs")            // id → JobRecord
 	bucketJobsActive    = []byte("jobs_active")     // id → machine, for every unfinished job
 	bucketJobsByMachine = []byte("jobs_by_machine") // machine → (id → "1" finished, "0" not)
-	bucketCheckIns      = []byte("check_ins")       // machine → CheckIn
+	bucketCheckIns      = []byte("check_ins")       // machine → machines.CheckIn
 )
 
 // migrateJobs is migration 2 → 3: the job buckets and the booted OS's check-ins.
@@ -40,23 +44,26 @@ func migrateJobs(tx *bolt.Tx) error {
 	return nil
 }
 
-// JobRecord is a job as the store keeps it.
-type JobRecord struct {
+// jobRecord is a job as the store keeps it: the job's JSON (internal/jobs encodes it) in the
+// envelope the store indexes by.
+type jobRecord struct {
 	ID      string          `json:"id"`
 	Machine string          `json:"machine"`
 	Done    bool            `json:"done"`
-	Data    json.RawMessage `json:"data"` // the job, as internal/jobs encodes it
+	Data    json.RawMessage `json:"data"`
 }
 
-// PutJob stores a job durably (one fsync), replacing the record of the same id. A job cannot
-// move to another machine, and a finished job cannot be reopened. When r finishes a job, the
-// oldest finished jobs of its machine beyond MaxFinishedJobs are deleted.
-func (s *Store) PutJob(r JobRecord) error {
+// PutJob stores job id of machine, its JSON data, durably (one fsync), replacing the record of
+// the same id. A job cannot move to another machine, and a finished (done) job cannot be
+// reopened. When a job finishes, the oldest finished jobs of its machine beyond MaxFinishedJobs
+// are deleted.
+func (s *Store) PutJob(id, machine string, done bool, data []byte) error {
+	r := jobRecord{ID: id, Machine: machine, Done: done, Data: data}
 	if r.ID == "" || r.Machine == "" || !json.Valid(r.Data) {
 		return fmt.Errorf("store: job %q of machine %q: id, machine and JSON data are required", r.ID, r.Machine)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		var old JobRecord
+		var old jobRecord
 		switch err := get(tx, bucketJobs, r.ID, &old); {
 		case err == nil && old.Machine != r.Machine:
 			return fmt.Errorf("store: job %s belongs to machine %s, not %s: %w", r.ID, old.Machine, r.Machine, ErrConflict)
@@ -114,29 +121,31 @@ func pruneJobs(tx *bolt.Tx, mb *bolt.Bucket) error {
 	return nil
 }
 
-// Job returns one job; an unknown id matches ErrNotFound.
-func (s *Store) Job(id string) (JobRecord, error) {
-	var r JobRecord
+// Job returns the data of one job; an unknown id matches ErrNotFound.
+func (s *Store) Job(id string) ([]byte, error) {
+	var r jobRecord
 	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketJobs, id, &r) })
 	if err != nil {
-		return r, fmt.Errorf("store: job %q: %w", id, err)
+		return nil, fmt.Errorf("store: job %q: %w", id, err)
 	}
-	return r, nil
+	return r.Data, nil
 }
 
-// Jobs returns the jobs of machine (of every machine when machine is ""), oldest first.
-func (s *Store) Jobs(machine string) ([]JobRecord, error) {
+// Jobs returns the data of the jobs of machine (of every machine when machine is ""), oldest
+// first.
+func (s *Store) Jobs(machine string) ([][]byte, error) {
 	if machine == "" {
-		return list[JobRecord](s.db, bucketJobs)
+		rs, err := list[jobRecord](s.db, bucketJobs)
+		return jobData(rs), err
 	}
-	var out []JobRecord
+	var out []jobRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		mb := tx.Bucket(bucketJobsByMachine).Bucket([]byte(machine))
 		if mb == nil {
 			return nil
 		}
 		return mb.ForEach(func(k, _ []byte) error {
-			var r JobRecord
+			var r jobRecord
 			if err := get(tx, bucketJobs, string(k), &r); err != nil {
 				return fmt.Errorf("store: job %s of machine %s: %w", k, machine, err)
 			}
@@ -144,15 +153,16 @@ func (s *Store) Jobs(machine string) ([]JobRecord, error) {
 			return nil
 		})
 	})
-	return out, err
+	return jobData(out), err
 }
 
-// ActiveJobs returns every unfinished job, oldest first: what a restarted daemon drives on.
-func (s *Store) ActiveJobs() ([]JobRecord, error) {
-	var out []JobRecord
+// ActiveJobs returns the data of every unfinished job, oldest first: what a restarted daemon
+// drives on.
+func (s *Store) ActiveJobs() ([][]byte, error) {
+	var out []jobRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJobsActive).ForEach(func(k, _ []byte) error {
-			var r JobRecord
+			var r jobRecord
 			if err := get(tx, bucketJobs, string(k), &r); err != nil {
 				return fmt.Errorf("store: active job %s: %w", k, err)
 			}
@@ -160,24 +170,19 @@ func (s *Store) ActiveJobs() ([]JobRecord, error) {
 			return nil
 		})
 	})
-	return out, err
+	return jobData(out), err
 }
 
-// CheckIn is the latest report of a machine's booted operating system about the image it runs.
-type CheckIn struct {
-	Machine string    `json:"machine"`
-	Digest  string    `json:"digest"` // what the OS says it runs
-	Time    time.Time `json:"time"`
-	// Expected is the digest the machine should run (its assigned image) when the OS checked in;
-	// Stale is true when the OS runs something else.
-	Expected string `json:"expected,omitempty"`
-	Stale    bool   `json:"stale"`
-	// StoredAt is when this check-in was last stored, if Time is a later repeat kept in memory.
-	StoredAt time.Time `json:"-"`
+func jobData(rs []jobRecord) [][]byte {
+	out := make([][]byte, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.Data)
+	}
+	return out
 }
 
 // PutCheckIn stores the latest check-in of a machine, replacing the previous one.
-func (s *Store) PutCheckIn(c CheckIn) error {
+func (s *Store) PutCheckIn(c machines.CheckIn) error {
 	if c.Machine == "" {
 		return fmt.Errorf("store: check-in without a machine")
 	}
@@ -185,4 +190,6 @@ func (s *Store) PutCheckIn(c CheckIn) error {
 }
 
 // CheckIns returns the latest check-in of every machine that checked in, by machine id.
-func (s *Store) CheckIns() ([]CheckIn, error) { return list[CheckIn](s.db, bucketCheckIns) }
+func (s *Store) CheckIns() ([]machines.CheckIn, error) {
+	return list[machines.CheckIn](s.db, bucketCheckIns)
+}

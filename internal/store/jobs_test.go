@@ -5,23 +5,30 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/internal/machines"
 )
 
-func jobRec(id, machine string, done bool) JobRecord {
+// putJob stores a job whose data is its id and whether it is done.
+func putJob(s *Store, id, machine string, done bool) error {
 	data, _ := json.Marshal(map[string]any{"id": id, "done": done})
-	return JobRecord{ID: id, Machine: machine, Done: done, Data: data}
+	return s.PutJob(id, machine, done, data)
 }
 
-func ids(rs []JobRecord) []string {
+// ids reads the ids out of jobs' data.
+func ids(data [][]byte) []string {
 	out := []string{}
-	for _, r := range rs {
-		out = append(out, r.ID)
+	for _, d := range data {
+		var j struct{ ID string }
+		json.Unmarshal(d, &j)
+		out = append(out, j.ID)
 	}
 	return out
 }
@@ -43,7 +50,7 @@ func TestMigrateSchema2ToJobs(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := put(tx, bucketMachines, "m1", Machine{ID: "m1", CurrentImage: "sha256:aa"}); err != nil {
+		if err := put(tx, bucketMachines, "m1", machines.Machine{ID: "m1", CurrentImage: digest("a")}); err != nil {
 			return err
 		}
 		return meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, 2))
@@ -57,10 +64,10 @@ func TestMigrateSchema2ToJobs(t *testing.T) {
 	if v, _ := s.Version(); v != SchemaVersion {
 		t.Fatalf("version %d after migration, SchemaVersion %d", v, SchemaVersion)
 	}
-	if m, err := s.Machine("m1"); err != nil || m.CurrentImage != "sha256:aa" {
+	if m, err := s.Machine("m1"); err != nil || m.CurrentImage != digest("a") {
 		t.Errorf("machine after migration: %+v %v", m, err)
 	}
-	if err := s.PutJob(jobRec("j1", "m1", false)); err != nil {
+	if err := putJob(s, "j1", "m1", false); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -68,12 +75,12 @@ func TestMigrateSchema2ToJobs(t *testing.T) {
 func TestJobsActiveIndexAndReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
-	for _, r := range []JobRecord{jobRec("j1", "m1", false), jobRec("j2", "m2", false), jobRec("j3", "m1", false)} {
-		if err := s.PutJob(r); err != nil {
+	for _, j := range []struct{ id, machine string }{{"j1", "m1"}, {"j2", "m2"}, {"j3", "m1"}} {
+		if err := putJob(s, j.id, j.machine, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.PutJob(jobRec("j1", "m1", true)); err != nil {
+	if err := putJob(s, "j1", "m1", true); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -94,10 +101,12 @@ func TestJobsActiveIndexAndReopen(t *testing.T) {
 	if diff := cmp.Diff([]string{"j1", "j3"}, ids(m1)); diff != "" {
 		t.Errorf("m1 (-want +got):\n%s", diff)
 	}
-	if r, err := s.Job("j1"); err != nil || !r.Done || string(r.Data) != `{"done":true,"id":"j1"}` {
-		t.Errorf("j1 = %+v %s, %v", r, r.Data, err)
+	if data, err := s.Job("j1"); err != nil || string(data) != `{"done":true,"id":"j1"}` {
+		t.Errorf("j1 = %s, %v", data, err)
 	}
-	if _, err := s.Job("nope"); !errors.Is(err, ErrNotFound) {
+	// Those that declare what they need of the store (internal/jobs) know a missing record by
+	// fs.ErrNotExist.
+	if _, err := s.Job("nope"); !errors.Is(err, ErrNotFound) || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("unknown job: %v", err)
 	}
 	if none, err := s.Jobs("m9"); err != nil || len(none) != 0 {
@@ -108,19 +117,19 @@ func TestJobsActiveIndexAndReopen(t *testing.T) {
 func TestJobsRefused(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
-	if err := s.PutJob(jobRec("j1", "m1", true)); err != nil {
+	if err := putJob(s, "j1", "m1", true); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutJob(jobRec("j1", "m1", false)); !errors.Is(err, ErrConflict) {
+	if err := putJob(s, "j1", "m1", false); !errors.Is(err, ErrConflict) {
 		t.Errorf("reopening a finished job: %v", err)
 	}
-	if err := s.PutJob(jobRec("j1", "m2", true)); !errors.Is(err, ErrConflict) {
+	if err := putJob(s, "j1", "m2", true); !errors.Is(err, ErrConflict) {
 		t.Errorf("moving a job to another machine: %v", err)
 	}
-	if err := s.PutJob(JobRecord{ID: "j2", Machine: "m1", Data: []byte("{")}); err == nil {
+	if err := s.PutJob("j2", "m1", false, []byte("{")); err == nil {
 		t.Error("invalid JSON accepted")
 	}
-	if err := s.PutJob(jobRec("", "m1", false)); err == nil {
+	if err := putJob(s, "", "m1", false); err == nil {
 		t.Error("a job without an id accepted")
 	}
 }
@@ -130,15 +139,15 @@ func TestFinishedJobsBoundedPerMachine(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
 	id := func(i int) string { return fmt.Sprintf("j%04d", i) }
-	if err := s.PutJob(jobRec(id(0), "m1", false)); err != nil { // the oldest, still running
+	if err := putJob(s, id(0), "m1", false); err != nil { // the oldest, still running
 		t.Fatal(err)
 	}
-	if err := s.PutJob(jobRec(id(1), "m2", true)); err != nil {
+	if err := putJob(s, id(1), "m2", true); err != nil {
 		t.Fatal(err)
 	}
 	n := MaxFinishedJobs + 5
 	for i := 2; i < 2+n; i++ {
-		if err := s.PutJob(jobRec(id(i), "m1", true)); err != nil {
+		if err := putJob(s, id(i), "m1", true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -146,8 +155,8 @@ func TestFinishedJobsBoundedPerMachine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m1) != MaxFinishedJobs+1 || m1[0].ID != id(0) || m1[1].ID != id(7) || m1[len(m1)-1].ID != id(1+n) {
-		t.Errorf("m1 keeps %d jobs: first %s, %s, last %s", len(m1), m1[0].ID, m1[1].ID, m1[len(m1)-1].ID)
+	if got := ids(m1); len(got) != MaxFinishedJobs+1 || got[0] != id(0) || got[1] != id(7) || got[len(got)-1] != id(1+n) {
+		t.Errorf("m1 keeps %d jobs: first %s, %s, last %s", len(got), got[0], got[1], got[len(got)-1])
 	}
 	if _, err := s.Job(id(2)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a pruned job is still there: %v", err)
@@ -165,10 +174,10 @@ func TestCheckIns(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
 	t0 := time.Unix(1700000000, 0).UTC()
-	for _, c := range []CheckIn{
-		{Machine: "m1", Digest: "sha256:aa", Time: t0, Expected: "sha256:bb", Stale: true},
-		{Machine: "m2", Digest: "sha256:cc", Time: t0},
-		{Machine: "m1", Digest: "sha256:bb", Time: t0.Add(time.Minute), Expected: "sha256:bb"},
+	for _, c := range []machines.CheckIn{
+		{Machine: "m1", Digest: digest("a"), Time: t0, Expected: digest("b"), Stale: true},
+		{Machine: "m2", Digest: digest("c"), Time: t0},
+		{Machine: "m1", Digest: digest("b"), Time: t0.Add(time.Minute), Expected: digest("b")},
 	} {
 		if err := s.PutCheckIn(c); err != nil {
 			t.Fatal(err)
@@ -178,14 +187,14 @@ func TestCheckIns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []CheckIn{
-		{Machine: "m1", Digest: "sha256:bb", Time: t0.Add(time.Minute), Expected: "sha256:bb"},
-		{Machine: "m2", Digest: "sha256:cc", Time: t0},
+	want := []machines.CheckIn{
+		{Machine: "m1", Digest: digest("b"), Time: t0.Add(time.Minute), Expected: digest("b")},
+		{Machine: "m2", Digest: digest("c"), Time: t0},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("check-ins (-want +got):\n%s", diff)
 	}
-	if err := s.PutCheckIn(CheckIn{Digest: "x"}); err == nil {
+	if err := s.PutCheckIn(machines.CheckIn{Digest: digest("d")}); err == nil {
 		t.Error("check-in without machine accepted")
 	}
 }
@@ -210,7 +219,7 @@ func TestMigrateBootEventsApart(t *testing.T) {
 			return err
 		}
 		for i, k := range kinds {
-			data, _ := json.Marshal(Event{Seq: uint64(i + 1), Machine: "m1", Kind: k, Message: k})
+			data, _ := json.Marshal(machines.Event{Seq: uint64(i + 1), Machine: "m1", Kind: k, Message: k})
 			if err := b.Put(seqKey(uint64(i+1)), data); err != nil {
 				return err
 			}

@@ -7,53 +7,18 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/internal/machines"
 )
-
-// Machine is one blade of the inventory as the config file declares it, plus what imaged has
-// learned about it.
-type Machine struct {
-	ID          string   `json:"id"`
-	MACs        []string `json:"macs"`
-	IP          string   `json:"ip,omitempty"`
-	Hostname    string   `json:"hostname,omitempty"`
-	Chassis     string   `json:"chassis,omitempty"`
-	Slot        int      `json:"slot,omitempty"`
-	WorkerGroup string   `json:"worker_group,omitempty"`
-	WorkerType  string   `json:"worker_type,omitempty"`
-	BMC         string   `json:"bmc,omitempty"`
-	Boot        string   `json:"boot"`
-	// DiskSerial and DiskByPath pick the disk the agent writes (from the config); empty: the
-	// only non-removable disk large enough.
-	DiskSerial string `json:"disk_serial,omitempty"`
-	DiskByPath string `json:"disk_by_path,omitempty"`
-	LastHello  *Hello `json:"last_hello,omitempty"`
-	// AssignedImage is the digest the machine should run; CurrentImage the digest it was last
-	// verified to run. Both (and AssignedChannel) are kept across config reloads.
-	AssignedImage string `json:"assigned_image,omitempty"`
-	CurrentImage  string `json:"current_image,omitempty"`
-	// AssignedChannel is the channel (name@channel) the assignment was made through, "" when it
-	// named a version or a digest: the machine follows it, and is behind it once the channel
-	// points at another image than the one the machine was verified to run.
-	AssignedChannel string `json:"assigned_channel,omitempty"`
-}
-
-// Hello is an agent's announcement that it runs on a machine.
-type Hello struct {
-	Time         time.Time `json:"time"`
-	MAC          string    `json:"mac"`
-	IP           string    `json:"ip,omitempty"`
-	AgentVersion string    `json:"agent_version,omitempty"`
-	Uptime       float64   `json:"uptime_seconds,omitempty"`
-}
 
 // SyncMachines makes the stored inventory equal to ms (the config file's), keeping what was
 // learned about machines that remain. Machines no longer in the config are removed.
-func (s *Store) SyncMachines(ms []Machine) error {
+func (s *Store) SyncMachines(ms []machines.Machine) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMachines)
 		keep := map[string]bool{}
 		for _, m := range ms {
-			var old Machine
+			var old machines.Machine
 			if err := get(tx, bucketMachines, m.ID, &old); err == nil {
 				m.LastHello, m.AssignedImage, m.CurrentImage, m.AssignedChannel = old.LastHello, old.AssignedImage, old.CurrentImage, old.AssignedChannel
 			}
@@ -79,11 +44,13 @@ func (s *Store) SyncMachines(ms []Machine) error {
 }
 
 // Machines returns the inventory sorted by id.
-func (s *Store) Machines() ([]Machine, error) { return list[Machine](s.db, bucketMachines) }
+func (s *Store) Machines() ([]machines.Machine, error) {
+	return list[machines.Machine](s.db, bucketMachines)
+}
 
 // Machine returns one machine.
-func (s *Store) Machine(id string) (Machine, error) {
-	var m Machine
+func (s *Store) Machine(id string) (machines.Machine, error) {
+	var m machines.Machine
 	err := s.db.View(func(tx *bolt.Tx) error { return get(tx, bucketMachines, id, &m) })
 	if err != nil {
 		return m, fmt.Errorf("store: machine %q: %w", id, err)
@@ -92,9 +59,9 @@ func (s *Store) Machine(id string) (Machine, error) {
 }
 
 // RecordHello stores an agent's hello on its machine.
-func (s *Store) RecordHello(id string, h Hello) error {
+func (s *Store) RecordHello(id string, h machines.Hello) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		var m Machine
+		var m machines.Machine
 		if err := get(tx, bucketMachines, id, &m); err != nil {
 			return fmt.Errorf("store: machine %q: %w", id, err)
 		}
@@ -103,53 +70,34 @@ func (s *Store) RecordHello(id string, h Hello) error {
 	})
 }
 
-// Lease is a DHCP lease, keyed by MAC.
-type Lease struct {
-	MAC      string    `json:"mac"`
-	Addr     string    `json:"addr"`
-	Expiry   time.Time `json:"expiry"`
-	Hostname string    `json:"hostname,omitempty"`
-	State    string    `json:"state,omitempty"`
-}
-
 // PutLease stores a lease durably. Concurrent calls are committed together (bbolt's Batch), so
 // a DHCP server that handles packets on many workers pays one fsync for many leases.
-func (s *Store) PutLease(l Lease) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return put(tx, bucketLeases, l.MAC, l) })
+func (s *Store) PutLease(l machines.Lease) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return put(tx, bucketLeases, l.MAC.String(), l) })
 }
 
 // DeleteLease removes the lease of mac, if any.
-func (s *Store) DeleteLease(mac string) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucketLeases).Delete([]byte(mac)) })
+func (s *Store) DeleteLease(mac machines.MAC) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucketLeases).Delete([]byte(mac.String())) })
 }
 
 // Leases returns every stored lease.
-func (s *Store) Leases() ([]Lease, error) { return list[Lease](s.db, bucketLeases) }
-
-// Unknown is a client that asked for an address or a boot file but is not in the inventory.
-type Unknown struct {
-	MAC       string    `json:"mac"`
-	FirstSeen time.Time `json:"first_seen"`
-	LastSeen  time.Time `json:"last_seen"`
-	Count     int64     `json:"count"`
-	Client    string    `json:"client,omitempty"` // bios-pxe, uefi-pxe, uefi-http, ipxe, dhcp
-	Arch      int       `json:"arch,omitempty"`
-}
+func (s *Store) Leases() ([]machines.Lease, error) { return list[machines.Lease](s.db, bucketLeases) }
 
 // MaxUnknown bounds the stored list of unknown clients; the least recently seen go first.
 const MaxUnknown = 4096
 
 // RecordUnknown merges sightings (MAC → count and latest details) into the stored list, and
 // keeps the MaxUnknown most recently seen.
-func (s *Store) RecordUnknown(seen []Unknown) error {
+func (s *Store) RecordUnknown(seen []machines.Unknown) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, u := range seen {
-			var old Unknown
-			if err := get(tx, bucketUnknown, u.MAC, &old); err == nil {
+			var old machines.Unknown
+			if err := get(tx, bucketUnknown, u.MAC.String(), &old); err == nil {
 				u.FirstSeen = old.FirstSeen
 				u.Count += old.Count
 			}
-			if err := put(tx, bucketUnknown, u.MAC, u); err != nil {
+			if err := put(tx, bucketUnknown, u.MAC.String(), u); err != nil {
 				return err
 			}
 		}
@@ -162,7 +110,7 @@ func (s *Store) RecordUnknown(seen []Unknown) error {
 		var all []entry
 		b := tx.Bucket(bucketUnknown)
 		_ = b.ForEach(func(k, v []byte) error {
-			var u Unknown
+			var u machines.Unknown
 			_ = json.Unmarshal(v, &u)
 			all = append(all, entry{append([]byte(nil), k...), u.LastSeen})
 			return nil
@@ -180,9 +128,11 @@ func (s *Store) RecordUnknown(seen []Unknown) error {
 }
 
 // Unknowns lists the clients seen that are not in the inventory.
-func (s *Store) Unknowns() ([]Unknown, error) { return list[Unknown](s.db, bucketUnknown) }
+func (s *Store) Unknowns() ([]machines.Unknown, error) {
+	return list[machines.Unknown](s.db, bucketUnknown)
+}
 
 // ForgetUnknown removes mac from the unknown list (for instance once it joins the inventory).
-func (s *Store) ForgetUnknown(mac string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUnknown).Delete([]byte(mac)) })
+func (s *Store) ForgetUnknown(mac machines.MAC) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUnknown).Delete([]byte(mac.String())) })
 }

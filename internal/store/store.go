@@ -1,10 +1,12 @@
-// Package store keeps imaged's state in one bbolt file: the inventory, DHCP leases, unknown
-// clients, per-boot tokens and agent sessions, agent hellos and the per-machine event logs.
+// Package store keeps imaged's state in one bbolt file: the inventory, the image catalog, reimage
+// jobs and check-ins, DHCP leases, unknown clients, per-boot tokens and agent sessions, agent
+// hellos and the per-machine event logs.
 //
 // Records are JSON values in named buckets. The file carries a schema version; Open applies the
 // migrations from the file's version up to SchemaVersion in one transaction, and refuses a file
-// written by a newer imaged. Only cmd/imaged and its adapters import this package; protocol
-// packages see it through their own small interfaces.
+// written by a newer imaged. The records are the values of packages images and machines; the
+// store implements the interfaces that jobs, inventory and the API declare in their terms, so
+// that only cmd/imaged (and tests) import this package and link bbolt.
 package store
 
 import (
@@ -12,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -20,8 +23,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// ErrNotFound is returned when a record does not exist.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound is returned when a record does not exist. It matches fs.ErrNotExist, so that the
+// packages that declare what they need of the store (jobs, inventory, api) can tell a missing
+// record from a failure without linking the store.
+var ErrNotFound error = notFound{}
+
+type notFound struct{}
+
+func (notFound) Error() string        { return "not found" }
+func (notFound) Is(target error) bool { return target == fs.ErrNotExist }
 
 // ErrLocked is returned by Open when another process (a running daemon) holds the file.
 var ErrLocked = errors.New("the state file is in use by another imaged process")

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/machines"
 )
 
 func open(t *testing.T, path string) *Store {
@@ -65,13 +70,13 @@ func TestLeasesSurviveReopenAndBatch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.PutLease(Lease{MAC: fmt.Sprintf("52:54:00:00:%02x:%02x", i/256, i%256), Addr: fmt.Sprintf("10.0.%d.%d", i/256, i%256), Expiry: time.Unix(1e9, 0).UTC()}); err != nil {
+			if err := s.PutLease(machines.Lease{MAC: machines.MAC{0x52, 0x54, 0, 0, byte(i / 256), byte(i % 256)}, Addr: netip.AddrFrom4([4]byte{10, 0, byte(i / 256), byte(i % 256)}), Expiry: time.Unix(1e9, 0).UTC()}); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
 	wg.Wait()
-	if err := s.DeleteLease("52:54:00:00:00:07"); err != nil {
+	if err := s.DeleteLease(machines.MustParseMAC("52:54:00:00:00:07")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -81,7 +86,7 @@ func TestLeasesSurviveReopenAndBatch(t *testing.T) {
 	if err != nil || len(ls) != 199 {
 		t.Fatalf("%d leases after reopen, %v", len(ls), err)
 	}
-	if ls[0].MAC != "52:54:00:00:00:00" || ls[0].Addr != "10.0.0.0" {
+	if ls[0].MAC.String() != "52:54:00:00:00:00" || ls[0].Addr.String() != "10.0.0.0" {
 		t.Errorf("first lease %+v", ls[0])
 	}
 }
@@ -89,12 +94,12 @@ func TestLeasesSurviveReopenAndBatch(t *testing.T) {
 func TestSyncMachinesKeepsLearnedState(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
-	a := Machine{ID: "ms1-c1n1", MACs: []string{"52:54:00:99:00:11"}, Boot: "agent"}
-	b := Machine{ID: "ms1-c1n2", MACs: []string{"52:54:00:99:00:12"}, Boot: "local"}
-	if err := s.SyncMachines([]Machine{a, b}); err != nil {
+	a := machines.Machine{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}, Boot: "agent"}
+	b := machines.Machine{ID: "ms1-c1n2", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:12")}, Boot: "local"}
+	if err := s.SyncMachines([]machines.Machine{a, b}); err != nil {
 		t.Fatal(err)
 	}
-	h := Hello{Time: time.Unix(1700000000, 0).UTC(), MAC: a.MACs[0], IP: "10.99.0.11"}
+	h := machines.Hello{Time: time.Unix(1700000000, 0).UTC(), MAC: a.MACs[0], IP: netip.MustParseAddr("10.99.0.11")}
 	if err := s.RecordHello(a.ID, h); err != nil {
 		t.Fatal(err)
 	}
@@ -102,12 +107,12 @@ func TestSyncMachinesKeepsLearnedState(t *testing.T) {
 		t.Errorf("hello for unknown machine: %v", err)
 	}
 	a.WorkerGroup = "linux"
-	if err := s.SyncMachines([]Machine{a}); err != nil {
+	if err := s.SyncMachines([]machines.Machine{a}); err != nil {
 		t.Fatal(err)
 	}
 	ms, _ := s.Machines()
 	a.LastHello = &h
-	if diff := cmp.Diff([]Machine{a}, ms); diff != "" {
+	if diff := cmp.Diff([]machines.Machine{a}, ms, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 		t.Errorf("machines after sync (-want +got):\n%s", diff)
 	}
 }
@@ -120,16 +125,16 @@ func TestEventsBoundedAndOrdered(t *testing.T) {
 	// Two audit events, then a flood of boot events: the boot log keeps its newest 10 and the
 	// audit log keeps both of its own.
 	for i := range 2 {
-		if _, err := s.AddEvent(Event{Machine: "m1", Time: t0, Kind: "job", Message: fmt.Sprint("job ", i)}); err != nil {
+		if _, err := s.AddEvent(machines.Event{Machine: "m1", Time: t0, Kind: "job", Message: fmt.Sprint("job ", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 25 {
-		if _, err := s.AddEvent(Event{Machine: "m1", Time: t0, Kind: "dhcp", Message: fmt.Sprint(i)}); err != nil {
+		if _, err := s.AddEvent(machines.Event{Machine: "m1", Time: t0, Kind: "dhcp", Message: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s.AddEvent(Event{Machine: "m2", Kind: "hello"})
+	s.AddEvent(machines.Event{Machine: "m2", Kind: "hello"})
 	ev, err := s.Events("m1", 0)
 	if err != nil || len(ev) != 12 {
 		t.Fatalf("%d events, %v", len(ev), err)
@@ -162,7 +167,7 @@ func TestEventsBoundedAndOrdered(t *testing.T) {
 	// A restart does not reuse a number: the next event of m1 follows the last one stored even
 	// if the clock says earlier.
 	last, _ := s.LastSeq("m1")
-	e, _ := s.AddEvent(Event{Machine: "m1", Time: t0.Add(-time.Hour), Kind: "job"})
+	e, _ := s.AddEvent(machines.Event{Machine: "m1", Time: t0.Add(-time.Hour), Kind: "job"})
 	if e.Seq != last+1 {
 		t.Errorf("seq %d after %d with an earlier clock", e.Seq, last)
 	}
@@ -172,10 +177,10 @@ func TestUnknownMerge(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
 	t0 := time.Unix(1700000000, 0).UTC()
-	s.RecordUnknown([]Unknown{{MAC: "aa:bb:cc:dd:ee:ff", FirstSeen: t0, LastSeen: t0, Count: 3, Client: "bios-pxe"}})
-	s.RecordUnknown([]Unknown{{MAC: "aa:bb:cc:dd:ee:ff", FirstSeen: t0.Add(time.Hour), LastSeen: t0.Add(time.Hour), Count: 2, Client: "ipxe"}})
+	s.RecordUnknown([]machines.Unknown{{MAC: machines.MustParseMAC("aa:bb:cc:dd:ee:ff"), FirstSeen: t0, LastSeen: t0, Count: 3, Client: "bios-pxe"}})
+	s.RecordUnknown([]machines.Unknown{{MAC: machines.MustParseMAC("aa:bb:cc:dd:ee:ff"), FirstSeen: t0.Add(time.Hour), LastSeen: t0.Add(time.Hour), Count: 2, Client: "ipxe"}})
 	us, _ := s.Unknowns()
-	want := []Unknown{{MAC: "aa:bb:cc:dd:ee:ff", FirstSeen: t0, LastSeen: t0.Add(time.Hour), Count: 5, Client: "ipxe"}}
+	want := []machines.Unknown{{MAC: machines.MustParseMAC("aa:bb:cc:dd:ee:ff"), FirstSeen: t0, LastSeen: t0.Add(time.Hour), Count: 5, Client: "ipxe"}}
 	if diff := cmp.Diff(want, us); diff != "" {
 		t.Error(diff)
 	}
@@ -185,8 +190,8 @@ func TestTokens(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
 	now := time.Now()
-	s.PutToken(BootToken{Hash: "old", Issued: now.Add(-2 * time.Hour), Expires: now.Add(-time.Hour)})
-	s.PutToken(BootToken{Hash: "new", MachineID: "m", Issued: now, Expires: now.Add(time.Hour)})
+	s.PutToken(machines.BootToken{Hash: "old", Issued: now.Add(-2 * time.Hour), Expires: now.Add(-time.Hour)})
+	s.PutToken(machines.BootToken{Hash: "new", MachineID: "m", Issued: now, Expires: now.Add(time.Hour)})
 	if _, err := s.Token("old"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("expired token kept: %v", err)
 	}
@@ -222,7 +227,7 @@ func TestMigrationFromVersion1(t *testing.T) {
 	if m, err := s.Machine("m1"); err != nil || m.Boot != "agent" {
 		t.Errorf("machine lost in migration: %+v %v", m, err)
 	}
-	if _, err := s.PutImage(Image{Name: "a", Version: "1", Digest: "sha256:x"}); err != nil {
+	if _, err := s.PutImage(images.Image{Name: "a", Version: "1", Digest: digest("e")}); err != nil {
 		t.Errorf("catalog after migration: %v", err)
 	}
 }
@@ -231,9 +236,9 @@ func TestUnknownListBounded(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "state.db"))
 	defer s.Close()
 	t0 := time.Unix(1700000000, 0).UTC()
-	var batch []Unknown
+	var batch []machines.Unknown
 	for i := range MaxUnknown + 10 {
-		batch = append(batch, Unknown{MAC: fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256), LastSeen: t0.Add(time.Duration(i) * time.Second), Count: 1})
+		batch = append(batch, machines.Unknown{MAC: machines.MAC{2, 0, 0, 0, byte(i / 256), byte(i % 256)}, LastSeen: t0.Add(time.Duration(i) * time.Second), Count: 1})
 	}
 	if err := s.RecordUnknown(batch); err != nil {
 		t.Fatal(err)
@@ -243,7 +248,7 @@ func TestUnknownListBounded(t *testing.T) {
 		t.Fatalf("%d unknown clients stored, want %d", len(us), MaxUnknown)
 	}
 	for _, u := range us {
-		if u.MAC == "02:00:00:00:00:00" || u.MAC == "02:00:00:00:00:09" {
+		if u.MAC.String() == "02:00:00:00:00:00" || u.MAC.String() == "02:00:00:00:00:09" {
 			t.Errorf("the least recently seen %s was kept", u.MAC)
 		}
 	}
