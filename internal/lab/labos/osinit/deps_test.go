@@ -13,7 +13,8 @@ func TestOSInitDeps(t *testing.T) {
 		Forbidden: deptest.ServerModules,
 		Imaged: []string{"github.com/imaged/imaged/internal/lab/labos/osinit", "github.com/imaged/imaged/internal/lab/labos",
 			"github.com/imaged/imaged/internal/agent", "github.com/imaged/imaged/internal/version", "github.com/imaged/imaged/images",
-			"github.com/imaged/imaged/internal/blockcopy", "github.com/imaged/imaged/internal/agentapi", "github.com/imaged/imaged/internal/initrd"},
+			"github.com/imaged/imaged/internal/blockcopy", "github.com/imaged/imaged/internal/agentapi", "github.com/imaged/imaged/internal/initrd",
+			"github.com/imaged/imaged/internal/atomicfile"},
 		Why: "it ships in the initramfs; only leaf packages safe on blades may be added here, server packages never",
 	})
 }
