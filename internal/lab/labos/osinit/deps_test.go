@@ -6,8 +6,9 @@ import (
 	"github.com/imaged/imaged/internal/deptest"
 )
 
-// TestOSInitDeps holds the os mode to the agent's rules: it is part of the same /init on every
-// blade, so none of the server's heavy dependencies and no imaged server package may creep in.
+// TestOSInitDeps holds the os mode to the agent's rules: it is the /init of the lab's images,
+// which boot on the lab's blades as the agent's initramfs does, so none of the server's heavy
+// dependencies and no imaged server package may creep in.
 func TestOSInitDeps(t *testing.T) {
 	deptest.Check(t, "github.com/imaged/imaged/internal/lab/labos/osinit", deptest.Rules{
 		Forbidden: deptest.ServerModules,
