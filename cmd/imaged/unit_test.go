@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,14 +73,23 @@ func TestSystemdInstall(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: systemd-tmpfiles --create gives directories to imaged's user, which needs root")
 	}
-	unit := unitSettings(t, "../../systemd/imaged.service")
+	unitText, err := os.ReadFile("../../systemd/imaged.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := unitSettings(string(unitText))
+	for _, k := range []string{"User", "Group", "StateDirectory", "StateDirectoryMode", "ExecStart"} {
+		if unit[k] == "" {
+			t.Fatalf("imaged.service has no %s=", k)
+		}
+	}
 	root := t.TempDir()
 	if err := os.Mkdir(filepath.Join(root, "etc"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	sysusers, _ := filepath.Abs("../../systemd/imaged.sysusers")
 	tmpfiles, _ := filepath.Abs("../../systemd/imaged.tmpfiles")
-	var first string
+	var passwd, group []byte
 	for i := range 2 {
 		if out, err := exec.Command(tools[0], "--root="+root, sysusers).CombinedOutput(); err != nil {
 			t.Fatalf("systemd-sysusers: %v\n%s", err, out)
@@ -87,26 +97,27 @@ func TestSystemdInstall(t *testing.T) {
 		if out, err := exec.Command(tools[1], "--root="+root, "--create", tmpfiles).CombinedOutput(); err != nil {
 			t.Fatalf("systemd-tmpfiles --create: %v\n%s", err, out)
 		}
-		passwd, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
-		if err != nil {
+		before := passwd
+		if passwd, err = os.ReadFile(filepath.Join(root, "etc/passwd")); err != nil {
 			t.Fatal(err)
 		}
-		if i == 0 {
-			first = string(passwd)
-		} else if string(passwd) != first {
-			t.Errorf("a second run changed /etc/passwd:\n%s\nwas\n%s", passwd, first)
+		if i == 1 && !bytes.Equal(passwd, before) {
+			t.Errorf("a second run changed /etc/passwd:\n%s\nwas\n%s", passwd, before)
 		}
+	}
+	group, err = os.ReadFile(filepath.Join(root, "etc/group"))
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	// The user and group.
-	user := dbEntry(t, filepath.Join(root, "etc/passwd"), unit["User"])
-	group := dbEntry(t, filepath.Join(root, "etc/group"), unit["Group"])
-	if user == nil || group == nil {
+	user, grp := dbEntry(string(passwd), unit["User"]), dbEntry(string(group), unit["Group"])
+	if user == nil || grp == nil {
 		t.Fatalf("no user %q or group %q after systemd-sysusers", unit["User"], unit["Group"])
 	}
 	uid, _ := strconv.Atoi(user[2])
-	gid, _ := strconv.Atoi(group[2])
-	if uid == 0 || uid >= 1000 || user[3] != group[2] {
+	gid, _ := strconv.Atoi(grp[2])
+	if uid == 0 || uid >= 1000 || user[3] != grp[2] {
 		t.Errorf("user %v: want a system user (uid 1-999) whose group is %s (gid %d)", user, unit["Group"], gid)
 	}
 	stateDir := "/var/lib/" + unit["StateDirectory"]
@@ -152,35 +163,20 @@ func TestSystemdInstall(t *testing.T) {
 	}
 }
 
-// unitSettings reads a unit's Key=Value lines (the last one of each key).
-func unitSettings(t *testing.T, path string) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+// unitSettings are a unit's Key=Value lines (the last one of each key).
+func unitSettings(unit string) map[string]string {
 	m := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(unit, "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
 			m[k] = v
-		}
-	}
-	for _, k := range []string{"User", "Group", "StateDirectory", "StateDirectoryMode", "ExecStart"} {
-		if m[k] == "" {
-			t.Fatalf("%s has no %s=", path, k)
 		}
 	}
 	return m
 }
 
-// dbEntry returns the colon-separated fields of name's line in an /etc/passwd-style file.
-func dbEntry(t *testing.T, path, name string) []string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
+// dbEntry is the colon-separated fields of name's line in an /etc/passwd-style file's text.
+func dbEntry(db, name string) []string {
+	for _, line := range strings.Split(db, "\n") {
 		if f := strings.Split(line, ":"); f[0] == name {
 			return f
 		}

@@ -8,30 +8,36 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
-func read(t *testing.T, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-// only fails unless dir holds exactly the names given.
-func only(t *testing.T, dir string, names ...string) {
+// files is what dir holds: each name with its contents ("<dir>" for a directory).
+func files(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	m := map[string]string{}
 	for _, e := range ents {
-		got = append(got, e.Name())
+		m[e.Name()] = "<dir>"
+		if !e.IsDir() {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[e.Name()] = string(b)
+		}
 	}
-	if strings.Join(got, " ") != strings.Join(names, " ") {
-		t.Errorf("%s holds %q, want %q", dir, got, names)
+	return m
+}
+
+// holds fails unless dir holds exactly want.
+func holds(t *testing.T, dir string, want map[string]string) {
+	t.Helper()
+	if diff := cmp.Diff(want, files(t, dir)); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", dir, diff)
 	}
 }
 
@@ -68,7 +74,7 @@ func TestMode(t *testing.T) {
 		}
 		os.Chmod(p, 0o644)
 	}
-	only(t, dir, "key.pem")
+	holds(t, dir, map[string]string{"key.pem": "new"})
 }
 
 // A reader that has the file open keeps reading the old bytes, whole; the next open gets the new
@@ -92,10 +98,8 @@ func TestReaderSeesOldOrNew(t *testing.T) {
 	if err != nil || string(got) != oldBytes {
 		t.Errorf("the reader that had the old file open read %d bytes (%v), want the %d old ones", len(got), err, len(oldBytes))
 	}
-	if s := read(t, p); s != "new" {
-		t.Errorf("opened afterwards: %q, want %q", s, "new")
-	}
-	only(t, dir, "initrd.img")
+	holds(t, dir, map[string]string{"initrd.img": "new"}) // opened afterwards: the new bytes, and nothing else left
+
 }
 
 // A writer that never commits (it failed, or died) leaves the old file as it was.
@@ -113,17 +117,13 @@ func TestUncommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Died here: the temp file is beside it, hidden, and the file is the old one.
-	if s := read(t, p); s != "old" {
-		t.Errorf("before Commit the file holds %q", s)
-	}
-	if filepath.Dir(f.Name()) != dir || !strings.HasPrefix(filepath.Base(f.Name()), ".state.json.tmp-") {
+	tmp := filepath.Base(f.Name())
+	if filepath.Dir(f.Name()) != dir || !strings.HasPrefix(tmp, ".state.json.tmp-") {
 		t.Errorf("temp file %s, want .state.json.tmp-* in %s", f.Name(), dir)
 	}
+	holds(t, dir, map[string]string{"state.json": "old", tmp: "half of the n"})
 	f.Cleanup() // failed instead: nothing is left of it
-	if s := read(t, p); s != "old" {
-		t.Errorf("after Cleanup the file holds %q", s)
-	}
-	only(t, dir, "state.json")
+	holds(t, dir, map[string]string{"state.json": "old"})
 	if err := f.Commit(); err == nil {
 		t.Error("Commit after Cleanup succeeded")
 	}
@@ -141,8 +141,8 @@ func TestCommitFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "atomicfile: replace "+p) {
 		t.Fatalf("WriteFile over a directory: %v", err)
 	}
-	only(t, dir, "busy")
-	only(t, p, "inside")
+	holds(t, dir, map[string]string{"busy": "<dir>"})
+	holds(t, p, map[string]string{"inside": "<dir>"})
 	if _, err := Create(filepath.Join(dir, "missing", "f"), 0o644); err == nil {
 		t.Error("Create in a missing directory succeeded")
 	}
@@ -167,10 +167,7 @@ func TestTempBeside(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Cleanup() // after Commit: does nothing
-	if s := read(t, filepath.Join(dir, "bare")); s != "data" {
-		t.Errorf("committed %q", s)
-	}
-	only(t, dir, "bare")
+	holds(t, dir, map[string]string{"bare": "data"})
 	if err := f.Commit(); err == nil {
 		t.Error("a second Commit succeeded")
 	}
