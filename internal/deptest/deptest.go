@@ -1,7 +1,7 @@
-// Package deptest checks, from a package's own tests, what that package pulls in (as
-// tailscale's deptest does): the agent's initramfs must not carry the server's dependencies, the
-// BMC emulator must stay independent of the client it tests, leaves must stay leaves. Only tests
-// import it.
+// Package deptest checks what a package pulls in (as tailscale's deptest does), from the
+// package's own tests or, for the leaves, from one table here (TestLeaves): the agent's initramfs
+// must not carry the server's dependencies, the BMC emulator must stay independent of the client
+// it tests, leaves must stay leaves. Only tests import it.
 package deptest
 
 import (
