@@ -2,7 +2,9 @@
 // BIOS path (SeaBIOS + QEMU's iPXE ROM → HTTP) and the UEFI path (OVMF's EDK2 PXE → TFTP
 // ipxe.efi → iPXE → HTTP), and prints one table of medians (min–max) over the runs.
 //
-//	go build -o /tmp/imaged ./cmd/imaged && go run ./bench/boot -imaged /tmp/imaged -runs 3
+//	sh scripts/build.sh && go run ./bench/boot -imaged bin/imaged -runs 3
+//
+// The lab takes the agent for the initramfs from beside imaged (bin/imaged-agent).
 //
 // Root only: it makes its own network namespaces (imaged-bench-*) and removes them.
 package main
@@ -37,7 +39,7 @@ var phases = []struct{ name, source, kind, text string }{
 }
 
 func main() {
-	imaged := flag.String("imaged", "bin/imaged", "static imaged binary")
+	imaged := flag.String("imaged", "bin/imaged", "static imaged binary (imaged-agent beside it)")
 	runs := flag.Int("runs", 3, "boots per firmware")
 	fws := flag.String("firmware", "bios,uefi", "firmware paths to measure")
 	dir := flag.String("dir", "/var/tmp/imaged-bench-boot", "work directory")

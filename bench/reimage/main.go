@@ -34,7 +34,7 @@ var phases = []jobs.Phase{jobs.PhaseQueued, jobs.PhaseFencing, jobs.PhaseBootSet
 	jobs.PhaseWriting, jobs.PhaseVerifying, jobs.PhaseRebooting, jobs.PhaseBootingOS, jobs.PhaseReady}
 
 func run(ctx context.Context) error {
-	imaged := flag.String("imaged", "", "the imaged binary")
+	imaged := flag.String("imaged", "", "the imaged binary (imaged-agent and imaged-labos-init beside it)")
 	dir := flag.String("dir", "/var/tmp/imaged-reimage-bench", "the chassis directory (removed after each run)")
 	cache := flag.String("cache", "/var/cache/imaged-lab", "Debian's kernel package cache")
 	runs := flag.Int("runs", 3, "runs per blade count")

@@ -11,5 +11,6 @@ REPO=$(cd "$HERE/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (network namespaces, QEMU)" >&2; exit 1; }
 W=$(mktemp -d /var/tmp/reimage-bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
-(cd "$REPO" && CGO_ENABLED=0 go build -o "$W/imaged" ./cmd/imaged && CGO_ENABLED=0 go build -o "$W/reimage-bench" ./bench/reimage)
+# imaged, and beside it the agent and the lab OS's init, where the lab looks for them.
+(cd "$REPO" && CGO_ENABLED=0 go build -o "$W/" ./cmd/imaged ./cmd/imaged-agent ./internal/lab/cmd/imaged-labos-init && CGO_ENABLED=0 go build -o "$W/reimage-bench" ./bench/reimage)
 "$W/reimage-bench" -imaged "$W/imaged" -dir "$W/chassis" -runs "${RUNS:-3}"

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/imaged/imaged/internal/atomicfile"
 	"github.com/imaged/imaged/internal/config"
 )
 
@@ -39,25 +40,7 @@ func syncBootPrograms(cfg *config.File, log *slog.Logger) error {
 		if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
 			continue
 		}
-		tmp, err := os.CreateTemp(cfg.Boot.AssetsDir, "."+name+".*")
-		if err != nil {
-			return fmt.Errorf("boot.assets_dir: %w", err)
-		}
-		_, err = tmp.Write(want)
-		if err == nil {
-			err = tmp.Chmod(0o644)
-		}
-		if err == nil {
-			err = tmp.Sync()
-		}
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), dst)
-		}
-		if err != nil {
-			os.Remove(tmp.Name())
+		if err := atomicfile.WriteFile(dst, want, 0o644); err != nil {
 			return fmt.Errorf("copy %s into boot.assets_dir: %w", name, err)
 		}
 		sum := sha256.Sum256(want)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/imaged/imaged/internal/initrd"
@@ -25,16 +26,22 @@ func cmdInitrd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	kver := fs.String("kernel-version", "", "kernel release to pick when the source holds several")
 	mods := fs.String("modules-list", "", "comma-separated modules (default: virtio, e1000/e1000e, nvme, ahci and common blade NICs/HBAs; name? = optional)")
 	comp := fs.String("compression", "zstd", "gzip or zstd")
-	binary := fs.String("binary", "", "the static imaged binary to put in as /init (default: this executable)")
+	agent := fs.String("agent", "", "the static imaged-agent program to put in as /init (default: imaged-agent beside this executable, where scripts/build.sh puts it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *binary == "" {
+	// The agent is its own program, found beside imaged rather than embedded in it: a build of
+	// imaged runs on the server's architecture, the blades may have another (GOARCH=arm64 go
+	// build ./cmd/imaged-agent), and the server need not carry 7 MB it never runs.
+	if *agent == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return err
 		}
-		*binary = exe
+		*agent = filepath.Join(filepath.Dir(exe), "imaged-agent")
+		if _, err := os.Stat(*agent); err != nil {
+			return usageError{fmt.Sprintf("no agent program beside imaged (%v): install imaged-agent there (scripts/build.sh builds bin/imaged-agent) or name it with -agent", err)}
+		}
 	}
 	if *download != "" {
 		p, err := initrd.DownloadKernel(ctx, *download)
@@ -51,7 +58,7 @@ func cmdInitrd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		names = strings.Split(*mods, ",")
 	}
 	res, err := initrd.Build(ctx, initrd.Options{
-		Binary: *binary, Modules: initrd.ModuleSource{Deb: *deb, Tree: *tree, Version: *kver},
+		Binary: *agent, Program: initrd.AgentProgram, Modules: initrd.ModuleSource{Deb: *deb, Tree: *tree, Version: *kver},
 		ModuleNames: names, Compression: *comp, Output: *out, KernelOut: *kernelOut,
 	})
 	if err != nil {

@@ -1,5 +1,6 @@
-// Command imaged is the bare-metal reimaging appliance: DHCP/proxyDHCP, TFTP and HTTP boot,
-// the agent API, and (run as /init in the netboot initramfs) the agent itself.
+// Command imaged is the bare-metal reimaging appliance: DHCP/proxyDHCP, TFTP and HTTP boot, the
+// API and the agent API, and the CLI. The agent on the blades is another program,
+// cmd/imaged-agent, which `imaged initrd build` puts in the netboot initramfs.
 package main
 
 import (

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/imaged/imaged/internal/version"
@@ -51,8 +50,7 @@ Commands:
   ami prune        deregister old AMIs and delete their snapshots (never what a channel points at)
   ami smoke        launch an AMI, probe it, capture its console, terminate it; the exit status is the verdict
   token new        make an API bearer token (the config keeps only its SHA-256)
-  initrd build     build the netboot initramfs that runs imaged's agent
-  agent            run the agent (done automatically when imaged is /init)
+  initrd build     build the netboot initramfs: the imaged-agent program as /init, and kernel modules
   lab demo         the whole story on a virtual chassis: reimage its blades through the API, show the jobs (root)
   lab netboot      netboot one QEMU blade into the agent and show its boot timeline (root)
   lab up|down|status
@@ -64,10 +62,6 @@ Run 'imaged COMMAND -h' for a command's flags.
 
 // run is the whole program: it returns errors and never exits, so tests can call it.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	// The netboot initramfs starts the binary as /init, as PID 1, with no arguments.
-	if os.Getpid() == 1 || filepath.Base(args[0]) == "init" {
-		return runAgentInit(ctx, stderr)
-	}
 	if len(args) < 2 {
 		fmt.Fprint(stderr, usage)
 		return usageError{"no command given"}
@@ -91,8 +85,6 @@ func dispatch(ctx context.Context, cmd string, rest []string, stdout, stderr io.
 		return cmdImage(ctx, rest, stdout, stderr)
 	case "initrd":
 		return cmdInitrd(ctx, rest, stdout, stderr)
-	case "agent":
-		return cmdAgent(ctx, rest, stderr)
 	case "bmc":
 		return cmdBMC(ctx, rest, stdout, stderr)
 	case "jobs":

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // ErrNotFound is returned for a digest the store does not hold. It matches fs.ErrNotExist too.
@@ -363,14 +364,11 @@ func (s *Store) repair() error {
 	return nil
 }
 
+// syncDir makes the names created, renamed or removed in dir durable. The store commits its own
+// temp files (locked in tmp/, see tmp.go) rather than through atomicfile.Create, and shares only this.
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("blobstore: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("blobstore: fsync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -5,8 +5,9 @@
 // may reuse its NIC setup (ConfigureNIC).
 //
 // Its dependency set ships in the initramfs, so it must stay small: no bbolt, AWS SDK, gofish,
-// Prometheus, nor any imaged server package (TestAgentDeps guards this). Only cmd/imaged and the
-// init modes (internal/lab/labos/osinit) import it.
+// Prometheus, nor any imaged server package (TestAgentDeps guards this, and cmd/imaged-agent's
+// TestDeps the whole program). cmd/imaged-agent (the initramfs's /init), the lab's
+// imaged-labos-init and its init mode (internal/lab/labos/osinit) import it.
 //
 // Every milestone is one console line starting with "imaged agent: ", which the lab timeline
 // greps for; keep that prefix stable.

@@ -12,7 +12,8 @@ func TestAgentDeps(t *testing.T) {
 	deptest.Check(t, "github.com/imaged/imaged/internal/agent", deptest.Rules{
 		Forbidden: deptest.ServerModules,
 		Imaged: []string{"github.com/imaged/imaged/internal/agent", "github.com/imaged/imaged/internal/version",
-			"github.com/imaged/imaged/images", "github.com/imaged/imaged/internal/blockcopy", "github.com/imaged/imaged/internal/agentapi"},
+			"github.com/imaged/imaged/images", "github.com/imaged/imaged/internal/blockcopy", "github.com/imaged/imaged/internal/agentapi",
+			"github.com/imaged/imaged/internal/atomicfile"},
 		Why: "it ships in the initramfs; only leaf packages safe on blades may be added here, server packages never",
 	})
 }

@@ -19,8 +19,8 @@ import (
 // "imaged <Name>: ". Run should not return while the machine is meant to be up: whatever it
 // returns is held on the console like the agent's fatal errors.
 //
-// The agent does not import its modes (they import the agent); cmd/imaged passes them to
-// RunInit.
+// The agent does not import its modes (they import the agent); the program that is /init passes
+// them to RunInit (the lab's imaged-labos-init; imaged-agent passes none).
 type Mode struct {
 	Name string
 	Run  func(ctx context.Context, cmdline string, log *slog.Logger) error

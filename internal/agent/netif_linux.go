@@ -15,6 +15,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // Interface configuration uses the classic ioctls (SIOCSIFADDR, SIOCSIFFLAGS, SIOCADDRT) through
@@ -240,9 +242,5 @@ func writeResolvConf(path string, dns []netip.Addr) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, []byte(b.String()), 0o644)
 }

@@ -19,6 +19,7 @@ import (
 	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // A push journal records, for one image pushed with one client token, the snapshot it writes and
@@ -156,7 +157,7 @@ func openJournal(ctx context.Context, c EBS, m *images.Manifest, opt PushOptions
 	if err := os.MkdirAll(filepath.Dir(opt.Journal), 0o750); err != nil {
 		return nil, fmt.Errorf("cloud: push journal: %w", err)
 	}
-	if err := writeFileAtomic(opt.Journal, []byte(b.String())); err != nil {
+	if err := atomicfile.WriteFile(opt.Journal, []byte(b.String()), 0o644); err != nil {
 		return nil, fmt.Errorf("cloud: push journal: %w", err)
 	}
 	f, err := os.OpenFile(opt.Journal, os.O_WRONLY|os.O_APPEND, 0)

@@ -22,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // SmokeEC2 is the part of the EC2 client a smoke test uses (*ec2.Client).
@@ -424,34 +426,8 @@ func (s *smoke) writeReport() error {
 	if err != nil {
 		return fmt.Errorf("cloud: smoke report: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(s.opt.ReportDir, "report.json"), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.opt.ReportDir, "report.json"), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("cloud: smoke report: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes path through a temporary file and a rename, so a reader never sees it half
-// written.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // after a successful rename, there is nothing left to remove
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
+
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // startCaptures captures on the schedule from launched until finish, which then captures once
@@ -104,7 +106,7 @@ func (s *smoke) screenshot(ctx context.Context) ([]byte, error) {
 func (s *smoke) record(kind, name string, data []byte, err error) {
 	c := SmokeCapture{Time: time.Now(), Kind: kind, Bytes: len(data)}
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(s.opt.ReportDir, name), data)
+		err = atomicfile.WriteFile(filepath.Join(s.opt.ReportDir, name), data, 0o644)
 	}
 	if err != nil {
 		c.Error = err.Error()

@@ -1,8 +1,8 @@
-// Package deptest checks, from a package's own tests, what that package pulls in (as
-// tailscale's deptest does): the agent's initramfs must not carry the server's dependencies, the
-// BMC emulator must stay independent of the client it tests, leaves must stay leaves. Only tests
-// import it. Its own tests guard a rule several packages share: the services (jobs, inventory,
-// api) never link the store.
+// Package deptest checks what a package pulls in (as tailscale's deptest does), from the
+// package's own tests or, for rules several packages share, from tables here: the agent's
+// initramfs must not carry the server's dependencies, the BMC emulator must stay independent of
+// the client it tests, leaves must stay leaves (TestLeaves), and the services (jobs, inventory,
+// api) never link the store. Only tests import it.
 package deptest
 
 import (

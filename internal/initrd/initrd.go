@@ -1,22 +1,24 @@
 // Package initrd builds the netboot initramfs that `imaged initrd build` serves to blades: the
-// static imaged binary as /init, plus the kernel modules the blade needs before it can reach the
-// network and its disks, resolved from a Debian kernel package or an extracted module tree.
+// static agent program (cmd/imaged-agent) as /init, plus the kernel modules the blade needs before
+// it can reach the network and its disks, resolved from a Debian kernel package or an extracted
+// module tree. The lab builds its test OS's initramfs with it too, around another program.
 //
 // The archive is a newc cpio with every entry owned by 0:0 and a fixed mtime, in sorted order, so
 // the same inputs always give the same bytes (and the same SHA-256). The layout is what
 // internal/agent expects at boot:
 //
-//	/init                   the imaged binary (0755)
+//	/init                   the program, imaged-agent (0755)
 //	/modules.order          module names, one a line, dependencies first
 //	/lib/modules/<name>.ko  every module, uncompressed
 //	/dev /dev/console /proc /sys /tmp
 //
-// Only cmd/imaged imports this package.
+// cmd/imaged and the lab (internal/lab, internal/lab/labos) import this package.
 package initrd
 
 import (
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -46,9 +48,13 @@ var DefaultModules = []string{
 // neither a module file nor built into the kernel.
 var ErrModuleNotFound = errors.New("initrd: module not found")
 
+// AgentProgram is the agent's main package, the program of the agent's initramfs.
+const AgentProgram = "github.com/imaged/imaged/cmd/imaged-agent"
+
 // Options says what to build.
 type Options struct {
-	Binary      string       // the static imaged binary, placed as /init
+	Binary      string       // the static program placed as /init
+	Program     string       // if set, the Go main package Binary must be built from (AgentProgram)
 	Modules     ModuleSource // where kernel modules (and vmlinuz) come from
 	ModuleNames []string     // modules to include; nil means DefaultModules; "name?" is optional
 	Compression string       // "gzip" (also when empty) or "zstd"
@@ -87,7 +93,7 @@ func Build(ctx context.Context, opt Options) (Result, error) {
 	if opt.Output == "" {
 		return Result{}, errors.New("initrd: Output is required")
 	}
-	bin, binMachine, err := readInitBinary(opt.Binary)
+	bin, binMachine, err := readInitBinary(opt.Binary, opt.Program)
 	if err != nil {
 		return Result{}, err
 	}
@@ -192,8 +198,10 @@ func baseEntries(bin []byte) []entry {
 
 // readInitBinary reads the binary that becomes /init and checks that the kernel can run it
 // without any library: an ELF executable with no program interpreter (PT_INTERP), i.e. static.
-// A dynamically linked /init would fail at boot with only "No working init found".
-func readInitBinary(p string) ([]byte, elf.Machine, error) {
+// A dynamically linked /init would fail at boot with only "No working init found". When program
+// is set, the binary's Go build information must name it as its main package: imaged's server
+// binary as /init would print its usage and exit, and the kernel panics when init exits.
+func readInitBinary(p, program string) ([]byte, elf.Machine, error) {
 	if p == "" {
 		return nil, 0, errors.New("initrd: Binary is required")
 	}
@@ -207,6 +215,15 @@ func readInitBinary(p string) ([]byte, elf.Machine, error) {
 	}
 	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
 		return nil, 0, fmt.Errorf("initrd: %s is not an executable (ELF type %v)", p, f.Type)
+	}
+	if program != "" {
+		bi, err := buildinfo.Read(bytes.NewReader(b))
+		if err != nil {
+			return nil, 0, fmt.Errorf("initrd: %s is not a Go program (%v); want a build of %s (go build %s)", p, err, program, program)
+		}
+		if bi.Path != program {
+			return nil, 0, fmt.Errorf("initrd: %s is a build of %s, not of %s (go build %s)", p, bi.Path, program, program)
+		}
 	}
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {

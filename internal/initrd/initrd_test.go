@@ -394,6 +394,7 @@ func TestBuildErrors(t *testing.T) {
 		{"dynamic binary", Options{Binary: dyn}, nil, []string{"dynamically linked", "CGO_ENABLED=0"}},
 		{"wrong architecture", Options{Binary: arm, ModuleNames: []string{"e1000"}}, nil, []string{"EM_AARCH64", "EM_X86_64"}},
 		{"not ELF", Options{Binary: notELF}, nil, []string{"not an ELF executable"}},
+		{"not a Go program", Options{Program: AgentProgram}, nil, []string{"is not a Go program", "want a build of " + AgentProgram}},
 		{"bad compression", Options{Compression: "lz4"}, nil, []string{`unknown compression "lz4"`}},
 		{"no source", Options{Modules: ModuleSource{Tree: "-"}}, nil, []string{"module tree"}},
 		{"both sources", Options{Modules: ModuleSource{Tree: root, Deb: "x.deb"}}, nil, []string{"only one"}},
@@ -496,5 +497,52 @@ func TestKernelPackage(t *testing.T) {
 	}
 	if got := kernelPackage([]byte("linux-image-amd64\n"), "amd64"); got != "" {
 		t.Errorf("got %q from no Depends", got)
+	}
+}
+
+// The agent's initramfs takes the agent and nothing else: another Go program as /init (imaged's
+// server prints its usage and exits, and the kernel panics when init exits) is refused before
+// anything is written; a real build of cmd/imaged-agent goes in byte for byte.
+func TestBuildAgentProgram(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "tree")
+	makeTree(t, root)
+	opt := Options{Program: AgentProgram, Modules: ModuleSource{Tree: root}, ModuleNames: []string{"e1000"}, Output: filepath.Join(dir, "initrd.img")}
+
+	// Another Go program: this test's own binary.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Binary = self
+	_, err = Build(context.Background(), opt)
+	if err == nil || !strings.Contains(err.Error(), "is a build of github.com/imaged/imaged/internal/initrd.test, not of "+AgentProgram) {
+		t.Errorf("Build with the test binary as the agent: %v", err)
+	}
+	if _, serr := os.Stat(opt.Output); serr == nil {
+		t.Error("the refused build wrote its output")
+	}
+
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("skipping the real agent: no go command")
+	}
+	agentBin := filepath.Join(dir, "imaged-agent")
+	cmd := exec.Command(goBin, "build", "-trimpath", "-o", agentBin, AgentProgram)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", AgentProgram, err, out)
+	}
+	opt.Binary = agentBin
+	if _, err := Build(context.Background(), opt); err != nil {
+		t.Fatal(err)
+	}
+	_, files := readArchive(t, opt.Output)
+	want, err := os.ReadFile(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(files["init"].data, want) {
+		t.Errorf("/init is %d bytes, not the %d of the agent", len(files["init"].data), len(want))
 	}
 }

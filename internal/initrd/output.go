@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // compressorFor returns a constructor for the output compression. Both are deterministic: gzip
@@ -32,61 +33,31 @@ func compressorFor(name string) (func(io.Writer) (io.WriteCloser, error), error)
 	return nil, fmt.Errorf("initrd: unknown compression %q: want gzip or zstd", name)
 }
 
-// pendingFile is a fully written and synced temporary file waiting to be renamed over its
-// destination (the temp + rename pattern of gokrazy's renameio).
+// pendingFile is a fully written temporary file waiting to replace its destination
+// (atomicfile: fsync, rename, fsync of the directory), with the size and SHA-256 of what it holds.
 type pendingFile struct {
-	tmp, dst string
-	size     int64
-	sha256   string
-	done     bool
+	f      *atomicfile.File
+	size   int64
+	sha256 string
 }
 
-// stageFile writes a temporary file next to dst with fill, fsyncs it and records its size and
-// digest. The caller must commit or discard it.
+// stageFile writes a temporary file next to dst with fill and records its size and digest. The
+// caller must commit or discard it.
 func stageFile(dst string, perm os.FileMode, fill func(io.Writer) error) (*pendingFile, error) {
-	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	f, err := atomicfile.Create(dst, perm)
 	if err != nil {
-		return nil, err
-	}
-	p := &pendingFile{tmp: f.Name(), dst: dst}
-	fail := func(err error) (*pendingFile, error) {
-		f.Close()
-		os.Remove(p.tmp)
 		return nil, err
 	}
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(f, h)}
 	if err := fill(cw); err != nil {
-		return fail(err)
+		f.Cleanup()
+		return nil, err
 	}
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	p.size, p.sha256 = cw.n, hex.EncodeToString(h.Sum(nil))
-	return p, nil
+	return &pendingFile{f: f, size: cw.n, sha256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-func (p *pendingFile) commit() error {
-	if err := os.Rename(p.tmp, p.dst); err != nil {
-		return err
-	}
-	p.done = true
-	// Make the rename itself durable.
-	if d, err := os.Open(filepath.Dir(p.dst)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
-}
+func (p *pendingFile) commit() error { return p.f.Commit() }
 
-func (p *pendingFile) discard() {
-	if !p.done {
-		os.Remove(p.tmp)
-	}
-}
+// discard removes the temporary file unless it was committed.
+func (p *pendingFile) discard() { p.f.Cleanup() }

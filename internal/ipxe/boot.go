@@ -1,4 +1,4 @@
-// Package boot serves what iPXE loads over HTTP: a per-machine script at /boot/{mac}.ipxe and the
+// Package ipxe serves what iPXE loads over HTTP: a per-machine script at /boot/{mac}.ipxe and the
 // boot assets (kernel, initramfs, iPXE binaries for UEFI HTTP boot) under /boot/assets/.
 //
 // A machine's script follows its profile: "agent" netboots imaged's agent with a fresh per-boot

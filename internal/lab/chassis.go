@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imaged/imaged/internal/atomicfile"
 	"github.com/imaged/imaged/internal/lab/vbmc"
 	"github.com/imaged/imaged/internal/redfish"
 )
@@ -103,11 +104,7 @@ func (c *Chassis) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := statePath(c.Dir) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, statePath(c.Dir))
+	return atomicfile.WriteFile(statePath(c.Dir), b, 0o644)
 }
 
 // Network is the chassis's namespaces.

@@ -30,6 +30,8 @@ var (
 	vmSlots   = make(chan struct{}, 2) // at most 2 VMs at once on a 2-core machine
 )
 
+// imagedBinary builds imaged and, beside it where the lab looks for them, imaged-agent and
+// imaged-labos-init, once per test binary, and returns imaged's path.
 func imagedBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -39,7 +41,8 @@ func imagedBinary(t *testing.T) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "imaged")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", builtBin, "github.com/imaged/imaged/cmd/imaged")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir+"/", "github.com/imaged/imaged/cmd/imaged",
+			"github.com/imaged/imaged/cmd/imaged-agent", "github.com/imaged/imaged/internal/lab/cmd/imaged-labos-init")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imaged/imaged/internal/atomicfile"
 	"github.com/imaged/imaged/internal/initrd"
 	"github.com/imaged/imaged/internal/machines"
 )
@@ -39,7 +40,8 @@ type Blade struct {
 // Lab is a virtual netboot lab: a Network, imaged serving in its server namespace, and blades.
 type Lab struct {
 	Dir    string    // work directory: config, state, boot assets, logs
-	Imaged string    // the static imaged binary to run (and to put in the initramfs)
+	Imaged string    // the static imaged binary to run
+	Agent  string    // the static imaged-agent, the initramfs's /init; New: beside Imaged
 	Out    io.Writer // progress lines for a person
 	Net    *Network
 
@@ -47,6 +49,16 @@ type Lab struct {
 	daemonDone chan error
 	client     *http.Client
 }
+
+// The lab's other programs, which it finds in imaged's directory (Beside): scripts/build.sh builds
+// all three into bin/, the tests into one temporary directory.
+const (
+	AgentProgram  = "imaged-agent"      // cmd/imaged-agent: the /init of the agent's initramfs
+	OSInitProgram = "imaged-labos-init" // internal/lab/cmd/imaged-labos-init: the /init of the lab's OS images
+)
+
+// Beside is the program name in the directory of the imaged binary.
+func Beside(imaged, name string) string { return filepath.Join(filepath.Dir(imaged), name) }
 
 // ServerIP and friends are the lab's fixed addresses; they exist only inside its namespaces.
 const (
@@ -75,7 +87,7 @@ func New(dir, imagedBin, prefix string, out io.Writer) *Lab {
 		out = io.Discard
 	}
 	n := &Network{Prefix: prefix, SrvIP: ServerIP, CliIP: BridgeIP}
-	return &Lab{Dir: dir, Imaged: imagedBin, Out: out, Net: n,
+	return &Lab{Dir: dir, Imaged: imagedBin, Agent: Beside(imagedBin, AgentProgram), Out: out, Net: n,
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: Dialer(n.Srv())}}}
 }
 
@@ -85,25 +97,25 @@ func (l *Lab) printf(format string, args ...any) { fmt.Fprintf(l.Out, format+"\n
 func (l *Lab) BootDir() string { return filepath.Join(l.Dir, "boot") }
 
 // PrepareAssets makes sure the boot directory holds Debian's kernel and an initramfs with the
-// current imaged binary as /init. The kernel package is downloaded once into cacheDir; the
-// initramfs is rebuilt only when the binary changed.
+// current agent (l.Agent) as /init. The kernel package is downloaded once into cacheDir; the
+// initramfs is rebuilt only when the agent changed.
 func (l *Lab) PrepareAssets(ctx context.Context, cacheDir string) error {
 	if err := os.MkdirAll(l.BootDir(), 0o755); err != nil {
 		return err
 	}
-	sum, err := fileSHA256(l.Imaged)
+	sum, err := fileSHA256(l.Agent)
 	if err != nil {
-		return fmt.Errorf("lab: imaged binary: %w", err)
+		return fmt.Errorf("lab: the agent program (scripts/build.sh builds bin/%s beside bin/imaged): %w", AgentProgram, err)
 	}
-	stamp := filepath.Join(l.BootDir(), "initrd.img.binary-sha256")
+	stamp := filepath.Join(l.BootDir(), "initrd.img.agent-sha256")
 	if old, _ := os.ReadFile(stamp); string(old) == sum && exists(filepath.Join(l.BootDir(), "vmlinuz")) && exists(filepath.Join(l.BootDir(), "initrd.img")) {
 		return nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return err
 	}
-	// The last build is kept in the cache too, by binary: a new chassis for the same binary
-	// copies it instead of building again.
+	// The last build is kept in the cache too, by agent: a new chassis for the same agent copies
+	// it instead of building again.
 	built := filepath.Join(cacheDir, "built", sum)
 	if exists(filepath.Join(built, "initrd.img")) && exists(filepath.Join(built, "vmlinuz")) {
 		for _, f := range []string{"initrd.img", "vmlinuz"} {
@@ -111,8 +123,8 @@ func (l *Lab) PrepareAssets(ctx context.Context, cacheDir string) error {
 				return err
 			}
 		}
-		l.printf("lab: agent initramfs for this imaged binary taken from %s", built)
-		return os.WriteFile(stamp, []byte(sum), 0o644)
+		l.printf("lab: agent initramfs for this agent taken from %s", built)
+		return atomicfile.WriteFile(stamp, []byte(sum), 0o644)
 	}
 	l.printf("lab: building the agent's initramfs from Debian's kernel package (kept in %s)", cacheDir)
 	deb, err := initrd.DownloadKernel(ctx, cacheDir)
@@ -121,7 +133,8 @@ func (l *Lab) PrepareAssets(ctx context.Context, cacheDir string) error {
 	}
 	start := time.Now()
 	res, err := initrd.Build(ctx, initrd.Options{
-		Binary:      l.Imaged,
+		Binary:      l.Agent,
+		Program:     initrd.AgentProgram,
 		Modules:     initrd.ModuleSource{Deb: deb},
 		ModuleNames: []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "e1000", "button", "evdev"},
 		Compression: "zstd",
@@ -141,7 +154,7 @@ func (l *Lab) PrepareAssets(ctx context.Context, cacheDir string) error {
 			}
 		}
 	}
-	return os.WriteFile(stamp, []byte(sum), 0o644)
+	return atomicfile.WriteFile(stamp, []byte(sum), 0o644)
 }
 
 // Config is what WriteConfig needs to know.

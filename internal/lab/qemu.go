@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // VM is one QEMU blade under TCG (KVM on these hosts is kvm_pvm, under which stock kernels hang).
@@ -269,10 +271,12 @@ func (r *Running) Milestones() []Milestone {
 	return out
 }
 
+// copyFile replaces dst with a copy of src, atomically: imaged may be serving the boot assets it
+// replaces.
 func copyFile(src, dst string) error {
 	data, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(dst, data, 0o644)
+	return atomicfile.WriteFile(dst, data, 0o644)
 }

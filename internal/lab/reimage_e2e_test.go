@@ -15,6 +15,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/api"
+	"github.com/imaged/imaged/internal/initrd"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/lab"
 	"github.com/imaged/imaged/internal/lab/labos"
@@ -107,12 +108,21 @@ func TestReimageThroughAPI(t *testing.T) {
 	}()
 	ctl := newControl(t, c)
 
-	// Three bootable images from the lab's kernel and initramfs (whose /init is imaged: the
+	// Three bootable images from one kernel and initramfs (whose /init is imaged-labos-init: the
 	// cmdline selects its os mode), differing only in a kernel parameter.
+	deb, err := initrd.DownloadKernel(context.Background(), cacheDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	osBoot := t.TempDir()
+	if _, err := initrd.Build(context.Background(), initrd.Options{Binary: lab.Beside(bin, lab.OSInitProgram), Modules: initrd.ModuleSource{Deb: deb},
+		ModuleNames: labos.DefaultModules, Compression: "zstd", Output: filepath.Join(osBoot, "initrd.img"), KernelOut: filepath.Join(osBoot, "vmlinuz")}); err != nil {
+		t.Fatal(err)
+	}
 	u, _ := url.Parse(lab.BaseURL())
 	build := func(name string) labos.Result {
 		r, err := labos.Build(context.Background(), labos.BuildOptions{Output: filepath.Join(t.TempDir(), name+".raw"), Size: size, URL: u,
-			Kernel: filepath.Join(dir, "boot", "vmlinuz"), Initrd: filepath.Join(dir, "boot", "initrd.img"), ExtraArgs: []string{"imaged.build=" + name}})
+			Kernel: filepath.Join(osBoot, "vmlinuz"), Initrd: filepath.Join(osBoot, "initrd.img"), ExtraArgs: []string{"imaged.build=" + name}})
 		if err != nil {
 			t.Fatalf("build %s: %v", name, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/internal/api"
+	"github.com/imaged/imaged/internal/initrd"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/lab/labos"
 )
@@ -22,7 +23,7 @@ import (
 type StoryOptions struct {
 	Dir      string // the chassis's directory (a chassis left there by an earlier story is taken down)
 	CacheDir string
-	Imaged   string // the static imaged binary
+	Imaged   string // the static imaged binary; imaged-agent and imaged-labos-init beside it
 	Blades   int    // default 2
 }
 
@@ -48,9 +49,15 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) ([]jobs.Job, erro
 	}
 	fmt.Fprintf(out, "lab: chassis up: %d blades, powered off, behind the Redfish BMC at %s; imaged serves at %s and %s\n", len(c.Blades), c.BMCURL, BaseURL(), HTTPSURL())
 
+	// The image's initramfs runs imaged-labos-init, from the kernel package the chassis's
+	// agent initramfs came from (in the cache: no download).
+	deb, err := initrd.DownloadKernel(ctx, o.CacheDir)
+	if err != nil {
+		return nil, err
+	}
 	u, _ := url.Parse(BaseURL())
 	img, err := labos.Build(ctx, labos.BuildOptions{Output: filepath.Join(o.Dir, "labos-1.raw"), Size: size, URL: u,
-		Kernel: filepath.Join(o.Dir, "boot", "vmlinuz"), Initrd: filepath.Join(o.Dir, "boot", "initrd.img")})
+		Binary: Beside(o.Imaged, OSInitProgram), KernelDeb: deb})
 	if err != nil {
 		return nil, err
 	}

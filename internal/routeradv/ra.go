@@ -1,4 +1,4 @@
-// Package ra sends IPv6 Router Advertisements on the netboot segment. They exist only so that
+// Package routeradv sends IPv6 Router Advertisements on the netboot segment. They exist only so that
 // iPXE's IPv6 autoconfiguration finishes at once: without any RA, iPXE's ifconf waits about
 // 13-16 s per boot stage for one (lab pitfall P2). The advertisements carry the prefix as
 // on-link and autonomous (SLAAC), no M/O flags (no DHCPv6) and a router lifetime of 0: imaged

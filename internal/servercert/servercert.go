@@ -25,6 +25,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // Cert is a certificate and its key, ready to serve.
@@ -184,29 +186,10 @@ func generate(hosts []string, now time.Time) (certPEM, keyPEM []byte, err error)
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
-// writeFile writes data to path atomically (a temp file of the final mode, fsync, rename).
+// writeFile writes data to path atomically, with exactly mode (the key 0600 from its first byte).
 func writeFile(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, data, mode); err != nil {
 		return fmt.Errorf("servercert: %w", err)
-	}
-	tmp := f.Name()
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("servercert: write %s: %w", path, err)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/atomicfile"
 	"github.com/imaged/imaged/internal/initrd"
 )
 
@@ -334,11 +335,11 @@ func assemble(path string, mbr []byte, partFile string, size int64) (images.Dige
 		return images.Digest{}, fmt.Errorf("labos: %w", err)
 	}
 	defer part.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmp, err := atomicfile.Create(path, 0o644)
 	if err != nil {
 		return images.Digest{}, fmt.Errorf("labos: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // after the rename, this finds nothing
+	defer tmp.Cleanup()
 	h := sha256.New()
 	w := io.MultiWriter(tmp, h)
 	head := make([]byte, partStart)
@@ -353,16 +354,7 @@ func assemble(path string, mbr []byte, partFile string, size int64) (images.Dige
 		err = fmt.Errorf("image came out at %d bytes, want %d", n, size)
 	}
 	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = tmp.Commit()
 	}
 	if err != nil {
 		return images.Digest{}, fmt.Errorf("labos: write %s: %w", path, err)

@@ -13,7 +13,8 @@ import (
 func TestLabOSDeps(t *testing.T) {
 	deptest.Check(t, "github.com/imaged/imaged/internal/lab/labos", deptest.Rules{
 		Forbidden: deptest.ServerModules,
-		Imaged:    []string{"github.com/imaged/imaged/internal/lab/labos", "github.com/imaged/imaged/images", "github.com/imaged/imaged/internal/initrd"},
-		Why:       "it must stay a leaf (images, initrd) that may ship in the initramfs, below the agent and the lab",
+		Imaged: []string{"github.com/imaged/imaged/internal/lab/labos", "github.com/imaged/imaged/images", "github.com/imaged/imaged/internal/initrd",
+			"github.com/imaged/imaged/internal/atomicfile"},
+		Why: "it must stay a leaf (images, initrd) that may ship in the initramfs, below the agent and the lab",
 	})
 }

@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/imaged/imaged/internal/atomicfile"
 )
 
 // Names of the files GenerateCA writes in its directory.
@@ -94,7 +96,7 @@ func GenerateCA(dir string, hosts []string) (caFile, certFile, keyFile string, e
 		{certFile, "CERTIFICATE", der, 0o644},
 		{caFile, "CERTIFICATE", caDER, 0o644},
 	} {
-		if err := writeAtomic(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
+		if err := atomicfile.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
 			return "", "", "", fmt.Errorf("vbmc: %w", err)
 		}
 	}
@@ -107,32 +109,4 @@ func serial() *big.Int {
 		panic(err) // crypto/rand does not fail on Linux
 	}
 	return n.Add(n, big.NewInt(1))
-}
-
-// writeAtomic writes data to path through a temporary file in the same directory (created 0600
-// by os.CreateTemp, so a key is never readable by others, even briefly), then renames it.
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(mode); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -10,9 +10,9 @@ import (
 )
 
 // Mode is the os mode for agent.RunInit: PID 1 runs it instead of the agent when the kernel
-// command line says imaged.mode=os. cmd/imaged passes it:
+// command line says imaged.mode=os. internal/lab/cmd/imaged-labos-init passes it:
 //
-//	agent.RunInit(ctx, log, osinit.Mode())
+//	agent.RunInit(ctx, nil, osinit.Mode())
 func Mode() agent.Mode {
 	return agent.Mode{Name: labos.ModeName, Run: runInit}
 }

@@ -6,8 +6,9 @@
 // and serves the readiness probe; it never mounts or writes the disk. See internal/lab/labos for
 // the contract with imaged.
 //
-// It ships in the initramfs with the agent, so its dependencies are held to the agent's rules
-// (TestOSInitDeps). Only cmd/imaged and tests import it.
+// It is the /init of the lab's images (internal/lab/cmd/imaged-labos-init), never of the agent's
+// initramfs; its dependencies are held to the agent's rules all the same (TestOSInitDeps). Only
+// that command and tests import it.
 //
 // Every milestone is one console line starting with "imaged os: "; tests grep for it.
 package osinit

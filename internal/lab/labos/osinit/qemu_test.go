@@ -37,8 +37,8 @@ import (
 // file system's free space is flipped on the host and the image booted again: the check-in must
 // carry the new digest, which proves that the OS hashes its disk rather than repeating a value.
 //
-// IMAGED_OS_INIT may name an imaged binary to use as /init instead of the test's own
-// (testdata/initbin), for instance cmd/imaged once it passes osinit.Mode() to agent.RunInit.
+// IMAGED_OS_INIT may name a build of imaged-labos-init to use as /init instead of the one the
+// test builds.
 func TestQEMUBootsImage(t *testing.T) {
 	netns.RequireRoot(t)
 	netns.RequireCommand(t, "qemu-system-x86_64", "qemu-system-x86")
@@ -279,11 +279,11 @@ func bootAndCheckIn(t *testing.T, ctx context.Context, n *lab.Network, api *fake
 	return checkIn{}, bootedVM{}
 }
 
-// buildInit builds testdata/initbin, a static /init that runs agent.RunInit with the os mode.
+// buildInit builds imaged-labos-init, the static /init that runs agent.RunInit with the os mode.
 func buildInit(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "init")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./testdata/initbin")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "github.com/imaged/imaged/internal/lab/cmd/imaged-labos-init")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
