@@ -235,14 +235,15 @@ func (inv *Inventory) Hello(req HelloRequest) (machines.Machine, string, error) 
 		}
 	}
 	inv.sessions[sess.Hash] = sess
+	// The event first: whoever sees the machine's new hello finds it on the timeline too.
+	inv.Event(machines.Event{Machine: rec.MachineID, Kind: "hello", Message: "agent hello: the agent runs on the machine",
+		Fields: map[string]string{"mac": req.MAC.String(), "ip": remote.String(), "agent_version": req.AgentVersion}})
 	inv.mu.Lock()
 	m := inv.byID[rec.MachineID]
 	m.LastHello = &h
 	inv.byID[rec.MachineID] = m
 	inv.byAddr[remote] = m.ID
 	inv.mu.Unlock()
-	inv.Event(machines.Event{Machine: m.ID, Kind: "hello", Message: "agent hello: the agent runs on the machine",
-		Fields: map[string]string{"mac": req.MAC.String(), "ip": remote.String(), "agent_version": req.AgentVersion}})
 	return m, plain, nil
 }
 

@@ -26,6 +26,11 @@ func Timeline(vm *Running, events []machines.Event) []Row {
 		rows = append(rows, Row{At: m.At, Source: "console", Kind: m.Name, Text: m.Text})
 	}
 	for _, e := range events {
+		// A boot event repeated across boots is one event with a count (inventory.BootEvent):
+		// for this boot, its latest repeat is the one.
+		if e.Time.Before(vm.Started()) && e.Last != nil {
+			e.Time = *e.Last
+		}
 		if e.Time.Before(vm.Started()) {
 			continue
 		}
