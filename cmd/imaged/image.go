@@ -19,6 +19,7 @@ import (
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/images/convert"
 	"github.com/imaged/imaged/internal/api"
+	imagecat "github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/progressbar"
@@ -33,6 +34,7 @@ func imagesDir(cfg *config.File) string { return filepath.Join(cfg.StateDir, "im
 // daemon's control socket (as root or imaged's user) and gets the same checks and records.
 type catalog struct {
 	st     *store.Store         // nil when remote
+	svc    *imagecat.Service    // over st
 	inv    *inventory.Inventory // over st
 	remote *controlClient
 	blobs  *blobstore.Store // always local: imports write here, verify reads here
@@ -51,7 +53,7 @@ func openCatalog(cfg *config.File, readOnly bool, by string) (*catalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &catalog{st: st, blobs: blobs, by: by}
+	c := &catalog{st: st, svc: imagecat.New(st, blobs, nil), blobs: blobs, by: by}
 	if !readOnly {
 		// The config is the inventory's source of truth; bring the stored one up to date so that
 		// a machine added to the config can be assigned before the daemon has run.
@@ -143,40 +145,17 @@ func (c *catalog) deleteImage(ctx context.Context, name, version string) (api.De
 	if c.remote != nil {
 		return rep, c.remote.Do(ctx, "DELETE", "/api/v1/images/"+url.PathEscape(name+"@"+version), nil, &rep)
 	}
-	img, free, err := c.st.DeleteImage(name, version)
-	if err != nil {
-		return rep, err
-	}
-	rep = api.DeleteReply{Image: img, BlobRemoved: free}
-	if free {
-		if err := c.removeBlob(img); err != nil {
-			return rep, fmt.Errorf("%s removed from the catalog, but its blob was not: %w", img.Ref(), err)
-		}
-	}
-	return rep, nil
+	img, removed, err := c.svc.Delete(images.Ref{Name: name, Tag: version}, c.by)
+	return api.DeleteReply{Image: img, BlobRemoved: removed}, err
 }
-
-func (c *catalog) removeBlob(img images.Image) error { return c.blobs.Delete(img.Digest) }
 
 func (c *catalog) prune(ctx context.Context, keep int) (api.PruneReply, error) {
 	var rep api.PruneReply
 	if c.remote != nil {
 		return rep, c.remote.Do(ctx, "POST", "/api/v1/images/prune", api.PruneRequest{Keep: keep}, &rep)
 	}
-	removed, kept, err := c.st.Prune(keep)
-	if err != nil {
-		return rep, err
-	}
-	rep.Kept = kept
-	for _, p := range removed {
-		if p.BlobFree {
-			if err := c.removeBlob(p.Image); err != nil {
-				return rep, fmt.Errorf("%s removed from the catalog, but its blob was not: %w", p.Image.Ref(), err)
-			}
-		}
-		rep.Pruned = append(rep.Pruned, p.Image)
-	}
-	return rep, nil
+	pruned, kept, err := c.svc.Prune(keep, c.by)
+	return api.PruneReply{Pruned: pruned, Kept: kept}, err
 }
 
 func (c *catalog) assign(ctx context.Context, id string, ref images.Ref) (api.AssignReply, error) {

@@ -27,6 +27,7 @@ import (
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/images/imagehttp"
 	"github.com/imaged/imaged/internal/api"
+	imagecat "github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/httplimit"
 	"github.com/imaged/imaged/internal/inventory"
@@ -100,6 +101,7 @@ type daemon struct {
 	bmcs       *fleet.BMCs
 	jobs       *jobs.Manager
 	blobs      *blobstore.Store
+	catalog    *imagecat.Service
 	reg        *prometheus.Registry
 	components map[string]component
 	httpLn     net.Listener
@@ -189,11 +191,14 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.blobs = blobs
-	d.components["images"] = newCollector(blobs, d.st, cfg.Images.UnregisteredGrace.Duration, d.reg, log.With("component", "images"))
+	d.catalog = imagecat.New(d.st, blobs, log.With("component", "catalog"))
+	if d.components["images"], err = imagecat.NewCollector(d.catalog, cfg.Images.UnregisteredGrace.Duration, d.reg, log.With("component", "images")); err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
 	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	apiSrv := api.New(api.Deps{Inventory: d.inv, Catalog: d.st, Blobs: blobs, BMCs: d.bmcs, Jobs: d.jobs, ReimageStale: cfg.Jobs.ReimageStale,
+	apiSrv := api.New(api.Deps{Inventory: d.inv, Catalog: d.catalog, Blobs: blobs, BMCs: d.bmcs, Jobs: d.jobs, ReimageStale: cfg.Jobs.ReimageStale,
 		PublicURL: apiURL, Log: log.With("component", "api"), Registerer: d.reg})
 	apiSrv.Register(mux)
 	metrics := promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg})

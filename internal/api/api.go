@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imaged/imaged/internal/agentapi"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/machines"
@@ -34,7 +35,7 @@ const maxBody = 64 << 10
 // Server holds the API's collaborators.
 type Server struct {
 	inv         *inventory.Inventory
-	catalog     ImageCatalog
+	catalog     *catalog.Service
 	blobs       Blobs
 	bmcs        BMCs
 	jobs        Jobs
@@ -48,11 +49,11 @@ type Server struct {
 	metrics     *metrics
 }
 
-// Deps are the API's collaborators. Blobs and BMCs may be nil (then those endpoints answer that
-// nothing is there).
+// Deps are the API's collaborators. Blobs, BMCs and Jobs may be nil (then those endpoints answer
+// that nothing is there: the CLI's in-process API runs no jobs).
 type Deps struct {
 	Inventory *inventory.Inventory
-	Catalog   ImageCatalog
+	Catalog   *catalog.Service // the image catalog; the jobs' images come from it
 	Blobs     Blobs
 	BMCs      BMCs
 	Jobs      Jobs

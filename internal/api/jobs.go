@@ -368,7 +368,7 @@ func (s *Server) reimageStale(r *http.Request, m machines.Machine) {
 	if !s.stalePolicy || m.AssignedImage.IsZero() || s.bmcs == nil || s.bmcs.BMCName(m.ID) == "" {
 		return
 	}
-	img, err := s.catalog.ResolveImage(images.Ref{Digest: m.AssignedImage})
+	img, err := s.catalog.Resolve(images.Ref{Digest: m.AssignedImage})
 	if err != nil {
 		s.log.Warn("stale machine not reimaged: its assigned image is not in the catalog", "machine", m.ID, "assigned", m.AssignedImage, "err", err)
 		return

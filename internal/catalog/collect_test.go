@@ -1,4 +1,4 @@
-package main
+package catalog
 
 import (
 	"bytes"
@@ -48,12 +48,15 @@ func TestCollectorUnregistered(t *testing.T) {
 	if _, err := st.PutImage(images.Image{Name: "os", Version: "1", Digest: registered}); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	var logs bytes.Buffer // read once synctest.Test has joined the collector
 	real0 := time.Now()
 	synctest.Test(t, func(t *testing.T) {
 		fake0 := time.Now()
 		reg := prometheus.NewRegistry()
-		c := newCollector(blobs, st, time.Hour, reg, slog.New(slog.NewTextHandler(logs, nil)))
+		c, err := NewCollector(New(st, blobs, nil), time.Hour, reg, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
 		c.now = func() time.Time { return real0.Add(time.Since(fake0)) }
 		if c.every != 10*time.Minute {
 			t.Errorf("collects every %v, want 10m with a 1h grace", c.every)
@@ -75,7 +78,7 @@ func TestCollectorUnregistered(t *testing.T) {
 		if blobs.Has(orphan) || !blobs.Has(registered) {
 			t.Errorf("after the grace: unregistered present %v, registered present %v", blobs.Has(orphan), blobs.Has(registered))
 		}
-		if n := testutil.ToFloat64(c.collected.WithLabelValues("unregistered")); n != 1 {
+		if n := testutil.ToFloat64(c.metrics.collected.WithLabelValues("unregistered")); n != 1 {
 			t.Errorf("imaged_images_collected_total{what=unregistered} = %v", n)
 		}
 		// A day later, the registered image is still there.
@@ -90,7 +93,7 @@ func TestCollectorUnregistered(t *testing.T) {
 		}
 	})
 	if !strings.Contains(logs.String(), "digest="+orphan.String()) {
-		t.Errorf("log:\n%s", logs)
+		t.Errorf("log:\n%s", logs.String())
 	}
 	if ents, _ := filepath.Glob(filepath.Join(dir, "images", "tmp", "*")); len(ents) != 0 {
 		t.Errorf("tmp holds %v", ents)
