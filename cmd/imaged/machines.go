@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -148,10 +147,8 @@ func printJSON(w io.Writer, v any) error {
 
 // source reads the inventory from the state file, or from the running daemon that holds it.
 type source struct {
-	token  string // bearer token for a daemon's TCP API
 	st     *store.Store
-	server *url.URL
-	client *http.Client
+	remote *api.Client
 	ctx    context.Context
 }
 
@@ -169,41 +166,19 @@ func openSource(ctx context.Context, cfgPath, server, token string) (*source, er
 			return nil, err
 		}
 		// The daemon holds the state file: ask it over its control socket.
-		cc := newControlClient(cfg.HTTP.ControlSocket, "")
-		return &source{server: &url.URL{Scheme: "http", Host: "imaged"}, client: cc.HTTP, ctx: ctx}, nil
+		return &source{remote: newControlClient(cfg.HTTP.ControlSocket, ""), ctx: ctx}, nil
 	}
 	u, err := url.Parse(server)
 	if err != nil || u.Host == "" {
 		return nil, usageError{fmt.Sprintf("-server %q is not a URL like http://10.99.0.1:8080", server)}
 	}
-	return &source{server: u, client: &http.Client{Timeout: 10 * time.Second}, ctx: ctx, token: token}, nil
+	return &source{remote: api.NewClient(u, token, ""), ctx: ctx}, nil
 }
 
 func (s *source) close() {
 	if s.st != nil {
 		s.st.Close()
 	}
-}
-
-func (s *source) get(path string, v any) error {
-	req, err := http.NewRequestWithContext(s.ctx, "GET", s.server.JoinPath(path).String(), nil)
-	if err != nil {
-		return err
-	}
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("the state file is in use and the daemon did not answer: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e api.Error
-		json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("%s: %s: %s", req.URL, resp.Status, e.Error)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 func (s *source) machines() ([]api.MachineView, error) {
@@ -215,16 +190,14 @@ func (s *source) machines() ([]api.MachineView, error) {
 		}
 		return out, err
 	}
-	var ms []api.MachineView
-	return ms, s.get("/api/v1/machines", &ms)
+	return s.remote.Machines(s.ctx)
 }
 
 func (s *source) unknown() ([]machines.Unknown, error) {
 	if s.st != nil {
 		return s.st.Unknowns()
 	}
-	var us []machines.Unknown
-	return us, s.get("/api/v1/unknown-clients", &us)
+	return s.remote.UnknownClients(s.ctx)
 }
 
 func (s *source) events(id string) ([]machines.Event, error) {
@@ -234,8 +207,7 @@ func (s *source) events(id string) ([]machines.Event, error) {
 		}
 		return s.st.Events(id, 0)
 	}
-	var ev []machines.Event
-	return ev, s.get("/api/v1/machines/"+url.PathEscape(id)+"/events", &ev)
+	return s.remote.MachineEvents(s.ctx, id)
 }
 
 // cmdAssign sets the image a machine is to run. The agent writes it the next time the machine
