@@ -155,9 +155,8 @@ func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
-	m, ok := s.inv.Machine(r.PathValue("id"))
+	m, ok := s.knownMachine(w, "id", r.PathValue("id"))
 	if !ok {
-		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", r.PathValue("id"))
 		return
 	}
 	v := s.view(m)
@@ -173,6 +172,15 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// knownMachine is machine id of the inventory; else it answers 404, naming field.
+func (s *Server) knownMachine(w http.ResponseWriter, field, id string) (machines.Machine, bool) {
+	m, ok := s.inv.Machine(id)
+	if !ok {
+		fail(w, http.StatusNotFound, field, "no machine %q in the inventory", id)
+	}
+	return m, ok
 }
 
 // view adds what other parts of the daemon know about m.
@@ -196,8 +204,7 @@ func (s *Server) view(m machines.Machine) MachineView {
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := s.inv.Machine(id); !ok {
-		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+	if _, ok := s.knownMachine(w, "id", id); !ok {
 		return
 	}
 	var after uint64

@@ -267,8 +267,7 @@ func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) assign(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := s.inv.Machine(id); !ok {
-		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+	if _, ok := s.knownMachine(w, "id", id); !ok {
 		return
 	}
 	var req AssignRequest
