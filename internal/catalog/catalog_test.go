@@ -7,16 +7,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/images/blobstore"
-	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
 )
 
-// world is a catalog over a real state file and blob store.
+// world is a catalog over a real state file and blob store in dir.
 type world struct {
+	dir   string
 	st    *store.Store
 	blobs *blobstore.Store
 	cat   *Service
@@ -24,20 +23,17 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "imaged.db"), store.Options{})
-	if err != nil {
+	w := &world{dir: t.TempDir()}
+	var err error
+	if w.st, err = store.Open(filepath.Join(w.dir, "imaged.db"), store.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1"}}); err != nil {
+	t.Cleanup(func() { w.st.Close() })
+	if w.blobs, err = blobstore.Open(filepath.Join(w.dir, "images")); err != nil {
 		t.Fatal(err)
 	}
-	blobs, err := blobstore.Open(filepath.Join(dir, "images"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &world{st: st, blobs: blobs, cat: New(st, blobs, nil)}
+	w.cat = New(w.st, w.blobs, nil)
+	return w
 }
 
 // commit puts random bytes (two blocks, the second all zero) into the blob store, unregistered.
@@ -156,18 +152,5 @@ func TestPrune(t *testing.T) {
 		if w.blobs.Has(ds[i]) != present {
 			t.Errorf("debian@%d's blob present %v, want %v", i+1, !present, present)
 		}
-	}
-}
-
-func TestCollect(t *testing.T) {
-	w := newWorld(t)
-	registered, orphan := w.commit(t), w.commit(t)
-	w.register(t, "debian@1", registered)
-	if got, err := w.cat.Collect(time.Now(), time.Hour); err != nil || len(got.Unregistered) != 0 || !w.blobs.Has(orphan) {
-		t.Errorf("within the grace: %+v %v", got, err)
-	}
-	got, err := w.cat.Collect(time.Now().Add(2*time.Hour), time.Hour)
-	if err != nil || len(got.Unregistered) != 1 || got.Unregistered[0] != orphan || w.blobs.Has(orphan) || !w.blobs.Has(registered) {
-		t.Errorf("after the grace: %+v %v; orphan present %v, registered present %v", got, err, w.blobs.Has(orphan), w.blobs.Has(registered))
 	}
 }
