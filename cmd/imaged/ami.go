@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/internal/cloud"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/progressbar"
@@ -196,35 +197,44 @@ type amiRun struct {
 	workers int // blocks in flight: -workers, else ec2.workers
 }
 
-func (e *amiRun) push(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	ref := args[0]
-	c, err := openCatalog(e.cfg, true, operator())
+// image is the catalog's image r names, through the API (the daemon's, else in-process).
+func (e *amiRun) image(ctx context.Context, r images.Ref, stderr io.Writer) (images.Image, error) {
+	c, err := connectTo(e.cfg, operator(), true, stderr)
 	if err != nil {
-		return err
+		return images.Image{}, err
 	}
 	defer c.close()
+	info, err := c.Image(ctx, r)
+	return info.Image, err
+}
+
+func (e *amiRun) push(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	ref := args[0]
 	r, err := parseImageRef(ref)
 	if err != nil {
 		return err
 	}
-	info, err := c.info(ctx, r)
+	blobs, err := blobstore.Open(imagesDir(e.cfg))
 	if err != nil {
 		return err
 	}
-	d := info.Image.Digest
-	m, err := c.blobs.Manifest(d)
+	img, err := e.image(ctx, r, stderr)
 	if err != nil {
 		return err
 	}
-	blob, err := c.blobs.Open(d)
+	m, err := blobs.Manifest(img.Digest)
+	if err != nil {
+		return err
+	}
+	blob, err := blobs.Open(img.Digest)
 	if err != nil {
 		return err
 	}
 	defer blob.Close()
 	nz, _ := m.NonZero()
-	bar := progressbar.New(stderr, int64(nz)*images.BlockSize, progressbar.Options{Desc: fmt.Sprintf("push %s (%d blocks of 512 KiB)", info.Image.Ref(), nz)})
-	pub, err := cloud.PublishAMI(ctx, e.env.EBS(), e.env.EC2(e.env.Region), cloud.Image{Name: info.Image.Name, Version: info.Image.Version, Manifest: m,
-		ManifestHash: info.Image.ManifestHash, Blob: blob, BootMode: *e.flags.bootMode}, cloud.PublishOptions{Region: e.env.Region, CopyTo: e.env.Copies(),
+	bar := progressbar.New(stderr, int64(nz)*images.BlockSize, progressbar.Options{Desc: fmt.Sprintf("push %s (%d blocks of 512 KiB)", img.Ref(), nz)})
+	pub, err := cloud.PublishAMI(ctx, e.env.EBS(), e.env.EC2(e.env.Region), cloud.Image{Name: img.Name, Version: img.Version, Manifest: m,
+		ManifestHash: img.ManifestHash, Blob: blob, BootMode: *e.flags.bootMode}, cloud.PublishOptions{Region: e.env.Region, CopyTo: e.env.Copies(),
 		JournalDir: filepath.Join(e.cfg.StateDir, "ami-push"),
 		Push:       cloud.PushOptions{Workers: e.workers, Progress: func(done, _ int) { bar.Set(int64(done) * images.BlockSize) }}})
 	bar.Finish(err)
@@ -235,10 +245,10 @@ func (e *amiRun) push(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	if pub.Existing {
-		fmt.Fprintf(stdout, "%s (%s) is already published in %s: %s\n", info.Image.Ref(), info.Image.Digest, pub.Region, pub.AMI)
+		fmt.Fprintf(stdout, "%s (%s) is already published in %s: %s\n", img.Ref(), img.Digest, pub.Region, pub.AMI)
 	} else {
 		p := pub.Push
-		fmt.Fprintf(stdout, "%s (%s) published in %s: %s from snapshot %s\n", info.Image.Ref(), info.Image.Digest, pub.Region, pub.AMI, pub.SnapshotID)
+		fmt.Fprintf(stdout, "%s (%s) published in %s: %s from snapshot %s\n", img.Ref(), img.Digest, pub.Region, pub.AMI, pub.SnapshotID)
 		if p.Duration > 0 {
 			fmt.Fprintf(stdout, "  %d blocks sent (%d resumed), %d zero blocks skipped, %d retried (%d throttled), %.1f s (%.0f MB/s)\n",
 				p.Sent, p.Blocks-p.Sent, p.Skipped, p.Retries, p.Throttled, p.Duration.Seconds(), float64(p.BytesPushed)/p.Duration.Seconds()/1e6)
@@ -287,7 +297,7 @@ func (e *amiRun) list(ctx context.Context, args []string, stdout, _ io.Writer) e
 	return tw.Flush()
 }
 
-func (e *amiRun) promote(ctx context.Context, args []string, stdout, _ io.Writer) error {
+func (e *amiRun) promote(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ref, channel := args[0], args[1]
 	r, err := images.ParseRef(ref)
 	if err != nil {
@@ -295,19 +305,14 @@ func (e *amiRun) promote(ctx context.Context, args []string, stdout, _ io.Writer
 	}
 	name, version := r.Name, r.Tag
 	// The digest of that version: from the catalog, which is what was pushed.
-	c, err := openCatalog(e.cfg, true, operator())
+	img, err := e.image(ctx, r, stderr)
 	if err != nil {
 		return err
 	}
-	info, err := c.info(ctx, r)
-	c.close()
-	if err != nil {
-		return err
-	}
-	if info.Image.Version != version {
+	if img.Version != version {
 		return usageError{fmt.Sprintf("%s is a channel of the catalog: promote a version, NAME@VERSION", ref)}
 	}
-	entry, err := cloud.Promote(ctx, e.env.Contract, e.env.Regions(), name, version, info.Image.Digest, channel, time.Now())
+	entry, err := cloud.Promote(ctx, e.env.Contract, e.env.Regions(), name, version, img.Digest, channel, time.Now())
 	if err != nil {
 		return err
 	}
@@ -343,18 +348,18 @@ func printAMIs(w io.Writer, amis map[string]string) {
 	}
 }
 
-func (e *amiRun) prune(ctx context.Context, names []string, stdout, _ io.Writer) error {
+func (e *amiRun) prune(ctx context.Context, names []string, stdout, stderr io.Writer) error {
 	keep := e.cfg.EC2.Keep
 	if *e.flags.keep > 0 {
 		keep = *e.flags.keep
 	}
 	if len(names) == 0 {
 		// Every image the catalog or the contract knows.
-		c, err := openCatalog(e.cfg, true, operator())
+		c, err := connectTo(e.cfg, operator(), true, stderr)
 		if err != nil {
 			return err
 		}
-		cat, err := c.images(ctx)
+		cat, err := c.Images(ctx)
 		c.close()
 		if err != nil {
 			return err

@@ -23,6 +23,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/api"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/config"
 )
 
@@ -361,7 +362,7 @@ func TestKilledImportLeavesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c, ok := d.components["images"].(*collector); !ok || c.grace != time.Hour {
+		if c, ok := d.components["images"].(*catalog.Collector); !ok || c.Grace() != time.Hour {
 			t.Errorf("the daemon's blob store collector: %+v", d.components["images"])
 		}
 		ctx, cancel := context.WithCancel(context.Background())

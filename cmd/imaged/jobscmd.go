@@ -4,17 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/imaged/imaged/internal/api"
-	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/jobs"
 )
 
-// Jobs run inside the daemon: these commands talk to it over its control socket.
+// Jobs run inside the daemon: these commands talk to it (its control socket, or -server); the
+// in-process API says that none run there.
 
 func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sub, rest, err := subcommand(args, "jobs", "list", "show", "cancel")
@@ -22,8 +20,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	fs := newFlags("jobs "+sub, stderr)
-	path := configFlag(fs)
-	by := fs.String("by", operator(), "who is making the change (recorded in the job)")
+	af := addAPIFlags(fs, "who is making the change (recorded in the job)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var machine *string
 	var active *bool
@@ -38,59 +35,37 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{map[string]string{"list": "usage: imaged jobs list [flags]", "show": "usage: imaged jobs show [flags] JOB_ID",
 			"cancel": "usage: imaged jobs cancel [flags] JOB_ID"}[sub]}
 	}
-	cfg, err := config.Load(*path)
+	c, err := af.connect(stderr, true)
 	if err != nil {
 		return err
 	}
-	c := newControlClient(cfg.HTTP.ControlSocket, *by)
+	defer c.close()
 	switch sub {
 	case "list":
-		q := url.Values{}
-		if *machine != "" {
-			q.Set("machine", *machine)
-		}
-		if *active {
-			q.Set("active", "true")
-		}
-		var js []jobs.Job
-		if err := c.Do(ctx, "GET", "/api/v1/jobs?"+q.Encode(), nil, &js); err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, js)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "JOB\tKIND\tMACHINE\tIMAGE\tSTATE\tPHASE\tCREATED\tREASON")
-		for _, j := range js {
-			img := "-"
-			if j.Image != nil {
-				img = j.Image.Ref().String()
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Kind, j.Machine, img, j.State, j.Phase,
-				j.Created.Local().Format(time.DateTime), dash(j.Reason))
-		}
-		if len(js) == 0 {
-			fmt.Fprintln(tw, "(no jobs)")
-		}
-		return tw.Flush()
+		js, err := c.Jobs(ctx, jobs.Filter{Machine: *machine, Active: *active})
+		return output(stdout, *asJSON, js, c.daemonOnly(err), printJobs)
 	case "show":
-		var j jobs.Job
-		if err := c.Do(ctx, "GET", "/api/v1/jobs/"+url.PathEscape(fs.Arg(0)), nil, &j); err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, j)
-		}
-		printJob(stdout, j)
-		return nil
+		j, err := c.Job(ctx, fs.Arg(0))
+		return output(stdout, *asJSON, j, c.daemonOnly(err), printJob)
 	default:
-		var j jobs.Job
-		if err := c.Do(ctx, "POST", "/api/v1/jobs/"+url.PathEscape(fs.Arg(0))+"/cancel", nil, &j); err != nil {
-			return err
+		j, err := c.CancelJob(ctx, fs.Arg(0))
+		if err != nil {
+			return c.daemonOnly(err)
 		}
 		fmt.Fprintf(stdout, "job %s on %s: %s (%s)\n", j.ID, j.Machine, j.State, j.Phase)
 		return nil
 	}
+}
+
+func printJobs(w io.Writer, js []jobs.Job) {
+	printTable(w, "JOB\tKIND\tMACHINE\tIMAGE\tSTATE\tPHASE\tCREATED\tREASON", "(no jobs)", js, func(j jobs.Job) string {
+		img := "-"
+		if j.Image != nil {
+			img = j.Image.Ref().String()
+		}
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", j.ID, j.Kind, j.Machine, img, j.State, j.Phase,
+			j.Created.Local().Format(time.DateTime), dash(j.Reason))
+	})
 }
 
 // printJob prints a job and its timeline, each phase with how long it took.
@@ -106,16 +81,13 @@ func printJob(w io.Writer, j jobs.Job) {
 	}
 	fmt.Fprintln(w)
 	if len(j.Phases) > 0 {
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PHASE\tSTARTED\tSECONDS")
-		for _, p := range j.Phases {
+		printTable(w, "PHASE\tSTARTED\tSECONDS", "", j.Phases, func(p jobs.PhaseTime) string {
 			secs := "…"
 			if !p.End.IsZero() {
 				secs = fmt.Sprintf("%.1f", p.End.Sub(p.Start).Seconds())
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Phase, p.Start.Local().Format("15:04:05.000"), secs)
-		}
-		tw.Flush()
+			return fmt.Sprintf("%s\t%s\t%s", p.Phase, p.Start.Local().Format("15:04:05.000"), secs)
+		})
 	}
 	if len(j.Timeline) > 0 {
 		fmt.Fprintln(w, "timeline:")
@@ -129,8 +101,7 @@ func printJob(w io.Writer, j jobs.Job) {
 // cmdReimage submits a reimage (or reboot) job through the daemon and, with -wait, follows it.
 func cmdReimage(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("machines "+kind, stderr)
-	path := configFlag(fs)
-	by := fs.String("by", operator(), "who is asking (recorded in the job)")
+	af := addAPIFlags(fs, "who is asking (recorded in the job)")
 	wait := fs.Bool("wait", false, "follow the job until it ends; exit status 1 unless it succeeded")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -140,18 +111,19 @@ func cmdReimage(ctx context.Context, kind string, args []string, stdout, stderr 
 		return usageError{map[string]string{"reimage": "usage: imaged machines reimage [flags] MACHINE_ID NAME@CHANNEL|NAME@VERSION|sha256:DIGEST",
 			"reboot": "usage: imaged machines reboot [flags] MACHINE_ID"}[kind]}
 	}
-	cfg, err := config.Load(*path)
+	c, err := af.connect(stderr, true)
 	if err != nil {
 		return err
 	}
-	c := newControlClient(cfg.HTTP.ControlSocket, *by)
+	defer c.close()
 	var j jobs.Job
-	var body any = api.RebootRequest{}
 	if kind == "reimage" {
-		body = api.ReimageRequest{Image: fs.Arg(1)}
+		j, err = c.Reimage(ctx, fs.Arg(0), api.ReimageRequest{Image: fs.Arg(1)})
+	} else {
+		j, err = c.Reboot(ctx, fs.Arg(0), api.RebootRequest{})
 	}
-	if err := c.Do(ctx, "POST", "/api/v1/machines/"+url.PathEscape(fs.Arg(0))+"/"+kind, body, &j); err != nil {
-		return err
+	if err != nil {
+		return c.daemonOnly(err)
 	}
 	fmt.Fprintf(stdout, "job %s: %s of %s submitted (imaged jobs show %s)\n", j.ID, kind, j.Machine, j.ID)
 	if !*wait {
@@ -159,7 +131,7 @@ func cmdReimage(ctx context.Context, kind string, args []string, stdout, stderr 
 	}
 	last := ""
 	for {
-		if err := c.Do(ctx, "GET", "/api/v1/jobs/"+url.PathEscape(j.ID), nil, &j); err != nil {
+		if j, err = c.Job(ctx, j.ID); err != nil {
 			return err
 		}
 		if now := string(j.State) + " " + string(j.Phase); now != last {

@@ -2,23 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"os"
-	"path/filepath"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/imaged/imaged/internal/api"
-	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/machines"
-	"github.com/imaged/imaged/internal/store"
 )
 
 func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -33,9 +22,7 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return cmdReimage(ctx, sub, rest, stdout, stderr)
 	}
 	fs := newFlags("machines "+sub, stderr)
-	path := configFlag(fs)
-	server := fs.String("server", "", "query this running daemon's URL instead of the state file (default: its control socket when it holds the state file)")
-	token := fs.String("token", os.Getenv("IMAGED_TOKEN"), "API token for -server (also $IMAGED_TOKEN)")
+	af := addAPIFlags(fs, "")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, rest); err != nil {
 		return err
@@ -43,64 +30,44 @@ func cmdMachines(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if sub == "events" && fs.NArg() != 1 {
 		return usageError{"usage: imaged machines events [flags] MACHINE_ID"}
 	}
-	src, err := openSource(ctx, *path, *server, *token)
+	c, err := af.connect(stderr, true)
 	if err != nil {
 		return err
 	}
-	defer src.close()
+	defer c.close()
 	switch sub {
 	case "list":
-		ms, err := src.machines()
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, ms)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tMACS\tIP\tCHASSIS\tSLOT\tGROUP\tTYPE\tBOOT\tBMC\tLAST HELLO")
-		for _, m := range ms {
-			hello := "-"
-			if m.LastHello != nil {
-				hello = fmt.Sprintf("%s from %s", m.LastHello.Time.Local().Format(time.DateTime), m.LastHello.IP)
-			}
-			bmc := dash(m.BMC)
-			if m.BMCHealth != nil {
-				bmc += " " + healthWord(m.BMCHealth)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, joinText(m.MACs, ","), dash(text(m.IP)), dash(m.Chassis), m.Slot,
-				dash(m.WorkerGroup), dash(m.WorkerType), m.Boot, bmc, hello)
-		}
-		return tw.Flush()
+		ms, err := c.Machines(ctx)
+		return output(stdout, *asJSON, ms, err, printMachines)
 	case "unknown":
-		us, err := src.unknown()
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, us)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "MAC\tCLIENT\tARCH\tCOUNT\tFIRST SEEN\tLAST SEEN")
-		for _, u := range us {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", u.MAC, dash(u.Client), u.Arch, u.Count,
-				u.FirstSeen.Local().Format(time.DateTime), u.LastSeen.Local().Format(time.DateTime))
-		}
-		if len(us) == 0 {
-			fmt.Fprintln(tw, "(none seen)")
-		}
-		return tw.Flush()
+		us, err := c.UnknownClients(ctx)
+		return output(stdout, *asJSON, us, err, printUnknown)
 	default:
-		ev, err := src.events(fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, ev)
-		}
-		printTimeline(stdout, ev)
-		return nil
+		ev, err := c.MachineEvents(ctx, fs.Arg(0))
+		return output(stdout, *asJSON, ev, err, printTimeline)
 	}
+}
+
+func printMachines(w io.Writer, ms []api.MachineView) {
+	printTable(w, "ID\tMACS\tIP\tCHASSIS\tSLOT\tGROUP\tTYPE\tBOOT\tBMC\tLAST HELLO", "", ms, func(m api.MachineView) string {
+		hello := "-"
+		if m.LastHello != nil {
+			hello = fmt.Sprintf("%s from %s", m.LastHello.Time.Local().Format(time.DateTime), m.LastHello.IP)
+		}
+		bmc := dash(m.BMC)
+		if m.BMCHealth != nil {
+			bmc += " " + healthWord(m.BMCHealth)
+		}
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s", m.ID, joinText(m.MACs, ","), dash(text(m.IP)), dash(m.Chassis), m.Slot,
+			dash(m.WorkerGroup), dash(m.WorkerType), m.Boot, bmc, hello)
+	})
+}
+
+func printUnknown(w io.Writer, us []machines.Unknown) {
+	printTable(w, "MAC\tCLIENT\tARCH\tCOUNT\tFIRST SEEN\tLAST SEEN", "(none seen)", us, func(u machines.Unknown) string {
+		return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s", u.MAC, dash(u.Client), u.Arch, u.Count,
+			u.FirstSeen.Local().Format(time.DateTime), u.LastSeen.Local().Format(time.DateTime))
+	})
 }
 
 // printTimeline prints events with the time since the first one, like a boot log.
@@ -109,141 +76,16 @@ func printTimeline(w io.Writer, ev []machines.Event) {
 		fmt.Fprintln(w, "(no events)")
 		return
 	}
-	t0 := ev[0].Time
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\t+SECONDS\tKIND\tEVENT")
-	for _, e := range ev {
-		fmt.Fprintf(tw, "%s\t%+8.3f\t%s\t%s\n", e.Time.Local().Format("15:04:05.000"), e.Time.Sub(t0).Seconds(), e.Kind, e.Message)
-	}
-	tw.Flush()
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-// text is v's text (a MAC, an address, a digest): what JSON shows, "" for none (where a zero
-// netip.Addr would print "invalid IP").
-func text(v encoding.TextMarshaler) string {
-	b, _ := v.MarshalText()
-	return string(b)
-}
-
-func joinText[T encoding.TextMarshaler](vs []T, sep string) string {
-	s := make([]string, len(vs))
-	for i, v := range vs {
-		s[i] = text(v)
-	}
-	return strings.Join(s, sep)
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// source reads the inventory from the state file, or from the running daemon that holds it.
-type source struct {
-	token  string // bearer token for a daemon's TCP API
-	st     *store.Store
-	server *url.URL
-	client *http.Client
-	ctx    context.Context
-}
-
-func openSource(ctx context.Context, cfgPath, server, token string) (*source, error) {
-	if server == "" {
-		cfg, err := config.Load(cfgPath)
-		if err != nil {
-			return nil, err
-		}
-		st, err := store.Open(filepath.Join(cfg.StateDir, "imaged.db"), store.Options{ReadOnly: true, Timeout: 300 * time.Millisecond})
-		if err == nil {
-			return &source{st: st}, nil
-		}
-		if !errors.Is(err, store.ErrLocked) {
-			return nil, err
-		}
-		// The daemon holds the state file: ask it over its control socket.
-		cc := newControlClient(cfg.HTTP.ControlSocket, "")
-		return &source{server: &url.URL{Scheme: "http", Host: "imaged"}, client: cc.HTTP, ctx: ctx}, nil
-	}
-	u, err := url.Parse(server)
-	if err != nil || u.Host == "" {
-		return nil, usageError{fmt.Sprintf("-server %q is not a URL like http://10.99.0.1:8080", server)}
-	}
-	return &source{server: u, client: &http.Client{Timeout: 10 * time.Second}, ctx: ctx, token: token}, nil
-}
-
-func (s *source) close() {
-	if s.st != nil {
-		s.st.Close()
-	}
-}
-
-func (s *source) get(path string, v any) error {
-	req, err := http.NewRequestWithContext(s.ctx, "GET", s.server.JoinPath(path).String(), nil)
-	if err != nil {
-		return err
-	}
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("the state file is in use and the daemon did not answer: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e api.Error
-		json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("%s: %s: %s", req.URL, resp.Status, e.Error)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-func (s *source) machines() ([]api.MachineView, error) {
-	if s.st != nil {
-		ms, err := s.st.Machines()
-		out := make([]api.MachineView, 0, len(ms))
-		for _, m := range ms {
-			out = append(out, api.MachineView{Machine: m})
-		}
-		return out, err
-	}
-	var ms []api.MachineView
-	return ms, s.get("/api/v1/machines", &ms)
-}
-
-func (s *source) unknown() ([]machines.Unknown, error) {
-	if s.st != nil {
-		return s.st.Unknowns()
-	}
-	var us []machines.Unknown
-	return us, s.get("/api/v1/unknown-clients", &us)
-}
-
-func (s *source) events(id string) ([]machines.Event, error) {
-	if s.st != nil {
-		if _, err := s.st.Machine(id); err != nil {
-			return nil, err
-		}
-		return s.st.Events(id, 0)
-	}
-	var ev []machines.Event
-	return ev, s.get("/api/v1/machines/"+url.PathEscape(id)+"/events", &ev)
+	printTable(w, "TIME\t+SECONDS\tKIND\tEVENT", "", ev, func(e machines.Event) string {
+		return fmt.Sprintf("%s\t%+8.3f\t%s\t%s", e.Time.Local().Format("15:04:05.000"), e.Time.Sub(ev[0].Time).Seconds(), e.Kind, e.Message)
+	})
 }
 
 // cmdAssign sets the image a machine is to run. The agent writes it the next time the machine
 // netboots into the agent profile.
 func cmdAssign(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("machines assign", stderr)
-	path := configFlag(fs)
-	by := fs.String("by", operator(), "who is making the change (recorded in the machine's events)")
+	af := addAPIFlags(fs, "who is making the change (recorded in the machine's events)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -254,16 +96,12 @@ func cmdAssign(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		return err
-	}
-	c, err := openCatalog(cfg, false, *by)
+	c, err := af.connect(stderr, false)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	rep, err := c.assign(ctx, fs.Arg(0), ref)
+	rep, err := c.Assign(ctx, fs.Arg(0), ref)
 	if err != nil {
 		return err
 	}

@@ -24,18 +24,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/images/imagehttp"
 	"github.com/imaged/imaged/internal/api"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/config"
 	"github.com/imaged/imaged/internal/httplimit"
-	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/ipxe"
 	"github.com/imaged/imaged/internal/jobs"
-	"github.com/imaged/imaged/internal/machines"
-	"github.com/imaged/imaged/internal/power/fleet"
 	"github.com/imaged/imaged/internal/servercert"
-	"github.com/imaged/imaged/internal/store"
 	"github.com/imaged/imaged/internal/version"
 )
 
@@ -93,13 +89,9 @@ type component interface {
 }
 
 type daemon struct {
-	cfg        *config.File
+	*state
 	log        *slog.Logger
-	st         *store.Store
-	inv        *inventory.Inventory
-	bmcs       *fleet.BMCs
 	jobs       *jobs.Manager
-	blobs      *blobstore.Store
 	reg        *prometheus.Registry
 	components map[string]component
 	httpLn     net.Listener
@@ -115,35 +107,16 @@ type daemon struct {
 // newDaemon opens the state and constructs every component, binding every socket, so that a bad
 // address or a missing file stops start-up before anything serves.
 func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry(), components: map[string]component{}}
+	d := &daemon{log: log, reg: prometheus.NewRegistry(), components: map[string]component{}}
 	defer func() {
 		if err != nil {
 			d.close()
 		}
 	}()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	d.st, err = store.Open(filepath.Join(cfg.StateDir, "imaged.db"), store.Options{})
-	if err != nil {
+	if d.state, err = openState(cfg, stateOptions{log: log, reg: d.reg}); err != nil {
 		return nil, err
 	}
-	d.closers = append(d.closers, func() { d.st.Close() })
-	if err := d.st.SyncMachines(machinesFromConfig(cfg)); err != nil {
-		return nil, err
-	}
-	d.inv, err = inventory.New(d.st, inventory.Config{Log: log, TokenTTL: cfg.Boot.TokenTTL.Duration, BindToLease: cfg.DHCP.Mode == config.ModeServer})
-	if err != nil {
-		return nil, err
-	}
-	if err := d.reg.Register(d.inv.Collector()); err != nil {
-		return nil, fmt.Errorf("inventory: metrics: %w", err)
-	}
-	d.bmcs, err = fleet.New(fleetConfig(cfg), fleet.Deps{Log: log, Registerer: d.reg, Events: func(machine, msg string) {
-		d.inv.Event(machines.Event{Machine: machine, Kind: "bmc", Message: msg})
-	}})
-	if err != nil {
-		return nil, err
-	}
-	d.closers = append(d.closers, d.bmcs.Close)
 	if d.jobs, err = newJobs(d); err != nil {
 		return nil, err
 	}
@@ -155,13 +128,12 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	roots := []string{cfg.Boot.AssetsDir}
 	// With TLS (the default) the API, the agent's API and images are served on the HTTPS
 	// listener only; the plain one keeps what firmware and a booted OS fetch without TLS.
-	apiURL := cfg.HTTP.PublicURL.URL
 	var httpsURL *url.URL
 	if cfg.TLSEnabled() {
 		if d.cert, err = loadCert(cfg, log); err != nil {
 			return nil, err
 		}
-		httpsURL, apiURL = cfg.HTTP.TLS.PublicURL.URL, cfg.HTTP.TLS.PublicURL.URL
+		httpsURL = cfg.HTTP.TLS.PublicURL.URL
 	}
 
 	bc := ipxe.Config{
@@ -184,17 +156,13 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 
-	blobs, err := blobstore.Open(imagesDir(cfg))
-	if err != nil {
+	if d.components["images"], err = catalog.NewCollector(d.catalog, cfg.Images.UnregisteredGrace.Duration, d.reg, log.With("component", "images")); err != nil {
 		return nil, err
 	}
-	d.blobs = blobs
-	d.components["images"] = newCollector(blobs, d.st, cfg.Images.UnregisteredGrace.Duration, d.reg, log.With("component", "images"))
 	mux := http.NewServeMux()
 	mux.Handle("/boot/", bh)
-	mux.Handle("/images/", imagehttp.Handler(blobs, log.With("component", "images")))
-	apiSrv := api.New(api.Deps{Inventory: d.inv, Catalog: d.st, Blobs: blobs, BMCs: d.bmcs, Jobs: d.jobs, ReimageStale: cfg.Jobs.ReimageStale,
-		PublicURL: apiURL, Log: log.With("component", "api"), Registerer: d.reg})
+	mux.Handle("/images/", imagehttp.Handler(d.blobs, log.With("component", "images")))
+	apiSrv := d.api(d.jobs, log, d.reg)
 	apiSrv.Register(mux)
 	metrics := promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg})
 	mux.Handle("GET /metrics", metrics)
@@ -367,11 +335,15 @@ func unknownProfile(cfg *config.File) string {
 	return ""
 }
 
+// close closes the listeners and servers, then the state they served.
 func (d *daemon) close() {
 	for i := len(d.closers) - 1; i >= 0; i-- {
 		d.closers[i]()
 	}
 	d.closers = nil
+	if d.state != nil {
+		d.state.close()
+	}
 }
 
 func (d *daemon) healthz(w http.ResponseWriter, r *http.Request) {
@@ -454,19 +426,4 @@ func (d *daemon) run(ctx context.Context) error {
 	err := g.Wait()
 	d.log.Info("imaged stopped", "err", err)
 	return err
-}
-
-func machinesFromConfig(cfg *config.File) []machines.Machine {
-	out := make([]machines.Machine, 0, len(cfg.Machines))
-	for _, m := range cfg.Machines {
-		sm := machines.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot,
-			WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType, BMC: m.BMC, Boot: m.Boot,
-			DiskSerial: m.Disk.Serial, DiskByPath: m.Disk.ByPath}
-		for _, mac := range m.MACs {
-			sm.MACs = append(sm.MACs, machines.MAC(mac.HardwareAddr))
-		}
-		sm.IP = m.IP.Addr
-		out = append(out, sm)
-	}
-	return out
 }

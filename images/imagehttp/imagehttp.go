@@ -11,7 +11,7 @@
 //
 // It serves any image the store holds, whether a catalog entry names it or not: the routes are
 // anonymous and content-addressed, agents ask only for what their plan names, and the daemon
-// collects what no entry names (cmd/imaged's collector says more).
+// collects what no entry names (internal/catalog's Collector says more).
 package imagehttp
 
 import (

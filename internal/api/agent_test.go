@@ -19,6 +19,7 @@ import (
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/images/blobstore"
 	"github.com/imaged/imaged/internal/agentapi"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/machines"
@@ -93,7 +94,7 @@ func newAgentWorld(t *testing.T) *agentWorld {
 	sj := &signalJobs{}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Catalog: st, Blobs: blobs, Jobs: sj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: catalog.New(st, blobs, nil), Blobs: blobs, Jobs: sj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return &agentWorld{mux: Authenticate(AuthConfig{}, mux), inv: inv, st: st, jobs: sj, img: img, image: image, m: m}
 }
 
@@ -334,7 +335,7 @@ func TestChallengeLost(t *testing.T) {
 	// Another API over the same inventory: the daemon after a restart.
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: w.inv, Catalog: w.st, Jobs: w.jobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: w.inv, Catalog: catalog.New(w.st, nil, nil), Jobs: w.jobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	w2.mux = mux
 	rec := w2.result(sess, r)
 	if rec.Code != 409 || !strings.Contains(rec.Body.String(), `"field": "challenge"`) || len(w.jobs.resultSignals()) != 0 {

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imaged/imaged/internal/agentapi"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/machines"
@@ -34,7 +35,7 @@ const maxBody = 64 << 10
 // Server holds the API's collaborators.
 type Server struct {
 	inv         *inventory.Inventory
-	catalog     ImageCatalog
+	catalog     *catalog.Service
 	blobs       Blobs
 	bmcs        BMCs
 	jobs        Jobs
@@ -48,11 +49,11 @@ type Server struct {
 	metrics     *metrics
 }
 
-// Deps are the API's collaborators. Blobs and BMCs may be nil (then those endpoints answer that
-// nothing is there).
+// Deps are the API's collaborators. Blobs, BMCs and Jobs may be nil (then those endpoints answer
+// that nothing is there: the CLI's in-process API runs no jobs).
 type Deps struct {
 	Inventory *inventory.Inventory
-	Catalog   ImageCatalog
+	Catalog   *catalog.Service // the image catalog; the jobs' images come from it
 	Blobs     Blobs
 	BMCs      BMCs
 	Jobs      Jobs
@@ -154,9 +155,8 @@ func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
-	m, ok := s.inv.Machine(r.PathValue("id"))
+	m, ok := s.knownMachine(w, "id", r.PathValue("id"))
 	if !ok {
-		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", r.PathValue("id"))
 		return
 	}
 	v := s.view(m)
@@ -172,6 +172,15 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// knownMachine is machine id of the inventory; else it answers 404, naming field.
+func (s *Server) knownMachine(w http.ResponseWriter, field, id string) (machines.Machine, bool) {
+	m, ok := s.inv.Machine(id)
+	if !ok {
+		fail(w, http.StatusNotFound, field, "no machine %q in the inventory", id)
+	}
+	return m, ok
 }
 
 // view adds what other parts of the daemon know about m.
@@ -195,8 +204,7 @@ func (s *Server) view(m machines.Machine) MachineView {
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := s.inv.Machine(id); !ok {
-		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+	if _, ok := s.knownMachine(w, "id", id); !ok {
 		return
 	}
 	var after uint64

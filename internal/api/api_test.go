@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
@@ -34,7 +35,7 @@ func newServer(t testing.TB) (http.Handler, *inventory.Inventory) {
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Catalog: st, PublicURL: u, Log: log}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: catalog.New(st, nil, nil), PublicURL: u, Log: log}).Register(mux)
 	return Authenticate(AuthConfig{AnonymousRead: true}, mux), inv
 }
 

@@ -163,8 +163,7 @@ var errNoBMCs = errors.New("machine has no BMC configured (set machines[].bmc)")
 
 // machineWithBMC checks that id exists and has a BMC.
 func (s *Server) machineWithBMC(w http.ResponseWriter, id string) (string, bool) {
-	if _, ok := s.inv.Machine(id); !ok {
-		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+	if _, ok := s.knownMachine(w, "id", id); !ok {
 		return "", false
 	}
 	bmc := ""

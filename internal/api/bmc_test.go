@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/power"
@@ -72,7 +73,7 @@ func bmcServer(t *testing.T) (http.Handler, *fakeBMCs, *inventory.Inventory) {
 	f := &fakeBMCs{sys: power.System{ID: "C1N1", Power: power.On, Health: "OK", MACs: []net.HardwareAddr{mac}, ResetTypes: []string{"On", "ForceOff"}}}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Catalog: st, BMCs: f, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: catalog.New(st, nil, nil), BMCs: f, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return Authenticate(AuthConfig{AnonymousRead: true}, mux), f, inv
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/images/blobstore"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/machines"
 	"github.com/imaged/imaged/internal/store"
@@ -46,7 +47,7 @@ func catalogServer(t *testing.T) (http.Handler, *inventory.Inventory, images.Dig
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Catalog: st, Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: catalog.New(st, blobs, nil), Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	return Authenticate(AuthConfig{AnonymousRead: true}, mux), inv, d
 }
 
@@ -152,7 +153,7 @@ func TestRegisterRacesCollection(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Catalog: st, Blobs: collectedBlobs{blobs}, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: catalog.New(st, collectedBlobs{blobs}, nil), Blobs: blobs, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	admin := &Principal{Name: "root", Scope: ScopeAdmin, Local: true}
 	status, e, body := call{"POST", "/api/v1/images", `{"name":"debian","version":"1","digest":"` + d.String() + `"}`, admin}.do(mux)
 	if status != 404 || e.Field != "digest" || !strings.Contains(body, "import the image again") {

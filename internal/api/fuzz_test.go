@@ -21,6 +21,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/images/blobstore"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/machines"
@@ -50,7 +51,7 @@ var fuzzRoutes = []struct{ method, path string }{
 // queued), the blob store of fuzzBlobs (its one blob registered as debian@1, which
 // debian@production points at), and a BMC that always succeeds. bare leaves out the jobs, the
 // BMCs and the blob store, whose routes must then answer 503.
-func fuzzWorld(t *testing.T, blobs Blobs, bare bool) http.Handler {
+func fuzzWorld(t *testing.T, blobs keptBlobs, bare bool) http.Handler {
 	dir, err := os.MkdirTemp("/dev/shm", "imaged-api-fuzz-")
 	if err != nil {
 		dir = t.TempDir()
@@ -80,7 +81,7 @@ func fuzzWorld(t *testing.T, blobs Blobs, bare bool) http.Handler {
 	blocks, data := m.NonZero()
 	st.PutImage(images.Image{Name: "debian", Version: "1", Digest: d, Size: m.Size, DataBytes: data, DataBlocks: blocks, ManifestHash: mh})
 	st.Promote("debian", "1", "production", "fuzz")
-	deps := Deps{Inventory: inv, Catalog: st, ReimageStale: true, Log: log}
+	deps := Deps{Inventory: inv, Catalog: catalog.New(st, nil, nil), ReimageStale: true, Log: log}
 	deps.PublicURL, _ = url.Parse("http://10.99.0.1:8080")
 	if !bare {
 		mgr, err := jobs.New(jobs.Config{}, jobs.Deps{Power: idlePower{}, Catalog: fuzzCatalog{inv}, Store: st})
@@ -88,7 +89,7 @@ func fuzzWorld(t *testing.T, blobs Blobs, bare bool) http.Handler {
 			t.Fatal(err)
 		}
 		mac, _ := net.ParseMAC("52:54:00:99:00:11")
-		deps.Jobs, deps.Blobs = mgr, blobs
+		deps.Jobs, deps.Blobs, deps.Catalog = mgr, blobs, catalog.New(st, blobs, nil)
 		deps.BMCs = &fakeBMCs{sys: power.System{ID: "C1N1", Power: power.On, Health: "OK", MACs: []net.HardwareAddr{mac}}}
 	}
 	mux := http.NewServeMux()
@@ -101,7 +102,7 @@ var fuzzBlob = bytes.Repeat([]byte("imaged"), 700)
 
 // fuzzBlobs imports fuzzBlob into a blob store that every run shares (an import costs more than
 // the rest of the world); deleting a blob from it is a no-op that succeeds.
-func fuzzBlobs(f *testing.F) Blobs {
+func fuzzBlobs(f *testing.F) keptBlobs {
 	blobs, err := blobstore.Open(filepath.Join(f.TempDir(), "images"))
 	if err != nil {
 		f.Fatal(err)

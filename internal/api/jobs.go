@@ -103,9 +103,8 @@ func (s *Server) noJobs(w http.ResponseWriter) bool {
 // submitReimage submits a reimage job for machine id to the image pick finds in the catalog
 // (pick answers the request itself when it finds none).
 func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id string, pick func() (images.Image, bool), probe *jobs.Probe) (jobs.Job, bool) {
-	m, ok := s.inv.Machine(id)
+	m, ok := s.knownMachine(w, "id", id)
 	if !ok {
-		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
 		return jobs.Job{}, false
 	}
 	if !s.hasBMC(w, id) {
@@ -165,8 +164,7 @@ func (s *Server) reimage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) submitReboot(w http.ResponseWriter, r *http.Request, id string, probe *jobs.Probe) (jobs.Job, bool) {
-	if _, ok := s.inv.Machine(id); !ok {
-		fail(w, http.StatusNotFound, "id", "no machine %q in the inventory", id)
+	if _, ok := s.knownMachine(w, "id", id); !ok {
 		return jobs.Job{}, false
 	}
 	if !s.hasBMC(w, id) {
@@ -217,8 +215,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		f.Limit = n
 	}
 	if f.Machine != "" {
-		if _, ok := s.inv.Machine(f.Machine); !ok {
-			fail(w, http.StatusNotFound, "machine", "no machine %q in the inventory", f.Machine)
+		if _, ok := s.knownMachine(w, "machine", f.Machine); !ok {
 			return
 		}
 	}
@@ -261,9 +258,8 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 func (s *Server) rollerTask(w http.ResponseWriter, r *http.Request) {
 	id, group := r.PathValue("worker_id"), r.PathValue("worker_group")
 	task := r.URL.Query().Get("task_name")
-	m, ok := s.inv.Machine(id)
+	m, ok := s.knownMachine(w, "worker_id", id)
 	if !ok {
-		fail(w, http.StatusNotFound, "worker_id", "no machine %q in the inventory", id)
 		return
 	}
 	if m.WorkerGroup != group {
@@ -368,7 +364,7 @@ func (s *Server) reimageStale(r *http.Request, m machines.Machine) {
 	if !s.stalePolicy || m.AssignedImage.IsZero() || s.bmcs == nil || s.bmcs.BMCName(m.ID) == "" {
 		return
 	}
-	img, err := s.catalog.ResolveImage(images.Ref{Digest: m.AssignedImage})
+	img, err := s.catalog.Resolve(images.Ref{Digest: m.AssignedImage})
 	if err != nil {
 		s.log.Warn("stale machine not reimaged: its assigned image is not in the catalog", "machine", m.ID, "assigned", m.AssignedImage, "err", err)
 		return

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imaged/imaged/images"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/machines"
@@ -102,7 +103,7 @@ func TestJobsAPI(t *testing.T) {
 	fj := &fakeJobs{}
 	mux := http.NewServeMux()
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	New(Deps{Inventory: inv, Catalog: st, BMCs: &fakeBMCs{}, Jobs: fj, ReimageStale: true, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	New(Deps{Inventory: inv, Catalog: catalog.New(st, nil, nil), BMCs: &fakeBMCs{}, Jobs: fj, ReimageStale: true, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
 	h := Authenticate(AuthConfig{AnonymousRead: true}, mux)
 	op := &Principal{Name: "roller", Scope: ScopeOperate}
 	steps := []struct {

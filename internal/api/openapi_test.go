@@ -23,6 +23,7 @@ import (
 
 	"github.com/imaged/imaged/images"
 	"github.com/imaged/imaged/internal/agentapi"
+	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/machines"
@@ -48,7 +49,7 @@ func openAPIServer(t *testing.T) (*Server, *http.ServeMux) {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse("http://10.99.0.1:8080")
-	s := New(Deps{Inventory: inv, Catalog: st, PublicURL: u, Log: log})
+	s := New(Deps{Inventory: inv, Catalog: catalog.New(st, nil, nil), PublicURL: u, Log: log})
 	mux := http.NewServeMux()
 	s.Register(mux)
 	return s, mux

@@ -19,8 +19,7 @@ func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) {
 	machine := r.URL.Query().Get("machine")
 	if machine != "" {
-		if _, ok := s.inv.Machine(machine); !ok {
-			fail(w, http.StatusNotFound, "machine", "no machine %q in the inventory", machine)
+		if _, ok := s.knownMachine(w, "machine", machine); !ok {
 			return
 		}
 	}

@@ -2,8 +2,8 @@ package deptest
 
 import "testing"
 
-// TestServicesDoNotLinkTheStore: jobs, the inventory and the API see the store only through the
-// interfaces they declare (jobs.Store, inventory.Store, api.ImageCatalog), in terms of the
+// TestServicesDoNotLinkTheStore: jobs, the inventory, the catalog and the API see the store only
+// through the interfaces they declare (jobs.Store, inventory.Store, catalog.Store), in terms of the
 // records of images and machines; cmd/imaged passes the store in. bbolt, the AWS SDK and gofish
 // are never linked into them, and each imports only the imaged packages named here (power, for
 // the BMC types of jobs.Power and the API's BMC routes).
@@ -13,7 +13,8 @@ func TestServicesDoNotLinkTheStore(t *testing.T) {
 	for pkg, more := range map[string][]string{
 		"internal/jobs":      {m + "internal/power"},
 		"internal/inventory": nil,
-		"internal/api":       {m + "internal/inventory", m + "internal/jobs", m + "internal/power"},
+		"internal/catalog":   nil,
+		"internal/api":       {m + "internal/inventory", m + "internal/jobs", m + "internal/power", m + "internal/catalog"},
 	} {
 		Check(t, m+pkg, Rules{
 			Forbidden: []string{"go.etcd.io/bbolt", "github.com/aws/", "github.com/stmcginnis/gofish"},

@@ -25,11 +25,11 @@ import (
 // controlClient talks to a chassis's imaged over its control socket, as root: the admin scope.
 type controlClient struct {
 	t *testing.T
-	*api.ControlClient
+	*api.Client
 }
 
 func newControl(t *testing.T, c *lab.Chassis) *controlClient {
-	return &controlClient{t: t, ControlClient: api.NewControlClient(c.ControlSocket(), "test")}
+	return &controlClient{t: t, Client: api.NewControlClient(c.ControlSocket(), "test")}
 }
 
 func (c *controlClient) do(method, path string, body, out any) error {

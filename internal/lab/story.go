@@ -78,8 +78,8 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) ([]jobs.Job, erro
 	start := time.Now()
 	ids := map[string]string{}
 	for _, b := range c.Blades {
-		var j jobs.Job
-		if err := ctl.Do(ctx, "POST", "/api/v1/machines/"+b.ID+"/reimage", api.ReimageRequest{Image: "labos@stable"}, &j); err != nil {
+		j, err := ctl.Reimage(ctx, b.ID, api.ReimageRequest{Image: "labos@stable"})
+		if err != nil {
 			return nil, err
 		}
 		ids[b.ID] = j.ID
@@ -95,8 +95,8 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) ([]jobs.Job, erro
 			defer wg.Done()
 			last := ""
 			for {
-				var j jobs.Job
-				if err := ctl.Do(ctx, "GET", "/api/v1/jobs/"+jid, nil, &j); err != nil {
+				j, err := ctl.Job(ctx, jid)
+				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -140,8 +140,7 @@ func Story(ctx context.Context, o StoryOptions, out io.Writer) ([]jobs.Job, erro
 		}
 		fmt.Fprintln(out)
 		printPhases(out, j)
-		var m api.MachineView
-		if err := ctl.Do(ctx, "GET", "/api/v1/machines/"+b.ID, nil, &m); err == nil {
+		if m, err := ctl.Machine(ctx, b.ID); err == nil {
 			fmt.Fprintf(out, "  current image %s (assigned %s), power %s, stale %v\n", m.CurrentImage, m.AssignedImage, m.Power, m.Stale)
 		}
 		if j.State != jobs.StateSucceeded {

@@ -1,9 +1,8 @@
-package main
+package catalog
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -15,8 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/imaged/imaged/images"
-	"github.com/imaged/imaged/images/blobstore"
-	"github.com/imaged/imaged/internal/store"
 )
 
 // TestCollectorUnregistered: an image committed to the blob store but never registered (its
@@ -25,35 +22,21 @@ import (
 // collector's ticker runs on synctest's clock; file ages are compared with a clock that starts at
 // the real time and advances with it.
 func TestCollectorUnregistered(t *testing.T) {
-	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "imaged.db"), store.Options{})
-	if err != nil {
+	w := newWorld(t)
+	registered, orphan := w.commit(t), w.commit(t)
+	if _, err := w.st.PutImage(images.Image{Name: "os", Version: "1", Digest: registered}); err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	blobs, err := blobstore.Open(filepath.Join(dir, "images"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp := func() images.Digest {
-		b := make([]byte, images.BlockSize+3)
-		rand.Read(b)
-		d, _, err := blobs.Import(t.Context(), bytes.NewReader(b), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	registered, orphan := imp(), imp()
-	if _, err := st.PutImage(images.Image{Name: "os", Version: "1", Digest: registered}); err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
+	blobs := w.blobs
+	var logs bytes.Buffer // read once synctest.Test has joined the collector
 	real0 := time.Now()
 	synctest.Test(t, func(t *testing.T) {
 		fake0 := time.Now()
 		reg := prometheus.NewRegistry()
-		c := newCollector(blobs, st, time.Hour, reg, slog.New(slog.NewTextHandler(logs, nil)))
+		c, err := NewCollector(w.cat, time.Hour, reg, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
 		c.now = func() time.Time { return real0.Add(time.Since(fake0)) }
 		if c.every != 10*time.Minute {
 			t.Errorf("collects every %v, want 10m with a 1h grace", c.every)
@@ -75,7 +58,7 @@ func TestCollectorUnregistered(t *testing.T) {
 		if blobs.Has(orphan) || !blobs.Has(registered) {
 			t.Errorf("after the grace: unregistered present %v, registered present %v", blobs.Has(orphan), blobs.Has(registered))
 		}
-		if n := testutil.ToFloat64(c.collected.WithLabelValues("unregistered")); n != 1 {
+		if n := testutil.ToFloat64(c.metrics.collected.WithLabelValues("unregistered")); n != 1 {
 			t.Errorf("imaged_images_collected_total{what=unregistered} = %v", n)
 		}
 		// A day later, the registered image is still there.
@@ -90,9 +73,23 @@ func TestCollectorUnregistered(t *testing.T) {
 		}
 	})
 	if !strings.Contains(logs.String(), "digest="+orphan.String()) {
-		t.Errorf("log:\n%s", logs)
+		t.Errorf("log:\n%s", logs.String())
 	}
-	if ents, _ := filepath.Glob(filepath.Join(dir, "images", "tmp", "*")); len(ents) != 0 {
+	if ents, _ := filepath.Glob(filepath.Join(w.dir, "images", "tmp", "*")); len(ents) != 0 {
 		t.Errorf("tmp holds %v", ents)
+	}
+}
+
+// Collect removes an unregistered image once older than the grace, never a registered one.
+func TestCollect(t *testing.T) {
+	w := newWorld(t)
+	registered, orphan := w.commit(t), w.commit(t)
+	w.register(t, "debian@1", registered)
+	if got, err := w.cat.Collect(time.Now(), time.Hour); err != nil || len(got.Unregistered) != 0 || !w.blobs.Has(orphan) {
+		t.Errorf("within the grace: %+v %v", got, err)
+	}
+	got, err := w.cat.Collect(time.Now().Add(2*time.Hour), time.Hour)
+	if err != nil || len(got.Unregistered) != 1 || got.Unregistered[0] != orphan || w.blobs.Has(orphan) || !w.blobs.Has(registered) {
+		t.Errorf("after the grace: %+v %v; orphan present %v, registered present %v", got, err, w.blobs.Has(orphan), w.blobs.Has(registered))
 	}
 }

@@ -1,8 +1,0 @@
-package main
-
-import "github.com/imaged/imaged/internal/api"
-
-// The CLI reaches a running daemon through its control socket.
-type controlClient = api.ControlClient
-
-func newControlClient(path, by string) *controlClient { return api.NewControlClient(path, by) }
