@@ -109,9 +109,9 @@ type ResponseError struct {
 
 func (e *ResponseError) Error() string {
 	if e.Body.Field != "" {
-		return fmt.Sprintf("imaged: %s (field %s; HTTP %d)", e.Body.Error, e.Body.Field, e.Status)
+		return fmt.Sprintf("%s (field %s; HTTP %d)", e.Body.Error, e.Body.Field, e.Status)
 	}
-	return fmt.Sprintf("imaged: %s (HTTP %d)", e.Body.Error, e.Status)
+	return fmt.Sprintf("%s (HTTP %d)", e.Body.Error, e.Status)
 }
 
 // reply is Do with the type of its reply.
