@@ -153,8 +153,8 @@ func matchFilters(filters map[string][]string, tags map[string]string, values fu
 	return true
 }
 
-// regional is what a Describe* call lists: a snapshot, an image or an instance, each in one
-// region, with tags.
+// regional is a snapshot, an image or an instance: each lives in one region and carries tags.
+// Describe* and the inspection methods select them by region.
 type regional interface {
 	regionAndTags() (string, map[string]string)
 }
