@@ -41,28 +41,36 @@ func firstDiff(a, b []byte) string {
 	return fmt.Sprintf("lengths %d and %d", len(a), len(b))
 }
 
+// openFixture opens src, a path or a URL of fixture f, and reads it to the end, checking that
+// it is f: its format and detail, then every raw byte. The Source closes when the test ends.
+func openFixture(t *testing.T, src string, opt Options, f fixture) *Source {
+	t.Helper()
+	s, err := Open(t.Context(), src, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if s.Format != f.format || !strings.Contains(s.Detail, f.detail) {
+		t.Errorf("format %s (%q), want %s (%q)", s.Format, s.Detail, f.format, f.detail)
+	}
+	got, err := readAll(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, f.want) {
+		t.Fatalf("raw bytes differ from the original: %s", firstDiff(got, f.want))
+	}
+	return s
+}
+
 func TestOpenEveryFormat(t *testing.T) {
 	needQemuImg(t)
 	_, list := fixtures(t)
 	for _, f := range list {
 		t.Run(f.name, func(t *testing.T) {
-			s, err := Open(t.Context(), f.path, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			if s.Format != f.format || !strings.Contains(s.Detail, f.detail) {
-				t.Errorf("format %s (%q), want %s (%q)", s.Format, s.Detail, f.format, f.detail)
-			}
+			s := openFixture(t, f.path, Options{}, f)
 			if s.Size != -1 && s.Size != int64(len(f.want)) {
 				t.Errorf("Size %d, want %d", s.Size, len(f.want))
-			}
-			got, err := readAll(t, s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, f.want) {
-				t.Fatalf("raw bytes differ from the original: %s", firstDiff(got, f.want))
 			}
 			done, total := s.Progress()
 			if total >= 0 && done != total {
@@ -75,20 +83,10 @@ func TestOpenEveryFormat(t *testing.T) {
 // TestRefused: what must fail, fails loudly with the reason, and never yields an image.
 func TestRefused(t *testing.T) {
 	needQemuImg(t)
-	raw, list := fixtures(t)
+	raw, _ := fixtures(t)
 	dir := t.TempDir()
 	path := func(name string) string { return filepath.Join(dir, name) }
-	byName := map[string]fixture{}
-	for _, f := range list {
-		byName[f.name] = f
-	}
-	read := func(name string) []byte {
-		b, err := os.ReadFile(byName[name].path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	read := func(name string) []byte { return fixtureBytes(t, name) }
 	write := func(name string, b []byte) string {
 		if err := os.WriteFile(path(name), b, 0o644); err != nil {
 			t.Fatal(err)
@@ -108,7 +106,7 @@ func TestRefused(t *testing.T) {
 	badSum[len(badSum)-vhdFooterLen+50] ^= 1
 	// A differencing VHDX: HasParent in the file parameters of the dynamic fixture.
 	vhdxDiff := read("dynamic-1m.vhdx")
-	vhdxPatchParams(t, vhdxDiff, func(flags []byte) { flags[0] |= 2 })
+	vhdxItem(t, vhdxDiff, metaFileParameters)[4] |= 2 // BlockSize (4 bytes), then the flags
 	// A VHDX with a log to replay: a LogGuid in both headers, their checksums fixed.
 	vhdxLog := read("dynamic-1m.vhdx")
 	for _, off := range []int{64 << 10, 128 << 10} {
@@ -120,7 +118,7 @@ func TestRefused(t *testing.T) {
 	// A fixed VHD inside gzip.
 	vhdGz := gzipBytes(read("fixed.vhd"))
 
-	if err := run(dir, "qemu-img", "create", "-q", "-f", "qcow2", "-b", byName["v3.qcow2"].path, "-F", "qcow2", path("child.qcow2")); err != nil {
+	if err := run(dir, "qemu-img", "create", "-q", "-f", "qcow2", "-b", fixtureNamed(t, "v3.qcow2").path, "-F", "qcow2", path("child.qcow2")); err != nil {
 		t.Fatal(err)
 	}
 	// crypt_method 2 (LUKS) in the header: qemu-img's own LUKS images take seconds to make (key
@@ -162,29 +160,6 @@ func TestRefused(t *testing.T) {
 			}
 		})
 	}
-}
-
-// vhdxPatchParams finds the File Parameters metadata item of a VHDX (region table at 192 KiB,
-// metadata table, item) and lets patch change its flags word.
-func vhdxPatchParams(t *testing.T, b []byte, patch func(flags []byte)) {
-	t.Helper()
-	le := binary.LittleEndian
-	rt := b[192<<10:]
-	for i := range int(le.Uint32(rt[8:])) {
-		e := rt[16+32*i:]
-		if [16]byte(e[:16]) != regionMetadata {
-			continue
-		}
-		meta := b[le.Uint64(e[16:]):]
-		for j := range int(le.Uint16(meta[10:])) {
-			me := meta[32+32*j:]
-			if [16]byte(me[:16]) == metaFileParameters {
-				patch(meta[le.Uint32(me[16:])+4:])
-				return
-			}
-		}
-	}
-	t.Fatal("no file parameters item")
 }
 
 // TestTruncated: a cut input is an error that names an offset, never a short image. (A cut

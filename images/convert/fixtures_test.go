@@ -166,6 +166,29 @@ func fixtures(t testing.TB) (raw []byte, list []fixture) {
 	return fixRaw, fixList
 }
 
+// fixtureNamed returns the fixture called name.
+func fixtureNamed(t testing.TB, name string) fixture {
+	t.Helper()
+	_, list := fixtures(t)
+	for _, f := range list {
+		if f.name == name {
+			return f
+		}
+	}
+	t.Fatalf("no fixture %q", name)
+	return fixture{}
+}
+
+// fixtureBytes returns the file of the fixture called name: a copy, to change at will.
+func fixtureBytes(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(fixtureNamed(t, name).path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if fixDir != "" {

@@ -133,16 +133,7 @@ func TestQcow2V2ZeroFlag(t *testing.T) {
 // the first would ignore a log that only the second names.
 func TestVHDXSameSequence(t *testing.T) {
 	needQemuImg(t)
-	_, list := fixtures(t)
-	var orig []byte
-	for _, f := range list {
-		if f.name == "dynamic-1m.vhdx" {
-			var err error
-			if orig, err = os.ReadFile(f.path); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	orig := fixtureBytes(t, "dynamic-1m.vhdx")
 	h1, h2 := 64<<10, 128<<10
 	seal := func(h []byte) {
 		binary.LittleEndian.PutUint32(h[4:], 0)
@@ -265,16 +256,7 @@ func vhdxRegion(t *testing.T, b []byte, id [16]byte) (offset, length int64) {
 // read the file's own tables as disk data; QEMU refuses the file at open, this at the block.
 func TestVHDXBlockOverlaps(t *testing.T) {
 	needQemuImg(t)
-	_, list := fixtures(t)
-	var orig []byte
-	for _, f := range list {
-		if f.name == "dynamic-1m.vhdx" {
-			var err error
-			if orig, err = os.ReadFile(f.path); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	orig := fixtureBytes(t, "dynamic-1m.vhdx")
 	le := binary.LittleEndian
 	batOff, _ := vhdxRegion(t, orig, regionBAT)
 	metaOff, _ := vhdxRegion(t, orig, regionMetadata)
@@ -344,16 +326,7 @@ func TestVHDCurrentSize(t *testing.T) {
 // (two BATs, two sizes); MS-VHDX wants each unique, QEMU refuses the file, and so does this.
 func TestVHDXDuplicates(t *testing.T) {
 	needQemuImg(t)
-	_, list := fixtures(t)
-	var orig []byte
-	for _, f := range list {
-		if f.name == "dynamic-1m.vhdx" {
-			var err error
-			if orig, err = os.ReadFile(f.path); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	orig := fixtureBytes(t, "dynamic-1m.vhdx")
 	le := binary.LittleEndian
 	// A third region entry: the BAT again, placed on the metadata region.
 	twoBATs := bytes.Clone(orig)

@@ -135,17 +135,26 @@ func (b *httpBackend) get(off, n int64) (*http.Response, error) {
 	return resp, nil
 }
 
+// status checks that resp answered want, and closes it if not. A 412 is If-Match refused: the
+// object changed since it was opened. what names the request in the error.
+func (b *httpBackend) status(resp *http.Response, want int, what string) error {
+	if resp.StatusCode == want {
+		return nil
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusPreconditionFailed {
+		return fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.shown, b.etag)
+	}
+	return fmt.Errorf("convert: %s: %s", what, resp.Status)
+}
+
 func (b *httpBackend) openRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	resp, err := b.get(off, n)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusPartialContent {
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusPreconditionFailed {
-			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.shown, b.etag)
-		}
-		return nil, fmt.Errorf("convert: GET %s bytes %d-%d: %s", b.shown, off, off+n-1, resp.Status)
+	if err := b.status(resp, http.StatusPartialContent, fmt.Sprintf("GET %s bytes %d-%d", b.shown, off, off+n-1)); err != nil {
+		return nil, err
 	}
 	if start, _, err := contentRange(resp.Header.Get("Content-Range")); err != nil || start != off {
 		resp.Body.Close()
@@ -182,12 +191,8 @@ func (b *httpBackend) stream() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusPreconditionFailed {
-			return nil, fmt.Errorf("%w: %s changed while being read (ETag is no longer %s)", ErrCorrupt, b.shown, b.etag)
-		}
-		return nil, fmt.Errorf("convert: GET %s: %s", b.shown, resp.Status)
+	if err := b.status(resp, http.StatusOK, "GET "+b.shown); err != nil {
+		return nil, err
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != b.n {
 		resp.Body.Close()

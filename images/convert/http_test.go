@@ -76,21 +76,7 @@ func TestHTTP(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := byName[name]
 			fs.requests.Store(0)
-			s, err := Open(t.Context(), srv.URL+"/"+path.Base(f.path), Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			if s.Format != f.format {
-				t.Errorf("format %s, want %s", s.Format, f.format)
-			}
-			got, err := readAll(t, s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, f.want) {
-				t.Fatalf("raw bytes differ: %s", firstDiff(got, f.want))
-			}
+			openFixture(t, srv.URL+"/"+path.Base(f.path), Options{}, f)
 			// Read-ahead windows and large data reads: a few requests per MiB at most, not one
 			// per cluster (this image has ~100 64 KiB clusters).
 			if n := fs.requests.Load(); n > 20 {

@@ -117,13 +117,7 @@ func TestImportTruncated(t *testing.T) {
 // TestImportCancelled: cancelling mid-import over HTTP stops it and leaves nothing.
 func TestImportCancelled(t *testing.T) {
 	needQemuImg(t)
-	_, list := fixtures(t)
-	var qcow []byte
-	for _, f := range list {
-		if f.name == "v3.qcow2" {
-			qcow, _ = os.ReadFile(f.path)
-		}
-	}
+	qcow := fixtureBytes(t, "v3.qcow2")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var served int

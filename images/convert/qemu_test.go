@@ -186,24 +186,18 @@ func qemuRawDigest(t *testing.T, dir, driver, path string) digest {
 	return digest{fmt.Sprintf("%x", h.Sum(nil)), n}
 }
 
-// vhdxItem returns the bytes of a VHDX's metadata item (its region table at 192 KiB, then the
-// metadata table) to patch in place.
+// vhdxItem returns the bytes of a VHDX's metadata item (in the metadata region, its table) to
+// patch in place.
 func vhdxItem(t *testing.T, b []byte, id [16]byte) []byte {
 	t.Helper()
 	le := binary.LittleEndian
-	rt := b[192<<10:]
-	for i := range int(le.Uint32(rt[8:])) {
-		e := rt[16+32*i:]
-		if [16]byte(e[:16]) != regionMetadata {
-			continue
-		}
-		meta := b[le.Uint64(e[16:]):]
-		for j := range int(le.Uint16(meta[10:])) {
-			me := meta[32+32*j:]
-			if [16]byte(me[:16]) == id {
-				off, n := le.Uint32(me[16:]), le.Uint32(me[20:])
-				return meta[off : off+n]
-			}
+	off, _ := vhdxRegion(t, b, regionMetadata)
+	meta := b[off:]
+	for j := range int(le.Uint16(meta[10:])) {
+		me := meta[32+32*j:]
+		if [16]byte(me[:16]) == id {
+			off, n := le.Uint32(me[16:]), le.Uint32(me[20:])
+			return meta[off : off+n]
 		}
 	}
 	t.Fatalf("no metadata item %x", id)

@@ -97,21 +97,7 @@ func TestS3(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := byName[name]
 			fake.gets.Store(0)
-			s, err := Open(t.Context(), "s3://images/win/"+filepath.Base(f.path), opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			if s.Format != f.format {
-				t.Errorf("format %s, want %s", s.Format, f.format)
-			}
-			got, err := readAll(t, s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, f.want) {
-				t.Fatalf("raw bytes differ: %s", firstDiff(got, f.want))
-			}
+			openFixture(t, "s3://images/win/"+filepath.Base(f.path), opt, f)
 			if n := fake.gets.Load(); n > 20 {
 				t.Errorf("%d GetObject requests", n)
 			}

@@ -14,28 +14,32 @@ import (
 // the serial console for it: keep it stable.
 const Prefix = "imaged agent: "
 
-// console writes milestone lines, each starting with prefix (Prefix unless an init Mode or
-// ConfigureNIC's caller says otherwise).
-type console struct {
+// Console writes milestone lines, each starting with a prefix: Prefix for the agent, its own for
+// an init Mode, which prints its own milestones through a Console too (the lab's os mode does).
+// It is safe for concurrent use.
+type Console struct {
 	mu     sync.Mutex
 	w      io.Writer
 	prefix string
 }
 
-func newConsole(w io.Writer) *console {
+// NewConsole returns a Console that writes to w (os.Stdout if nil).
+func NewConsole(w io.Writer, prefix string) *Console {
 	if w == nil {
 		w = os.Stdout
 	}
-	return &console{w: w, prefix: Prefix}
+	return &Console{w: w, prefix: prefix}
 }
 
-func (c *console) say(format string, args ...any) {
+// Say writes one milestone line.
+func (c *Console) Say(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fmt.Fprintf(c.w, c.prefix+format+"\n", args...)
 }
 
-func (c *console) setPrefix(p string) {
+// SetPrefix changes the prefix of the lines that follow.
+func (c *Console) SetPrefix(p string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.prefix = p

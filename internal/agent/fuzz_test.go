@@ -47,7 +47,7 @@ func fuzzWorker(t *testing.T, fake http.HandlerFunc) *worker {
 	cfg := &Config{Server: u, Token: "tok-secret", MAC: mac, SysBlock: t.TempDir(), DevDir: t.TempDir(), PlanPoll: time.Second}
 	cfg.setDefaults()
 	var con bytes.Buffer
-	return &worker{cfg: cfg, client: strictClient(fake), session: "sess-secret", con: newConsole(&con), log: discardLog()}
+	return &worker{cfg: cfg, client: strictClient(fake), session: "sess-secret", con: NewConsole(&con, Prefix), log: discardLog()}
 }
 
 // tokenWatch fails the test when the agent's session token goes anywhere but the server that

@@ -32,13 +32,13 @@ func RunInit(ctx context.Context, log *slog.Logger, modes ...Mode) error {
 	if os.Getpid() != 1 {
 		return errors.New("agent: RunInit must run as PID 1 (the initramfs /init); use Run otherwise")
 	}
-	con := newConsole(os.Stdout)
+	con := NewConsole(os.Stdout, Prefix)
 	err := runInit(ctx, con, log, modes)
 	holdForever(con, err)
 	return err // not reached
 }
 
-func runInit(ctx context.Context, con *console, log *slog.Logger, modes []Mode) (err error) {
+func runInit(ctx context.Context, con *Console, log *slog.Logger, modes []Mode) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("agent: panic: %v\n%s", p, debug.Stack())
@@ -53,14 +53,14 @@ func runInit(ctx context.Context, con *console, log *slog.Logger, modes []Mode) 
 	)
 	if cerr == nil {
 		if mode, modeErr = pickMode(string(cmdline), modes); mode != nil {
-			con.setPrefix("imaged " + mode.Name + ": ")
+			con.SetPrefix("imaged " + mode.Name + ": ")
 		}
 	}
 	level := new(slog.LevelVar) // Info until the command line says imaged.debug=1
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 	}
-	con.say("starting %s as /init (kernel up %.2fs)", buildVersion(), uptime().Seconds())
+	con.Say("starting %s as /init (kernel up %.2fs)", buildVersion(), uptime().Seconds())
 	if mountErr != nil {
 		// Loud, but go on: a missing /tmp should not stop a reimage.
 		log.Error("mounting the basic filesystems", "err", mountErr)
@@ -94,7 +94,7 @@ func runInit(ctx context.Context, con *console, log *slog.Logger, modes []Mode) 
 }
 
 // runMode finishes the early init for a Mode other than the agent and runs it.
-func runMode(ctx context.Context, con *console, log *slog.Logger, level *slog.LevelVar, mode Mode, cmdline string) error {
+func runMode(ctx context.Context, con *Console, log *slog.Logger, level *slog.LevelVar, mode Mode, cmdline string) error {
 	modules, debug, err := initFlags(cmdline)
 	if err != nil {
 		return err
@@ -111,13 +111,13 @@ func runMode(ctx context.Context, con *console, log *slog.Logger, level *slog.Le
 	return mode.Run(ctx, cmdline, log)
 }
 
-func loadModulesSay(con *console, log *slog.Logger) error {
+func loadModulesSay(con *Console, log *slog.Logger) error {
 	start := time.Now()
 	loaded, total, err := loadModules("/modules.order", "/lib/modules", log)
 	if err != nil {
 		return err
 	}
-	con.say("modules loaded: %d of %d in %.2fs", loaded, total, time.Since(start).Seconds())
+	con.Say("modules loaded: %d of %d in %.2fs", loaded, total, time.Since(start).Seconds())
 	return nil
 }
 
@@ -237,13 +237,13 @@ func reapChildren(log *slog.Logger) {
 // few minutes for whoever attaches to the console later. It sleeps rather than blocking in an
 // empty select{}, which the Go runtime may call a deadlock, and exit, once no other goroutine
 // can run.
-func holdForever(con *console, err error) {
+func holdForever(con *Console, err error) {
 	if err == nil {
 		err = errors.New("agent: stopped")
 	}
 	for {
-		con.say("FATAL: %v", err)
-		con.say("the machine stays up so this can be read; power-cycle it or start a new reimage")
+		con.Say("FATAL: %v", err)
+		con.Say("the machine stays up so this can be read; power-cycle it or start a new reimage")
 		time.Sleep(5 * time.Minute)
 	}
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +23,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	con := newConsole(cfg.Console)
+	con := NewConsole(cfg.Console, Prefix)
 	log = log.With("mac", cfg.MAC.String())
 	l, err := bringUp(ctx, &cfg, con, log)
 	if err != nil {
@@ -32,7 +33,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	url := cfg.Server.JoinPath(HelloPath).String()
 	client := cfg.apiClient()
-	con.say("hello sent to %s", url)
+	con.Say("hello sent to %s", url)
 	res, err := sendHello(ctx, client, url, func() HelloRequest {
 		return HelloRequest{
 			MAC:           cfg.MAC.String(),
@@ -51,18 +52,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	if reply.Session == "" {
 		// A discovery boot (a MAC imaged does not know): there is no work for it.
-		con.say("hello accepted as a discovery boot: this machine is not in imaged's inventory; nothing to do")
+		con.Say("hello accepted as a discovery boot: this machine is not in imaged's inventory; nothing to do")
 		<-ctx.Done()
 		return nil
 	}
-	con.say("hello accepted (machine %s); asking for work", reply.MachineID)
+	con.Say("hello accepted (machine %s); asking for work", reply.MachineID)
 	return (&worker{cfg: &cfg, client: client, session: reply.Session, con: con, log: log}).loop(ctx)
 }
 
 // bringUp waits for the NIC with cfg.MAC, brings it up, gets a DHCP lease and configures the
 // address, the routes and resolv.conf: everything the agent does before hello.
-func bringUp(ctx context.Context, cfg *Config, con *console, log *slog.Logger) (Link, error) {
-	con.say("waiting for the interface with MAC %s", cfg.MAC)
+func bringUp(ctx context.Context, cfg *Config, con *Console, log *slog.Logger) (Link, error) {
+	con.Say("waiting for the interface with MAC %s", cfg.MAC)
 	ifc, err := waitInterface(ctx, cfg.MAC, cfg.LinkTimeout)
 	if err != nil {
 		return Link{}, err
@@ -81,9 +82,9 @@ func bringUp(ctx context.Context, cfg *Config, con *console, log *slog.Logger) (
 	start := time.Now()
 	if err := ctl.waitCarrier(ctx, ifc.Name, cfg.CarrierTimeout); err != nil {
 		// DHCP may still work (some drivers report carrier late); it has its own timeout.
-		con.say("%s %s: %v; trying DHCP anyway", ifc.Name, cfg.MAC, err)
+		con.Say("%s %s: %v; trying DHCP anyway", ifc.Name, cfg.MAC, err)
 	} else {
-		con.say("%s %s link up (carrier after %.1fs)", ifc.Name, cfg.MAC, time.Since(start).Seconds())
+		con.Say("%s %s link up (carrier after %.1fs)", ifc.Name, cfg.MAC, time.Since(start).Seconds())
 	}
 
 	l, err := requestLease(ctx, ifc.Name, cfg.MAC, cfg, log)
@@ -103,7 +104,7 @@ func bringUp(ctx context.Context, cfg *Config, con *console, log *slog.Logger) (
 	if g := l.defaultGateway(); g.IsValid() {
 		gw = g.String()
 	}
-	con.say("%s %s DHCP %s gateway %s server %s lease %v", ifc.Name, cfg.MAC, l.Addr, gw, l.ServerID, l.Duration)
+	con.Say("%s %s DHCP %s gateway %s server %s lease %v", ifc.Name, cfg.MAC, l.Addr, gw, l.ServerID, l.Duration)
 	if l.MaskGuessed {
 		log.Warn("DHCP server sent no subnet mask (option 1); using the classful default", "addr", l.Addr)
 	}
@@ -126,9 +127,6 @@ func ConfigureNIC(ctx context.Context, n NIC, log *slog.Logger) (Link, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	con := newConsole(cfg.Console)
-	if n.Prefix != "" {
-		con.setPrefix(n.Prefix)
-	}
+	con := NewConsole(cfg.Console, cmp.Or(n.Prefix, Prefix))
 	return bringUp(ctx, &cfg, con, log.With("mac", n.MAC.String()))
 }

@@ -27,7 +27,7 @@ type worker struct {
 	cfg     *Config
 	client  *http.Client // for the agent API
 	session string       // the hello's session token: the bearer of every later request
-	con     *console
+	con     *Console
 	log     *slog.Logger
 }
 
@@ -114,7 +114,7 @@ func (w *worker) loop(ctx context.Context) error {
 			return nil
 		case !waiting:
 			waiting = true
-			w.con.say("no image assigned; waiting for work")
+			w.con.Say("no image assigned; waiting for work")
 		}
 		select {
 		case <-ctx.Done():
@@ -139,14 +139,14 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 			b := int(ce.Block)
 			res.FailedBlock = &b
 		}
-		w.con.say("WRITE FAILED: %v", err)
-		w.con.say("the disk must not be booted; this machine stays up for inspection")
+		w.con.Say("WRITE FAILED: %v", err)
+		w.con.Say("the disk must not be booted; this machine stays up for inspection")
 		if dev != nil {
 			dev.Close()
 		}
 		return res, nil, nil
 	}
-	w.con.say("plan: write %s (%s, %d bytes)", img.Ref, img.Digest, img.Size)
+	w.con.Say("plan: write %s (%s, %d bytes)", img.Ref, img.Digest, img.Size)
 	m, mh, err := w.fetchManifest(ctx, img.ManifestURL)
 	if err != nil {
 		return fail(err)
@@ -177,7 +177,7 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 	if err != nil {
 		return fail(fmt.Errorf("agent: blob URL %q: %w", img.BlobURL, err))
 	}
-	w.con.say("writing %s onto %s (%d bytes, serial %q)", img.Ref, path, disk.Size, disk.Serial)
+	w.con.Say("writing %s onto %s (%d bytes, serial %q)", img.Ref, path, disk.Size, disk.Serial)
 	prog := w.startProgress(ctx, img.Digest, m.Size)
 	r, err := blockcopy.Copy(ctx, f, &blockcopy.HTTPSource{URL: blobURL, ETag: `"` + img.Digest + `"`, Client: w.cfg.BlobClient()}, m,
 		// 8 retries per block, backing off to 10 s: a block survives about 35 s of the server
@@ -191,7 +191,7 @@ func (w *worker) write(ctx context.Context, p *agentapi.Plan) (res agentapi.Resu
 	if err != nil {
 		return fail(err)
 	}
-	w.con.say("wrote and verified %s on %s: %d bytes fetched, %d written, %d zero, %d blocks verified, %d read back, %.1f s (%.0f MB/s)",
+	w.con.Say("wrote and verified %s on %s: %d bytes fetched, %d written, %d zero, %d blocks verified, %d read back, %.1f s (%.0f MB/s)",
 		img.Ref, path, r.BytesFetched, r.BytesWritten, r.BytesZeroed+r.BytesSkippedZero, res.BlocksVerified, r.BlocksReadBack,
 		r.Duration.Seconds(), float64(r.BytesWritten)/r.Duration.Seconds()/1e6)
 	return res, f, m
@@ -324,9 +324,9 @@ func (w *worker) report(ctx context.Context, res agentapi.Result, disk *os.File,
 		switch {
 		case err == nil:
 			if reply.Accepted {
-				w.con.say("result accepted by the server: %s is verified on this machine; waiting", res.Digest)
+				w.con.Say("result accepted by the server: %s is verified on this machine; waiting", res.Digest)
 			} else {
-				w.con.say("result reported (failed write); waiting")
+				w.con.Say("result reported (failed write); waiting")
 			}
 			return
 		case errors.As(err, &se) && se.code == http.StatusConflict && se.field == "challenge" && proofs < proofAttempts:
@@ -336,7 +336,7 @@ func (w *worker) report(ctx context.Context, res agentapi.Result, disk *os.File,
 			w.log.Warn("challenge no longer outstanding; asking for a new one", "err", err)
 			continue
 		case errors.As(err, &se) && se.code/100 == 4 && se.code != 408 && se.code != 429:
-			w.con.say("RESULT REFUSED by the server: %v", err)
+			w.con.Say("RESULT REFUSED by the server: %v", err)
 			return
 		case ctx.Err() != nil:
 			return
@@ -381,6 +381,6 @@ func (w *worker) prove(ctx context.Context, disk *os.File, m *images.Manifest, d
 		}
 		p.MACs[i] = hex.EncodeToString(agentapi.ProofMAC(nonce, digest, b, buf[:n]))
 	}
-	w.con.say("proof of possession: %d blocks read back from the disk for the server's challenge", len(c.Blocks))
+	w.con.Say("proof of possession: %d blocks read back from the disk for the server's challenge", len(c.Blocks))
 	return p, nil
 }

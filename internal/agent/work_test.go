@@ -137,7 +137,7 @@ func runWorker(t *testing.T, srv *fakeServer, disk string) {
 	cfg := Config{Server: u, Token: "tok", MAC: mac, SysBlock: block, DevDir: dir}
 	cfg.setDefaults()
 	var console bytes.Buffer
-	w := &worker{cfg: &cfg, client: http.DefaultClient, session: "sess", con: newConsole(&console), log: nil}
+	w := &worker{cfg: &cfg, client: http.DefaultClient, session: "sess", con: NewConsole(&console, Prefix), log: nil}
 	w.log = discardLog()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)

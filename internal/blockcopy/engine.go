@@ -54,6 +54,21 @@ func (j *job) span(c *copier, lo, hi int) int64 {
 	return c.m.Offset(j.first+hi-1) + c.m.Len(j.first+hi-1) - c.m.Offset(j.first+lo)
 }
 
+// toHash hands block k, now in state st (its bytes in the buffer), to the hashers; j.wg counts
+// it until it is hashed. If ctx ends first the block is stTodo again and toHash returns false.
+func (j *job) toHash(ctx context.Context, k int, st blockState, hashq chan<- hashTask) bool {
+	j.state[k] = st
+	j.wg.Add(1)
+	select {
+	case hashq <- hashTask{j, k}:
+		return true
+	case <-ctx.Done():
+		j.state[k] = stTodo
+		j.wg.Done()
+		return false
+	}
+}
+
 type hashTask struct {
 	j *job
 	k int
@@ -211,14 +226,7 @@ func (c *copier) compare(ctx context.Context, j *job, hashq chan<- hashTask) err
 		if int64(k)*images.BlockSize+c.m.Len(j.first+k) > int64(got) {
 			break // past the target's end: differs
 		}
-		j.state[k] = stTarget
-		j.wg.Add(1)
-		select {
-		case hashq <- hashTask{j, k}:
-		case <-ctx.Done():
-			j.state[k] = stTodo
-			j.wg.Done()
-		}
+		j.toHash(ctx, k, stTarget, hashq)
 	}
 	j.wg.Wait()
 	return nil
@@ -263,13 +271,7 @@ func (c *copier) fetchRange(ctx context.Context, j *job, lo, hi int, hashq chan<
 		if err != nil {
 			return err
 		}
-		j.state[k] = stFetched
-		j.wg.Add(1)
-		select {
-		case hashq <- hashTask{j, k}:
-		case <-ctx.Done():
-			j.state[k] = stTodo
-			j.wg.Done()
+		if !j.toHash(ctx, k, stFetched, hashq) {
 			return ctx.Err()
 		}
 	}

@@ -61,27 +61,24 @@ func (m *Manager) drive(ctx context.Context, e *entry) {
 	}
 }
 
+// phaseRun is the method that runs each phase (phases.go): it acts, waits, and says how the
+// phase ended.
+var phaseRun = map[Phase]func(m *Manager, ctx context.Context, e *entry, j Job) verdict{
+	PhaseFencing:    (*Manager).fencing,
+	PhaseBootSet:    (*Manager).bootSet,
+	PhasePoweringOn: (*Manager).poweringOn,
+	PhaseNetbooting: (*Manager).netbooting,
+	PhaseWriting:    (*Manager).writing,
+	PhaseVerifying:  (*Manager).verifying,
+	PhaseRebooting:  (*Manager).rebooting,
+	PhaseBootingOS:  (*Manager).bootingOS,
+	PhaseReady:      (*Manager).ready,
+}
+
 // phase runs the current phase of j. ctx carries the phase's deadline.
 func (m *Manager) phase(ctx context.Context, e *entry, j Job) verdict {
-	switch j.Phase {
-	case PhaseFencing:
-		return m.fencing(ctx, e, j)
-	case PhaseBootSet:
-		return m.bootSet(ctx, e, j)
-	case PhasePoweringOn:
-		return m.poweringOn(ctx, e, j)
-	case PhaseNetbooting:
-		return m.netbooting(ctx, e, j)
-	case PhaseWriting:
-		return m.writing(ctx, e, j)
-	case PhaseVerifying:
-		return m.verifying(ctx, e, j)
-	case PhaseRebooting:
-		return m.rebooting(ctx, e, j)
-	case PhaseBootingOS:
-		return m.bootingOS(ctx, e, j)
-	case PhaseReady:
-		return m.ready(ctx, e, j)
+	if run, ok := phaseRun[j.Phase]; ok {
+		return run(m, ctx, e, j)
 	}
 	return verdict{fail: fmt.Sprintf("a %s job cannot be in phase %q (a record from another version of imaged?)", j.Kind, j.Phase)}
 }

@@ -313,32 +313,27 @@ func (c *Chassis) bmcReady() func() error {
 		if err != nil {
 			return err
 		}
-		resp, err := hc.Get(c.BMCURL + "/redfish/v1/")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("%s", resp.Status)
-		}
-		return nil
+		return getOK(hc, c.BMCURL+"/redfish/v1/")
 	}
 }
 
 // daemonReady answers whether imaged serves /healthz.
 func (c *Chassis) daemonReady() func() error {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: Dialer(c.Network().Srv())}}
-	return func() error {
-		resp, err := hc.Get(BaseURL() + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("%s", resp.Status)
-		}
-		return nil
+	return func() error { return getOK(hc, BaseURL()+"/healthz") }
+}
+
+// getOK is a readiness check: a GET of url through hc answers 200.
+func getOK(hc *http.Client, url string) error {
+	resp, err := hc.Get(url)
+	if err != nil {
+		return err
 	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
 }
 
 // wait polls ready for 30 s while pid lives.

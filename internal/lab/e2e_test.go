@@ -129,6 +129,22 @@ func tail(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// boot powers b on; if the test fails, the end of its console is in the test's log.
+func boot(ctx context.Context, t *testing.T, l *lab.Lab, b lab.Blade) *lab.Running {
+	t.Helper()
+	vm, err := l.Boot(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			console, _ := os.ReadFile(vm.LogPath())
+			t.Logf("--- console of %s (last 40 lines)\n%s", b.ID, tail(console, 40))
+		}
+	})
+	return vm
+}
+
 // netboot powers b on, waits for its agent's hello, and returns the VM and imaged's events.
 func netboot(t *testing.T, l *lab.Lab, b lab.Blade, timeout time.Duration) (*lab.Running, machines.Machine, []machines.Event) {
 	t.Helper()
@@ -136,17 +152,8 @@ func netboot(t *testing.T, l *lab.Lab, b lab.Blade, timeout time.Duration) (*lab
 	defer func() { <-vmSlots }()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	vm, err := l.Boot(ctx, b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	vm := boot(ctx, t, l, b)
 	defer vm.Stop()
-	t.Cleanup(func() {
-		if t.Failed() {
-			console, _ := os.ReadFile(vm.LogPath())
-			t.Logf("--- console of %s (last 40 lines)\n%s", b.ID, tail(console, 40))
-		}
-	})
 	m, err := l.WaitHello(ctx, b.ID, vm.Started(), vm)
 	if err != nil {
 		t.Fatal(err)

@@ -154,17 +154,8 @@ func TestNetbootUEFIiPXEHTTPS(t *testing.T) {
 		defer func() { <-vmSlots }()
 		ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 		defer cancel()
-		vm, err := l.Boot(ctx, impostor)
-		if err != nil {
-			t.Fatal(err)
-		}
+		vm := boot(ctx, t, l, impostor)
 		defer vm.Stop()
-		t.Cleanup(func() {
-			if t.Failed() {
-				console, _ := os.ReadFile(vm.LogPath())
-				t.Logf("--- console of %s (last 40 lines)\n%s", impostor.ID, tail(console, 40))
-			}
-		})
 		// iPXE names the URL and the reason. 0216eb8f is EACCES (0x02) raised in x509.c
 		// (ERRFILE 0x16e000) with disambiguator 0x0b, "No usable certificates":
 		// x509_validate_chain found no certificate in the server's chain that is trusted, the

@@ -41,7 +41,7 @@ func TestPowerVMThroughRedfish(t *testing.T) {
 		}
 		if t.Failed() || testing.Verbose() {
 			console, _ := os.ReadFile(pv.ConsolePath())
-			t.Logf("--- console (last 40 lines)\n%s", lastLines(string(console), 40))
+			t.Logf("--- console (last 40 lines)\n%s", tail(console, 40))
 		}
 	})
 	bmc := startBMC(t, pv)
@@ -280,12 +280,4 @@ func waitUntil(t *testing.T, ctx context.Context, cond func() bool) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

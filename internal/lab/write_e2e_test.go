@@ -118,17 +118,8 @@ func writeAndWait(t *testing.T, l *lab.Lab, b lab.Blade, done string) (*lab.Runn
 	defer func() { <-vmSlots }()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	vm, err := l.Boot(ctx, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		vm.Stop()
-		if t.Failed() {
-			console, _ := os.ReadFile(vm.LogPath())
-			t.Logf("--- console of %s (last 40 lines)\n%s", b.ID, tail(console, 40))
-		}
-	})
+	vm := boot(ctx, t, l, b)
+	t.Cleanup(vm.Stop) // before boot's look at the console: cleanups run last first
 	line, err := vm.WaitFor(ctx, regexp.MustCompile(done))
 	if err != nil {
 		t.Fatal(err)

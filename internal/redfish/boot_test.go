@@ -6,6 +6,8 @@ import (
 	"testing"
 	"testing/synctest"
 
+	"github.com/stmcginnis/gofish/schemas"
+
 	"github.com/imaged/imaged/internal/power"
 )
 
@@ -170,4 +172,24 @@ func TestNoIfMatchOnActions(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBootSourceBothWays: every BootTarget maps onto its Redfish BootSource and back, and a
+// source with no BootTarget keeps its name.
+func TestBootSourceBothWays(t *testing.T) {
+	want := map[power.BootTarget]schemas.BootSource{power.Pxe: "Pxe", power.UefiHttp: "UefiHttp", power.Disk: "Hdd", power.None: "None"}
+	for _, bt := range power.BootTargets {
+		if got := bootSource(bt); got != want[bt] {
+			t.Errorf("bootSource(%s) = %q, want %q", bt, got, want[bt])
+		}
+		if got := bootTarget(want[bt]); got != bt {
+			t.Errorf("bootTarget(%q) = %s, want %s", want[bt], got, bt)
+		}
+	}
+	if got := bootTarget(""); got != power.None {
+		t.Errorf(`bootTarget("") = %s, want none`, got)
+	}
+	if got := bootTarget("Cd"); got != "cd" {
+		t.Errorf(`bootTarget("Cd") = %s, want cd`, got)
+	}
 }

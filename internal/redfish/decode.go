@@ -254,29 +254,38 @@ func powerState(s schemas.PowerState) power.State {
 	return power.Unknown
 }
 
-// bootSource maps a BootTarget onto the Redfish BootSource, and back.
+// bootSources pairs each BootTarget with its Redfish BootSource; bootSource and bootTarget read
+// the one table both ways.
+var bootSources = []struct {
+	target power.BootTarget
+	source schemas.BootSource
+}{
+	{power.Pxe, schemas.PxeBootSource},
+	{power.UefiHttp, schemas.UefiHTTPBootSource},
+	{power.Disk, schemas.HddBootSource},
+	{power.None, schemas.NoneBootSource},
+}
+
+// bootSource maps a BootTarget onto the Redfish BootSource (None for a target it does not know).
 func bootSource(t power.BootTarget) schemas.BootSource {
-	switch t {
-	case power.Pxe:
-		return schemas.PxeBootSource
-	case power.UefiHttp:
-		return schemas.UefiHTTPBootSource
-	case power.Disk:
-		return schemas.HddBootSource
+	for _, b := range bootSources {
+		if b.target == t {
+			return b.source
+		}
 	}
 	return schemas.NoneBootSource
 }
 
+// bootTarget maps a Redfish BootSource back onto a BootTarget; a source with no BootTarget
+// (Cd, Usb, …) keeps its name, in lower case, and an absent one is None.
 func bootTarget(s schemas.BootSource) power.BootTarget {
-	switch s {
-	case schemas.PxeBootSource:
-		return power.Pxe
-	case schemas.UefiHTTPBootSource:
-		return power.UefiHttp
-	case schemas.HddBootSource:
-		return power.Disk
-	case schemas.NoneBootSource, "":
+	if s == "" {
 		return power.None
+	}
+	for _, b := range bootSources {
+		if b.source == s {
+			return b.target
+		}
 	}
 	return power.BootTarget(strings.ToLower(string(s)))
 }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,35 +34,9 @@ func ids(data [][]byte) []string {
 
 // A file written by the previous schema (2) gains the job buckets, and keeps its machines.
 func TestMigrateSchema2ToJobs(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, m := range migrations[:2] {
-			if err := m(tx); err != nil {
-				return err
-			}
-		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		if err := put(tx, bucketMachines, "m1", machines.Machine{ID: "m1", CurrentImage: digest("a")}); err != nil {
-			return err
-		}
-		return meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, 2))
+	s := openOld(t, 2, func(tx *bolt.Tx) error {
+		return put(tx, bucketMachines, "m1", machines.Machine{ID: "m1", CurrentImage: digest("a")})
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := open(t, path)
-	defer s.Close()
-	if v, _ := s.Version(); v != SchemaVersion {
-		t.Fatalf("version %d after migration, SchemaVersion %d", v, SchemaVersion)
-	}
 	if m, err := s.Machine("m1"); err != nil || m.CurrentImage != digest("a") {
 		t.Errorf("machine after migration: %+v %v", m, err)
 	}
@@ -202,18 +175,8 @@ func TestCheckIns(t *testing.T) {
 // TestMigrateBootEventsApart: schema 3 kept one event log per machine; schema 4 moves its boot
 // events (DHCP, TFTP, scripts, assets) into the boot log and leaves the rest in the audit log.
 func TestMigrateBootEventsApart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	kinds := []string{"dhcp", "job", "tftp", "script", "assign", "http", "hello"}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, m := range migrations[:3] {
-			if err := m(tx); err != nil {
-				return err
-			}
-		}
+	s := openOld(t, 3, func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketEvents).CreateBucket([]byte("m1"))
 		if err != nil {
 			return err
@@ -224,15 +187,8 @@ func TestMigrateBootEventsApart(t *testing.T) {
 				return err
 			}
 		}
-		meta, _ := tx.CreateBucketIfNotExists(bucketMeta)
-		return meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, 3))
+		return nil
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := open(t, path)
-	defer s.Close()
 	ev, err := s.Events("m1", 0)
 	if err != nil || len(ev) != len(kinds) {
 		t.Fatalf("%d events after migration, %v", len(ev), err)

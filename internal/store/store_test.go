@@ -30,6 +30,43 @@ func open(t *testing.T, path string) *Store {
 	return s
 }
 
+// openOld writes a state file as schema version left it (the first version migrations, then
+// what fill adds) and opens it: the store migrates it to SchemaVersion, which the caller checks.
+// The store closes when the test ends.
+func openOld(t *testing.T, version int, fill func(tx *bolt.Tx) error) *Store {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, m := range migrations[:version] {
+			if err := m(tx); err != nil {
+				return err
+			}
+		}
+		if err := fill(tx); err != nil {
+			return err
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		return meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, uint64(version)))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, path)
+	t.Cleanup(func() { s.Close() })
+	if v, err := s.Version(); err != nil || v != SchemaVersion {
+		t.Fatalf("version %d after migration (%v), SchemaVersion %d", v, err, SchemaVersion)
+	}
+	return s
+}
+
 func TestSchemaVersionAndMigration(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
@@ -201,29 +238,10 @@ func TestTokens(t *testing.T) {
 }
 
 func TestMigrationFromVersion1(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
 	// A file as the first release wrote it: schema 1, one machine.
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, _ := tx.CreateBucket(bucketMeta)
-		if err := migrations[0](tx); err != nil {
-			return err
-		}
-		tx.Bucket(bucketMachines).Put([]byte("m1"), []byte(`{"id":"m1","macs":["52:54:00:00:00:01"],"boot":"agent"}`))
-		return meta.Put(keySchema, binary.BigEndian.AppendUint64(nil, 1))
+	s := openOld(t, 1, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMachines).Put([]byte("m1"), []byte(`{"id":"m1","macs":["52:54:00:00:00:01"],"boot":"agent"}`))
 	})
-	db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := open(t, path)
-	defer s.Close()
-	if v, _ := s.Version(); v != SchemaVersion {
-		t.Fatalf("version after migration = %d", v)
-	}
 	if m, err := s.Machine("m1"); err != nil || m.Boot != "agent" {
 		t.Errorf("machine lost in migration: %+v %v", m, err)
 	}

@@ -75,11 +75,16 @@ func newMetrics() *metrics {
 	return m
 }
 
+// collectors are the metrics that register adds and unregister removes.
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.transfers, m.bytes, m.duration, m.inFlight, m.ignored}
+}
+
 func (m *metrics) register(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.transfers, m.bytes, m.duration, m.inFlight, m.ignored} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("tftp: register metrics: %w", err)
 		}
@@ -91,7 +96,7 @@ func (m *metrics) unregister(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.transfers, m.bytes, m.duration, m.inFlight, m.ignored} {
+	for _, c := range m.collectors() {
 		reg.Unregister(c)
 	}
 }

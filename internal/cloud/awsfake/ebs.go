@@ -33,6 +33,15 @@ func snapshotNotFound(id string) *ebsError {
 		fmt.Sprintf("The snapshot '%s' does not exist.", id)}
 }
 
+// ebsSnapshot returns snapshot id, which the EBS direct APIs see only in its own region.
+func (f *Fake) ebsSnapshot(region, id string) (*snapshot, *ebsError) {
+	s, ok := f.snapshots[id]
+	if !ok || s.Region != region {
+		return nil, snapshotNotFound(id)
+	}
+	return s, nil
+}
+
 func writeEBSError(w http.ResponseWriter, e *ebsError) {
 	body := map[string]string{"message": e.msg}
 	if e.reason != "" {
@@ -122,9 +131,8 @@ func (f *Fake) startSnapshot(w http.ResponseWriter, r *http.Request, region stri
 		return validation("INVALID_VOLUME_SIZE", "VolumeSize must be between 1 and %d GiB", maxVolumeSize)
 	}
 	if req.ParentSnapshotID != "" {
-		p, ok := f.snapshots[req.ParentSnapshotID]
-		if !ok || p.Region != region {
-			return snapshotNotFound(req.ParentSnapshotID)
+		if _, e := f.ebsSnapshot(region, req.ParentSnapshotID); e != nil {
+			return e
 		}
 	}
 	// Timeout: "The amount of time (in minutes) after which the snapshot is
@@ -219,9 +227,9 @@ func (f *Fake) putSnapshotBlock(w http.ResponseWriter, r *http.Request, region, 
 	if ft != nil {
 		return ebsFault(ft)
 	}
-	s, ok := f.snapshots[id]
-	if !ok || s.Region != region {
-		return snapshotNotFound(id)
+	s, e := f.ebsSnapshot(region, id)
+	if e != nil {
+		return e
 	}
 	// Per-snapshot request rate (EBS direct API quota: 1,000
 	// PutSnapshotBlock requests per second per snapshot).
@@ -286,9 +294,9 @@ func (f *Fake) completeSnapshot(w http.ResponseWriter, r *http.Request, region, 
 	if ft != nil {
 		return ebsFault(ft)
 	}
-	s, ok := f.snapshots[id]
-	if !ok || s.Region != region {
-		return snapshotNotFound(id)
+	s, e := f.ebsSnapshot(region, id)
+	if e != nil {
+		return e
 	}
 	if s.State != "pending" {
 		return validation("INVALID_SNAPSHOT_ID", "The snapshot '%s' is not in the pending state (state %s).", id, s.State)

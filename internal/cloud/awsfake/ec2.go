@@ -153,6 +153,35 @@ func matchFilters(filters map[string][]string, tags map[string]string, values fu
 	return true
 }
 
+// regional is a snapshot, an image or an instance: each lives in one region and carries tags.
+// Describe* and the inspection methods select them by region.
+type regional interface {
+	regionAndTags() (string, map[string]string)
+}
+
+func (s *snapshot) regionAndTags() (string, map[string]string)  { return s.Region, s.Tags }
+func (im *image) regionAndTags() (string, map[string]string)    { return im.Region, im.Tags }
+func (in *instance) regionAndTags() (string, map[string]string) { return in.Region, in.Tags }
+
+// described returns, by ID, the objects a Describe* request lists: those of the request's
+// region, among ids when it names any, that pass its filters. values gives an object's values
+// for a filter other than the tag filters (nil for a filter the fake does not know).
+func described[T regional](q *ec2Req, objs map[string]T, ids []string, values func(o T, filter string) []string) []T {
+	filters := q.filters()
+	var out []T
+	for _, id := range sortedKeys(objs) {
+		o := objs[id]
+		region, tags := o.regionAndTags()
+		if region != q.region || (len(ids) > 0 && !slices.Contains(ids, id)) {
+			continue
+		}
+		if matchFilters(filters, tags, func(filter string) []string { return values(o, filter) }) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 // xb builds an XML document.
 type xb struct{ strings.Builder }
 

@@ -2,6 +2,7 @@ package awsfake
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,28 +15,21 @@ func (f *Fake) describeSnapshots(q *ec2Req, b *xb) *ec2Error {
 			return ec2Err("InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", id)
 		}
 	}
-	filters := q.filters()
+	values := func(s *snapshot, filter string) []string {
+		switch filter {
+		case "snapshot-id":
+			return []string{s.ID}
+		case "status":
+			return []string{s.State}
+		case "owner-id":
+			return []string{s.OwnerID}
+		case "description":
+			return []string{s.Description}
+		}
+		return nil
+	}
 	b.open("snapshotSet")
-	for _, id := range sortedKeys(f.snapshots) {
-		s := f.snapshots[id]
-		if s.Region != q.region || (len(ids) > 0 && !slices.Contains(ids, id)) {
-			continue
-		}
-		if !matchFilters(filters, s.Tags, func(name string) []string {
-			switch name {
-			case "snapshot-id":
-				return []string{s.ID}
-			case "status":
-				return []string{s.State}
-			case "owner-id":
-				return []string{s.OwnerID}
-			case "description":
-				return []string{s.Description}
-			}
-			return nil
-		}) {
-			continue
-		}
+	for _, s := range described(q, f.snapshots, ids, values) {
 		b.open("item")
 		b.elem("snapshotId", s.ID)
 		b.elem("volumeId", "vol-ffffffff") // EBS direct API snapshots have no source volume
@@ -112,10 +106,8 @@ func (f *Fake) registerImage(q *ec2Req, b *xb) *ec2Error {
 	if e := validAMIName(im.Name); e != nil {
 		return e
 	}
-	for _, other := range f.images {
-		if other.Region == q.region && other.Name == im.Name {
-			return ec2Err("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", im.Name, other.ID)
-		}
+	if e := f.nameFree(q, im.Name); e != nil {
+		return e
 	}
 	if q.get("ImageLocation") != "" {
 		return ec2Err("InvalidParameterCombination", "this fake registers EBS-backed AMIs from snapshots only")
@@ -173,11 +165,7 @@ func (f *Fake) registerImage(q *ec2Req, b *xb) *ec2Error {
 			f.snapshots[m.SnapshotID].Tags[k] = v
 		}
 	}
-	im.ID = f.newID("ami")
-	im.availableAt = q.now.Add(f.opts.ImageAvailableDelay)
-	f.images[im.ID] = im
-	f.advance(q.now)
-	b.elem("imageId", im.ID)
+	f.addImage(q, b, im)
 	return nil
 }
 
@@ -186,6 +174,27 @@ func cmpOr(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// nameFree refuses an AMI name already in use in the request's region: RegisterImage and
+// CopyImage alike.
+func (f *Fake) nameFree(q *ec2Req, name string) *ec2Error {
+	for _, other := range f.images {
+		if other.Region == q.region && other.Name == name {
+			return ec2Err("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, other.ID)
+		}
+	}
+	return nil
+}
+
+// addImage gives a registered or copied AMI its ID, holds it pending for
+// Options.ImageAvailableDelay, and answers with the ID.
+func (f *Fake) addImage(q *ec2Req, b *xb, im *image) {
+	im.ID = f.newID("ami")
+	im.availableAt = q.now.Add(f.opts.ImageAvailableDelay)
+	f.images[im.ID] = im
+	f.advance(q.now)
+	b.elem("imageId", im.ID)
 }
 
 func validAMIName(name string) *ec2Error {
@@ -267,30 +276,23 @@ func (f *Fake) describeImages(q *ec2Req, b *xb) *ec2Error {
 			return ec2Err("InvalidAMIID.NotFound", "The image id '[%s]' does not exist", id)
 		}
 	}
-	filters := q.filters()
+	values := func(im *image, filter string) []string {
+		switch filter {
+		case "image-id":
+			return []string{im.ID}
+		case "name":
+			return []string{im.Name}
+		case "state":
+			return []string{im.State}
+		case "architecture":
+			return []string{im.Architecture}
+		case "owner-id":
+			return []string{im.OwnerID}
+		}
+		return nil
+	}
 	b.open("imagesSet")
-	for _, id := range sortedKeys(f.images) {
-		im := f.images[id]
-		if im.Region != q.region || (len(ids) > 0 && !slices.Contains(ids, id)) {
-			continue
-		}
-		if !matchFilters(filters, im.Tags, func(name string) []string {
-			switch name {
-			case "image-id":
-				return []string{im.ID}
-			case "name":
-				return []string{im.Name}
-			case "state":
-				return []string{im.State}
-			case "architecture":
-				return []string{im.Architecture}
-			case "owner-id":
-				return []string{im.OwnerID}
-			}
-			return nil
-		}) {
-			continue
-		}
+	for _, im := range described(q, f.images, ids, values) {
 		writeImage(b, im)
 	}
 	b.close("imagesSet")
@@ -371,10 +373,8 @@ func (f *Fake) copyImage(q *ec2Req, b *xb) *ec2Error {
 	if src.State != "available" {
 		return ec2Err("IncorrectState", "Image %s is in state %s; it must be available.", srcID, src.State)
 	}
-	for _, other := range f.images {
-		if other.Region == q.region && other.Name == name {
-			return ec2Err("InvalidAMIName.Duplicate", "AMI name %s is already in use by AMI %s", name, other.ID)
-		}
+	if e := f.nameFree(q, name); e != nil {
+		return e
 	}
 	specs, e := q.tagSpecs("image")
 	if e != nil {
@@ -390,13 +390,9 @@ func (f *Fake) copyImage(q *ec2Req, b *xb) *ec2Error {
 	im.SourceImageID, im.SourceRegion = src.ID, src.Region
 	im.Tags = map[string]string{}
 	if copyTags {
-		for k, v := range src.Tags {
-			im.Tags[k] = v
-		}
+		maps.Copy(im.Tags, src.Tags)
 	}
-	for k, v := range specs["image"] {
-		im.Tags[k] = v
-	}
+	maps.Copy(im.Tags, specs["image"])
 	for i, m := range im.BlockDeviceMappings {
 		if m.SnapshotID == "" {
 			continue
@@ -408,11 +404,7 @@ func (f *Fake) copyImage(q *ec2Req, b *xb) *ec2Error {
 		f.snapshots[cp.ID] = cp
 		im.BlockDeviceMappings[i].SnapshotID = cp.ID
 	}
-	im.ID = f.newID("ami")
-	im.availableAt = q.now.Add(f.opts.ImageAvailableDelay)
-	f.images[im.ID] = im
-	f.advance(q.now)
-	b.elem("imageId", im.ID)
+	f.addImage(q, b, im)
 	return nil
 }
 

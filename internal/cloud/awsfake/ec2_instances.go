@@ -285,31 +285,24 @@ func (f *Fake) describeInstances(q *ec2Req, b *xb) *ec2Error {
 			return e
 		}
 	}
-	filters := q.filters()
+	values := func(in *instance, filter string) []string {
+		switch filter {
+		case "instance-id":
+			return []string{in.ID}
+		case "instance-state-name":
+			return []string{in.State}
+		case "image-id":
+			return []string{in.ImageID}
+		case "subnet-id":
+			return []string{in.SubnetID}
+		case "client-token":
+			return []string{f.launches[in.ID].clientToken}
+		}
+		return nil
+	}
 	// One reservation per RunInstances call, as EC2 reports them.
 	byRes := map[string][]*instance{}
-	for _, id := range sortedKeys(f.instances) {
-		in := f.instances[id]
-		if in.Region != q.region || (len(ids) > 0 && !slices.Contains(ids, id)) {
-			continue
-		}
-		if !matchFilters(filters, in.Tags, func(name string) []string {
-			switch name {
-			case "instance-id":
-				return []string{in.ID}
-			case "instance-state-name":
-				return []string{in.State}
-			case "image-id":
-				return []string{in.ImageID}
-			case "subnet-id":
-				return []string{in.SubnetID}
-			case "client-token":
-				return []string{f.launches[in.ID].clientToken}
-			}
-			return nil
-		}) {
-			continue
-		}
+	for _, in := range described(q, f.instances, ids, values) {
 		byRes[in.ReservationID] = append(byRes[in.ReservationID], in)
 	}
 	b.open("reservationSet")

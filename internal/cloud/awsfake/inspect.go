@@ -124,13 +124,7 @@ func (f *Fake) Snapshots(region string) []Snapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.advance(f.opts.Now())
-	var out []Snapshot
-	for _, id := range sortedKeys(f.snapshots) {
-		if s := f.snapshots[id]; region == "" || s.Region == region {
-			out = append(out, s.clone())
-		}
-	}
-	return out
+	return copies(f.snapshots, region, (*snapshot).clone)
 }
 
 func (s *snapshot) clone() Snapshot {
@@ -157,13 +151,7 @@ func (f *Fake) Images(region string) []Image {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.advance(f.opts.Now())
-	var out []Image
-	for _, id := range sortedKeys(f.images) {
-		if im := f.images[id]; region == "" || im.Region == region {
-			out = append(out, im.clone())
-		}
-	}
-	return out
+	return copies(f.images, region, (*image).clone)
 }
 
 func (im *image) clone() Image {
@@ -179,13 +167,23 @@ func (f *Fake) Instances(region string) []Instance {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.advance(f.opts.Now())
-	var out []Instance
-	for _, id := range sortedKeys(f.instances) {
-		if in := f.instances[id]; region == "" || in.Region == region {
-			c := in.Instance
-			c.Tags = maps.Clone(in.Tags)
-			c.SecurityGroupIDs = slices.Clone(in.SecurityGroupIDs)
-			out = append(out, c)
+	return copies(f.instances, region, (*instance).clone)
+}
+
+func (in *instance) clone() Instance {
+	c := in.Instance
+	c.Tags = maps.Clone(in.Tags)
+	c.SecurityGroupIDs = slices.Clone(in.SecurityGroupIDs)
+	return c
+}
+
+// copies returns clone(o) of each object in region ("" for all), by ID: what a test inspects
+// is a copy it can keep while the fake goes on.
+func copies[T regional, C any](objs map[string]T, region string, clone func(T) C) []C {
+	var out []C
+	for _, id := range sortedKeys(objs) {
+		if r, _ := objs[id].regionAndTags(); region == "" || r == region {
+			out = append(out, clone(objs[id]))
 		}
 	}
 	return out

@@ -107,16 +107,23 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// A guest that ignores ACPI stays On: that is what real hardware does with a firmware and no
-// OS. A ForceOff then cancels the wait and cuts the power.
-func TestGracefulShutdownIgnored(t *testing.T) {
+// deafGuest starts the service with GracefulTimeout timeout and its middle blade On, running a
+// guest that ignores the ACPI power button.
+func deafGuest(t *testing.T, timeout time.Duration) (*testServer, *fakeBlade) {
+	t.Helper()
 	fs := threeBlades()
 	f := fs[1]
 	f.setState(vbmc.StateOn)
 	f.ignoreACPI = true
 	cfg := baseConfig()
-	cfg.GracefulTimeout = time.Hour
-	ts := startServer(t, cfg, blades(fs)...)
+	cfg.GracefulTimeout = timeout
+	return startServer(t, cfg, blades(fs)...), f
+}
+
+// A guest that ignores ACPI stays On: that is what real hardware does with a firmware and no
+// OS. A ForceOff then cancels the wait and cuts the power.
+func TestGracefulShutdownIgnored(t *testing.T) {
+	ts, f := deafGuest(t, time.Hour)
 
 	start := time.Now()
 	ts.mustReset("GracefulShutdown")
@@ -144,13 +151,7 @@ func TestGracefulShutdownIgnored(t *testing.T) {
 }
 
 func TestGracefulTimeout(t *testing.T) {
-	fs := threeBlades()
-	f := fs[1]
-	f.setState(vbmc.StateOn)
-	f.ignoreACPI = true
-	cfg := baseConfig()
-	cfg.GracefulTimeout = time.Second
-	ts := startServer(t, cfg, blades(fs)...)
+	ts, f := deafGuest(t, time.Second)
 	ts.mustReset("GracefulShutdown")
 	select {
 	case err := <-f.shutdowns:

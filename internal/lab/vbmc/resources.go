@@ -108,17 +108,25 @@ func (s *Server) serveManagers(w http.ResponseWriter, r *http.Request) {
 	writeResource(w, http.StatusOK, collection("/redfish/v1/Managers", "ManagerCollection", "Manager Collection", []string{s.managerPath()}))
 }
 
-// serveManager is the chassis manager that manages every system: the enclosure manager of a
-// blade chassis (Manager.ManagerType EnclosureManager), as on a real chassis.
-func (s *Server) serveManager(w http.ResponseWriter, r *http.Request) {
-	if !allow(w, r, http.MethodGet) {
-		return
+// chassisResource serves a resource of the chassis itself, its Manager or its Chassis: GET only,
+// and the chassis ID is the only {id} there is.
+func (s *Server) chassisResource(doc func() map[string]any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !allow(w, r, http.MethodGet) {
+			return
+		}
+		if r.PathValue("id") != s.cfg.ChassisID {
+			errMissing(w, r)
+			return
+		}
+		writeResource(w, http.StatusOK, doc())
 	}
-	if r.PathValue("id") != s.cfg.ChassisID {
-		errMissing(w, r)
-		return
-	}
-	writeResource(w, http.StatusOK, map[string]any{
+}
+
+// manager is the chassis manager that manages every system: the enclosure manager of a blade
+// chassis (Manager.ManagerType EnclosureManager), as on a real chassis.
+func (s *Server) manager() map[string]any {
+	return map[string]any{
 		"@odata.id":       s.managerPath(),
 		"@odata.type":     "#Manager.v1_18_0.Manager",
 		"Id":              s.cfg.ChassisID,
@@ -136,7 +144,7 @@ func (s *Server) serveManager(w http.ResponseWriter, r *http.Request) {
 			"ManagerForChassis":             links(s.chassisPath()),
 			"ManagerInChassis":              link(s.chassisPath()),
 		},
-	})
+	}
 }
 
 func (s *Server) serveChassisCollection(w http.ResponseWriter, r *http.Request) {
@@ -146,15 +154,8 @@ func (s *Server) serveChassisCollection(w http.ResponseWriter, r *http.Request) 
 	writeResource(w, http.StatusOK, collection("/redfish/v1/Chassis", "ChassisCollection", "Chassis Collection", []string{s.chassisPath()}))
 }
 
-func (s *Server) serveChassis(w http.ResponseWriter, r *http.Request) {
-	if !allow(w, r, http.MethodGet) {
-		return
-	}
-	if r.PathValue("id") != s.cfg.ChassisID {
-		errMissing(w, r)
-		return
-	}
-	writeResource(w, http.StatusOK, map[string]any{
+func (s *Server) chassis() map[string]any {
+	return map[string]any{
 		"@odata.id":    s.chassisPath(),
 		"@odata.type":  "#Chassis.v1_23_0.Chassis",
 		"Id":           s.cfg.ChassisID,
@@ -170,5 +171,5 @@ func (s *Server) serveChassis(w http.ResponseWriter, r *http.Request) {
 			"ComputerSystems@odata.count": len(s.order),
 			"ManagedBy":                   links(s.managerPath()),
 		},
-	})
+	}
 }

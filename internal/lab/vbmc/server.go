@@ -177,9 +177,9 @@ func (s *Server) routes() http.Handler {
 	authed("/redfish/v1/Systems/{id}/Actions/ComputerSystem.Reset", s.withSystem((*system).serveReset))
 	authed("/redfish/v1/Systems/{id}/Oem/Imaged/ConsoleLog", s.withSystem((*system).serveConsole))
 	authed("/redfish/v1/Managers", s.serveManagers)
-	authed("/redfish/v1/Managers/{id}", s.serveManager)
+	authed("/redfish/v1/Managers/{id}", s.chassisResource(s.manager))
 	authed("/redfish/v1/Chassis", s.serveChassisCollection)
-	authed("/redfish/v1/Chassis/{id}", s.serveChassis)
+	authed("/redfish/v1/Chassis/{id}", s.chassisResource(s.chassis))
 	authed("/", errMissing)
 	return s.common(mux)
 }

@@ -28,7 +28,7 @@ func runInit(ctx context.Context, cmdline string, log *slog.Logger) error {
 	cfg.ResolvConf = "/etc/resolv.conf"
 	if os.Getpid() == 1 {
 		// Only PID 1 of the booted image may power the machine off, never a test.
-		go watchPowerButton(ctx, newConsole(cfg.Console), log)
+		go watchPowerButton(ctx, agent.NewConsole(cfg.Console, Prefix), log)
 	}
 	return Run(ctx, cfg, log)
 }

@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imaged/imaged/internal/agent"
 )
 
 // The ACPI power button (what a BMC's graceful shutdown, or QEMU's system_powerdown, presses)
@@ -32,7 +34,7 @@ const (
 // watchPowerButton waits for the power button's input device (up to 10 s after the modules
 // loaded) and powers the machine off when the button is pressed. It gives up quietly, with a
 // console line, where there is no such device (no ACPI, or button/evdev not in the initramfs).
-func watchPowerButton(ctx context.Context, con *console, log *slog.Logger) {
+func watchPowerButton(ctx context.Context, con *agent.Console, log *slog.Logger) {
 	var dev string
 	for deadline := time.Now().Add(10 * time.Second); dev == "" && time.Now().Before(deadline); {
 		dev = findPowerButton("/sys/class/input", "/dev/input")
@@ -41,22 +43,22 @@ func watchPowerButton(ctx context.Context, con *console, log *slog.Logger) {
 		}
 	}
 	if dev == "" {
-		con.say("no ACPI power button device (modules button and evdev?): a graceful shutdown will not power off")
+		con.Say("no ACPI power button device (modules button and evdev?): a graceful shutdown will not power off")
 		return
 	}
 	f, err := os.Open(dev)
 	if err != nil {
-		con.say("power button %s: %v", dev, err)
+		con.Say("power button %s: %v", dev, err)
 		return
 	}
 	defer f.Close()
-	con.say("ACPI power button is %s: pressing it powers the machine off", dev)
+	con.Say("ACPI power button is %s: pressing it powers the machine off", dev)
 	log.Debug("watching the power button", "device", dev)
 	buf := make([]byte, inputEventLen*16)
 	for ctx.Err() == nil {
 		n, err := f.Read(buf)
 		if err != nil {
-			con.say("power button %s: %v", dev, err)
+			con.Say("power button %s: %v", dev, err)
 			return
 		}
 		if powerPressed(buf[:n]) {
@@ -90,12 +92,12 @@ func findPowerButton(sysInput, devInput string) string {
 	return ""
 }
 
-func powerOff(con *console) {
+func powerOff(con *agent.Console) {
 	if os.Getpid() != 1 {
 		return // never power off anything but the booted image
 	}
-	con.say("power button pressed: powering off")
+	con.Say("power button pressed: powering off")
 	unix.Sync()
 	err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	con.say("power off failed: %v", fmt.Errorf("reboot(POWER_OFF): %w", err))
+	con.Say("power off failed: %v", fmt.Errorf("reboot(POWER_OFF): %w", err))
 }

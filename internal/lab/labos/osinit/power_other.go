@@ -5,7 +5,9 @@ package osinit
 import (
 	"context"
 	"log/slog"
+
+	"github.com/imaged/imaged/internal/agent"
 )
 
 // watchPowerButton needs Linux's input devices.
-func watchPowerButton(ctx context.Context, con *console, log *slog.Logger) {}
+func watchPowerButton(ctx context.Context, con *agent.Console, log *slog.Logger) {}

@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -33,8 +31,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	con := newConsole(cfg.Console)
-	con.say("imaged at %s; the image is the first %d bytes of the disk", cfg.URL, cfg.ImageSize)
+	con := agent.NewConsole(cfg.Console, Prefix)
+	con.Say("imaged at %s; the image is the first %d bytes of the disk", cfg.URL, cfg.ImageSize)
 
 	disk, err := bootDisk(ctx, &cfg)
 	if err != nil {
@@ -45,7 +43,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	con.say("disk %s: digest %s (%d bytes hashed in %.1fs)", disk.Path, digest, cfg.ImageSize, time.Since(start).Seconds())
+	con.Say("disk %s: digest %s (%d bytes hashed in %.1fs)", disk.Path, digest, cfg.ImageSize, time.Since(start).Seconds())
 
 	mac := cfg.MAC
 	if len(mac) == 0 {
@@ -69,11 +67,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := serveReady(ctx, ln, labos.ReadyLine(digest), log); err != nil {
-			con.say("readiness listener stopped: %v", err)
+			con.Say("readiness listener stopped: %v", err)
 		}
 	})
 	defer wg.Wait()
-	con.say("readiness probe: TCP port %d answers %q", cfg.ReadyPort, strings.TrimSpace(labos.ReadyLine(digest)))
+	con.Say("readiness probe: TCP port %d answers %q", cfg.ReadyPort, strings.TrimSpace(labos.ReadyLine(digest)))
 
 	c := newClient(&cfg, log)
 	mctx, cancel := context.WithTimeout(ctx, cfg.MetadataTimeout)
@@ -81,28 +79,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cancel()
 	switch {
 	case err != nil:
-		con.say("metadata: %v", err)
+		con.Say("metadata: %v", err)
 	default:
-		con.say("metadata: %s", compactJSON(raw))
+		con.Say("metadata: %s", compactJSON(raw))
 		if want, perr := images.ParseDigest(md.AssignedImage); perr == nil && want != digest {
-			con.say("metadata: imaged assigns image %s to %s, but this disk holds %s", want, md.MachineID, digest)
+			con.Say("metadata: imaged assigns image %s to %s, but this disk holds %s", want, md.MachineID, digest)
 		}
 	}
 
 	res, a, err := checkIn(ctx, c, cfg.URL, digest)
 	switch {
 	case a.Status != 0 && err != nil:
-		con.say("check-in accepted (%d), but: %v", a.Status, err)
+		con.Say("check-in accepted (%d), but: %v", a.Status, err)
 	case errors.Is(err, ErrRefused):
-		con.say("check-in refused: %v", err)
+		con.Say("check-in refused: %v", err)
 	case err != nil && ctx.Err() != nil:
 		return nil
 	case err != nil:
-		con.say("check-in failed: %v", err)
+		con.Say("check-in failed: %v", err)
 	default:
-		con.say("check-in accepted (%d after %d attempts): digest %s stale=%v", a.Status, a.Attempts, digest, res.Stale)
+		con.Say("check-in accepted (%d after %d attempts): digest %s stale=%v", a.Status, a.Attempts, digest, res.Stale)
 	}
-	con.say("up: %s on %s (%s), image %s", link.Name, link.Addr, mac, digest)
+	con.Say("up: %s on %s (%s), image %s", link.Name, link.Addr, mac, digest)
 	<-ctx.Done()
 	return nil
 }
@@ -148,23 +146,4 @@ func compactJSON(b []byte) string {
 		return snippet(b)
 	}
 	return buf.String()
-}
-
-// console writes milestone lines.
-type console struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func newConsole(w io.Writer) *console {
-	if w == nil {
-		w = os.Stdout
-	}
-	return &console{w: w}
-}
-
-func (c *console) say(format string, args ...any) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	fmt.Fprintf(c.w, Prefix+format+"\n", args...)
 }
