@@ -707,3 +707,34 @@ func TestJobSeriesExistFromStart(t *testing.T) {
 		}
 	})
 }
+
+// Latest is a machine's newest job from memory: the running one (with its live state), else the
+// newest finished one, also after a restart (read back from the store once).
+func TestLatest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testConfig(), &machine{id: "n1"}, &machine{id: "n2"})
+		if j, ok := h.mgr().Latest("n1"); ok {
+			t.Fatalf("a machine without jobs has a latest: %+v", j)
+		}
+		first := h.submit(Request{Machine: "n1", Probe: &Probe{Kind: "tcp", Port: 22}})
+		if j, ok := h.mgr().Latest("n1"); !ok || j.ID != first.ID || j.State.Done() {
+			t.Fatalf("latest while it runs: %+v %v", j, ok)
+		}
+		h.waitDone(first.ID)
+		second := h.submit(Request{Machine: "n1", Kind: KindReboot, Probe: &Probe{Kind: "tcp", Port: 22}})
+		if _, err := h.mgr().Cancel(second.ID, "operator"); err != nil {
+			t.Fatal(err)
+		}
+		h.waitDone(second.ID)
+		if j, ok := h.mgr().Latest("n1"); !ok || j.ID != second.ID || j.State != StateCancelled {
+			t.Fatalf("latest once finished: %+v %v", j, ok)
+		}
+		h.restart()
+		if j, ok := h.mgr().Latest("n1"); !ok || j.ID != second.ID || j.State != StateCancelled || len(j.Timeline) == 0 {
+			t.Fatalf("latest after a restart: %+v %v", j, ok)
+		}
+		if _, ok := h.mgr().Latest("n2"); ok {
+			t.Errorf("n2 has a latest job")
+		}
+	})
+}

@@ -28,6 +28,7 @@ type Manager struct {
 	jobs      map[string]*entry // unfinished jobs by id
 	byMachine map[string]*entry // the unfinished job of each machine
 	checkIns  map[string]machines.CheckIn
+	finished  map[string]Job // the newest finished job of each machine (Latest)
 	lastID    uint64
 	running   bool
 	kick      chan struct{} // wakes the scheduler (cap 1)
@@ -60,7 +61,7 @@ func New(cfg Config, d Deps) (*Manager, error) {
 		d.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	m := &Manager{cfg: cfg, d: d, log: d.Log, jobs: map[string]*entry{}, byMachine: map[string]*entry{},
-		checkIns: map[string]machines.CheckIn{}, kick: make(chan struct{}, 1)}
+		checkIns: map[string]machines.CheckIn{}, finished: map[string]Job{}, kick: make(chan struct{}, 1)}
 	if m.met, err = newMetrics(d.Registerer, m); err != nil {
 		return nil, err
 	}
@@ -68,13 +69,27 @@ func New(cfg Config, d Deps) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: load: %w", err)
 	}
+	newest := map[string][]byte{} // machine → its newest finished job's data
+	newestID := map[string]string{}
 	for _, data := range all {
-		var j struct{ ID string }
+		var j struct {
+			ID, Machine string
+			State       State
+		}
 		if json.Unmarshal(data, &j) != nil {
 			continue
 		}
 		if v, err := strconv.ParseUint(j.ID, 32, 64); err == nil {
 			m.lastID = max(m.lastID, v)
+		}
+		if j.State.Done() && j.ID > newestID[j.Machine] {
+			newest[j.Machine], newestID[j.Machine] = data, j.ID
+		}
+	}
+	for machine, data := range newest {
+		var j Job
+		if err := json.Unmarshal(data, &j); err == nil {
+			m.finished[machine] = j
 		}
 	}
 	active, err := d.Store.ActiveJobs()
@@ -299,6 +314,7 @@ func (m *Manager) update(e *entry, fn func(j *Job) error) (Job, error) {
 	m.mu.Lock()
 	e.job = j
 	if j.State.Done() {
+		m.finished[j.Machine] = j
 		delete(m.jobs, j.ID)
 		if m.byMachine[j.Machine] == e {
 			delete(m.byMachine, j.Machine)
@@ -408,6 +424,22 @@ func (m *Manager) Get(id string) (Job, bool) {
 		return Job{}, false
 	}
 	return j, true
+}
+
+// Latest returns the newest job of machine, running or finished: what a view of every machine
+// shows beside it. It reads memory only (the newest finished job of each machine is kept there),
+// so that a page of 180 machines does not read 180 histories from the store.
+func (m *Manager) Latest(machine string) (Job, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.byMachine[machine]; e != nil {
+		return m.viewLocked(e, nil), true
+	}
+	j, ok := m.finished[machine]
+	if !ok {
+		return Job{}, false
+	}
+	return j.clone(), true
 }
 
 // List returns the jobs f selects, newest first.
