@@ -106,7 +106,7 @@ func (s *state) close() {
 func machinesFromConfig(cfg *config.File) []machines.Machine {
 	out := make([]machines.Machine, 0, len(cfg.Machines))
 	for _, m := range cfg.Machines {
-		sm := machines.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot,
+		sm := machines.Machine{ID: m.ID, Hostname: m.Hostname, Chassis: m.Chassis, Slot: m.Slot, Node: m.Node,
 			WorkerGroup: m.WorkerGroup, WorkerType: m.WorkerType, BMC: m.BMC, Boot: m.Boot,
 			DiskSerial: m.Disk.Serial, DiskByPath: m.Disk.ByPath}
 		for _, mac := range m.MACs {

@@ -244,7 +244,8 @@ type Machine struct {
 	IP          Addr   `yaml:"ip"`
 	Hostname    string `yaml:"hostname"`
 	Chassis     string `yaml:"chassis"`
-	Slot        int    `yaml:"slot"`
+	Slot        int    `yaml:"slot"` // the cartridge bay: 1 to 45 in a Moonshot 1500
+	Node        int    `yaml:"node"` // the node within the cartridge: 1 to 4 (an m700 has 4, an m710x 1); default 1 with a slot
 	WorkerGroup string `yaml:"worker_group"`
 	WorkerType  string `yaml:"worker_type"`
 	BMC         string `yaml:"bmc"`        // a bmcs[].name

@@ -74,6 +74,8 @@ func TestErrorsNameLineAndFix(t *testing.T) {
 		{"unknown profile", "    boot: agent", "    boot: agnet", "boot: agnet", []string{`"agnet" is not a profile`}},
 		{"wrong kind", "  lease_time: 1h", "  lease_time: [1h]", "lease_time", []string{"single value"}},
 		{"number as text", "    slot: 1", "    slot: one", "slot: one", []string{"cannot unmarshal"}},
+		{"node out of range", "    slot: 1", "    slot: 1\n    node: 5", "node: 5", []string{"machines[0].node", "nodes 1 to 4"}},
+		{"node without a slot", "    slot: 1", "    node: 2", "node: 2", []string{"machines[0].node", "needs machines[0].slot"}},
 		{"version", "version: 1", "version: 2", "version: 2", []string{"this imaged reads version 1"}},
 		{"bad machine id", "  - id: ms1-c1n1", "  - id: MS1_C1", "MS1_C1", []string{"not a machine id"}},
 		{"unknown bmc", "    bmc: ms1", "    bmc: ms2", "bmc: ms2", []string{`"ms2" is not one of bmcs[].name (ms1)`}},
@@ -198,4 +200,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error does not name the file: %v", err)
 		}
 	})
+}
+
+// Two machines in one bay and node are refused at the second one's line; a bay without a node is
+// node 1, a cartridge of one server.
+func TestMachinePosition(t *testing.T) {
+	second := "  - id: ms1-c1n2\n    macs: [52:54:00:99:00:12]\n    chassis: ms1\n    slot: 1\n    node: 1\n"
+	data := append(replace(t, "    boot: agent\n", "    boot: agent\n"), second...)
+	_, err := Parse("imaged.yaml", data)
+	if err == nil || !strings.Contains(err.Error(), "imaged.yaml:"+strconv.Itoa(lineOf(t, data, "node: 1"))+": machines[1].node: ms1 bay 1 node 1 is already machines[0] (ms1-c1n1)") {
+		t.Fatalf("two machines in bay 1 node 1: %v", err)
+	}
+	f, err := Parse("imaged.yaml", append(replace(t, "    boot: agent\n", "    boot: agent\n"), strings.Replace(second, "node: 1", "node: 4", 1)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Machines[0].Node != 1 || f.Machines[1].Node != 4 {
+		t.Errorf("nodes %d and %d, want 1 (the default with a slot) and 4", f.Machines[0].Node, f.Machines[1].Node)
+	}
 }

@@ -388,6 +388,7 @@ func (v *validator) validateMachines(f *File) {
 	ids := map[string]int{}
 	macs := map[string]string{}
 	ips := map[string]string{}
+	positions := map[string]int{}
 	for i, m := range f.Machines {
 		key := fmt.Sprintf("machines[%d]", i)
 		if !machineID.MatchString(m.ID) {
@@ -424,6 +425,7 @@ func (v *validator) validateMachines(f *File) {
 		if m.Slot < 0 {
 			v.fail(key+".slot", "%d is negative", m.Slot)
 		}
+		v.validatePosition(f, i, positions)
 		if m.Disk.Serial != "" && m.Disk.ByPath != "" {
 			v.fail(key+".disk", "give serial or by_path, not both")
 		}
@@ -431,6 +433,39 @@ func (v *validator) validateMachines(f *File) {
 			v.fail(key+".disk.by_path", "%q is a name in /dev/disk/by-path, like pci-0000:00:1f.2-ata-1 (no slashes)", m.Disk.ByPath)
 		}
 	}
+}
+
+// maxNode is the most nodes a cartridge holds: a Moonshot m700 cartridge has four servers, an
+// m710x one.
+const maxNode = 4
+
+// validatePosition checks where machine i sits in its chassis (its cartridge bay and the node in
+// the cartridge, which the dashboard's chassis map draws) and fills in node 1 for a machine with
+// a bay and no node: a cartridge of one server. Two machines in one place is an error.
+func (v *validator) validatePosition(f *File, i int, positions map[string]int) {
+	m := &f.Machines[i]
+	key := fmt.Sprintf("machines[%d]", i)
+	switch {
+	case m.Node < 0 || m.Node > maxNode:
+		v.fail(key+".node", "%d is out of range: a cartridge holds nodes 1 to %d (an m700 has 4, an m710x 1)", m.Node, maxNode)
+		return
+	case m.Node > 0 && m.Slot == 0:
+		v.fail(key+".node", "node %d needs machines[%d].slot, the cartridge bay the node is in", m.Node, i)
+		return
+	case m.Slot == 0:
+		return
+	case m.Node == 0:
+		m.Node = 1
+	}
+	pos := fmt.Sprintf("%s bay %d node %d", m.Chassis, m.Slot, m.Node)
+	if m.Chassis == "" {
+		pos = fmt.Sprintf("bay %d node %d (no chassis)", m.Slot, m.Node)
+	}
+	if j, dup := positions[pos]; dup {
+		v.fail(key+".node", "%s is already machines[%d] (%s): give each machine its own slot and node", pos, j, f.Machines[j].ID)
+		return
+	}
+	positions[pos] = i
 }
 
 // An AWS region name, like us-east-1, eu-central-2 or us-gov-west-1.

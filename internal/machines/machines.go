@@ -23,7 +23,8 @@ type Machine struct {
 	IP          netip.Addr `json:"ip,omitzero"` // reserved for it in the config; zero: none
 	Hostname    string     `json:"hostname,omitempty"`
 	Chassis     string     `json:"chassis,omitempty"`
-	Slot        int        `json:"slot,omitempty"`
+	Slot        int        `json:"slot,omitempty"` // the cartridge bay in the chassis (0: not given)
+	Node        int        `json:"node,omitempty"` // the node in the cartridge, 1 to 4 (0: no slot given)
 	WorkerGroup string     `json:"worker_group,omitempty"`
 	WorkerType  string     `json:"worker_type,omitempty"`
 	BMC         string     `json:"bmc,omitempty"`
