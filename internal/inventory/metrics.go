@@ -20,18 +20,30 @@ type behindChannel struct{ inv *Inventory }
 func (c behindChannel) Describe(ch chan<- *prometheus.Desc) { ch <- behindChannelDesc }
 
 func (c behindChannel) Collect(ch chan<- prometheus.Metric) {
-	digests, err := c.inv.st.ChannelDigests()
+	behind, err := c.inv.BehindChannel()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(behindChannelDesc, err)
 		return
 	}
-	n := 0
-	c.inv.mu.RLock()
-	for _, m := range c.inv.byID {
+	ch <- prometheus.MustNewConstMetric(behindChannelDesc, prometheus.GaugeValue, float64(len(behind)))
+}
+
+// BehindChannel is the set of machines (by id) that follow a channel (assigned through
+// name@channel) and were not verified to run the image it points at now: a promote or rollback
+// not yet rolled out, or a reimage that has not finished. A machine assigned a version or a
+// digest follows no channel and is never behind.
+func (inv *Inventory) BehindChannel() (map[string]bool, error) {
+	digests, err := inv.st.ChannelDigests()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	for _, m := range inv.byID {
 		if m.AssignedChannel != "" && m.CurrentImage != digests[m.AssignedChannel] {
-			n++
+			out[m.ID] = true
 		}
 	}
-	c.inv.mu.RUnlock()
-	ch <- prometheus.MustNewConstMetric(behindChannelDesc, prometheus.GaugeValue, float64(n))
+	return out, nil
 }
