@@ -6,7 +6,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,14 +17,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imaged/imaged/internal/agentapi"
 	"github.com/imaged/imaged/internal/catalog"
 	"github.com/imaged/imaged/internal/inventory"
-	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/machines"
 )
 
@@ -146,41 +143,25 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func (s *Server) machines(w http.ResponseWriter, r *http.Request) {
-	ms := s.inv.Machines()
-	out := make([]MachineView, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, s.view(m))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, s.Views())
 }
 
 func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
-	m, ok := s.knownMachine(w, "id", r.PathValue("id"))
-	if !ok {
+	v, err := s.MachineDetail(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.answer(w, err)
 		return
-	}
-	v := s.view(m)
-	if s.bmcs != nil && s.bmcs.BMCName(m.ID) != "" {
-		// One machine: worth a BMC call for its power and health (bounded; the list does not).
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		sys, err := s.bmcs.System(ctx, m.ID)
-		cancel()
-		if err == nil {
-			v.Power, v.Health = string(sys.Power), sys.Health
-		} else {
-			v.Power = "unknown: " + err.Error()
-		}
 	}
 	writeJSON(w, http.StatusOK, v)
 }
 
 // knownMachine is machine id of the inventory; else it answers 404, naming field.
 func (s *Server) knownMachine(w http.ResponseWriter, field, id string) (machines.Machine, bool) {
-	m, ok := s.inv.Machine(id)
-	if !ok {
-		fail(w, http.StatusNotFound, field, "no machine %q in the inventory", id)
+	m, err := s.machineOf(field, id)
+	if err != nil {
+		s.answer(w, err)
 	}
-	return m, ok
+	return m, err == nil
 }
 
 // view adds what other parts of the daemon know about m.
@@ -190,8 +171,7 @@ func (s *Server) view(m machines.Machine) MachineView {
 		v.BMCHealth = s.health(s.bmcs.BMCName(m.ID))
 	}
 	if s.jobs != nil {
-		if js := s.jobs.List(jobs.Filter{Machine: m.ID, Limit: 1}); len(js) > 0 {
-			j := js[0]
+		if j, ok := s.jobs.Latest(m.ID); ok {
 			v.LastJob = &JobSummary{ID: j.ID, Kind: string(j.Kind), State: string(j.State), Phase: string(j.Phase), Reason: j.Reason}
 		}
 		if c, ok := s.jobs.LastCheckIn(m.ID); ok {

@@ -104,16 +104,39 @@ type AuthConfig struct {
 	CORSOrigins   []string // browsers on these origins may call the API
 }
 
+// Tokens are the API tokens (api.tokens), by the SHA-256 the config keeps of each: a bearer
+// token and the dashboard's sign-in are checked here, the same way.
+type Tokens struct {
+	byHash map[string]Principal
+}
+
+// NewTokens indexes ts.
+func NewTokens(ts []Token) *Tokens {
+	byHash := map[string]Principal{}
+	for _, t := range ts {
+		byHash[strings.ToLower(t.SHA256)] = Principal{Name: "token " + t.Name, Scope: t.Scope}
+	}
+	return &Tokens{byHash: byHash}
+}
+
+// Principal is who tok stands for ("token NAME" and its scope); ok is false for a token that
+// is not one of api.tokens. Only the token's SHA-256 is looked up, never the token itself.
+func (t *Tokens) Principal(tok string) (p Principal, ok bool) {
+	if tok == "" {
+		return Principal{}, false
+	}
+	sum := sha256.Sum256([]byte(tok))
+	p, ok = t.byHash[hex.EncodeToString(sum[:])]
+	return p, ok
+}
+
 // Authenticate wraps the TCP listener's handler: a bearer token on an /api/ request becomes the
 // request's Principal (an unknown token is refused at once with 401), and browsers on the
 // configured origins get CORS headers. The agent's /agent/ endpoints carry boot tokens and are
 // left to their handlers. A request that already has a Principal (the control socket) is
 // passed through.
 func Authenticate(c AuthConfig, next http.Handler) http.Handler {
-	byHash := map[string]Principal{}
-	for _, t := range c.Tokens {
-		byHash[strings.ToLower(t.SHA256)] = Principal{Name: "token " + t.Name, Scope: t.Scope}
-	}
+	tokens := NewTokens(c.Tokens)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/api/") {
 			next.ServeHTTP(w, r)
@@ -137,8 +160,7 @@ func Authenticate(c AuthConfig, next http.Handler) http.Handler {
 		}
 		if auth := r.Header.Get("Authorization"); auth != "" {
 			tok, ok := strings.CutPrefix(auth, "Bearer ")
-			sum := sha256.Sum256([]byte(tok))
-			p, known := byHash[hex.EncodeToString(sum[:])]
+			p, known := tokens.Principal(tok)
 			if !ok || !known {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="imaged", error="invalid_token"`)
 				fail(w, http.StatusUnauthorized, "Authorization", "the bearer token is not one of api.tokens")

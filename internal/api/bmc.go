@@ -129,120 +129,106 @@ func (s *Server) health(bmc string) *BMCHealth {
 func (s *Server) registerBMC(mux *http.ServeMux) {
 	s.route(mux, "GET /api/v1/bmcs", ScopeRead, s.listBMCs)
 	s.route(mux, "GET /api/v1/bmcs/{name}", ScopeRead, s.getBMC)
-	s.route(mux, "GET /api/v1/machines/{id}/bmc", ScopeRead, s.machineBMC)
+	s.route(mux, "GET /api/v1/machines/{id}/bmc", ScopeRead, s.machineBMCInfo)
 	s.route(mux, "POST /api/v1/machines/{id}/power", ScopeOperate, s.power)
 	s.route(mux, "POST /api/v1/machines/{id}/boot", ScopeOperate, s.boot)
 }
 
-// powerError answers a BMC failure: the caller's mistake is 4xx, the BMC's trouble is 5xx (502
-// when it refused or garbled, 503 while its breaker is open, 504 when it did not answer or the
-// state was not reached in time).
-func (s *Server) powerError(w http.ResponseWriter, field string, err error) {
+// powerProblem is a BMC failure as the API answers it: the caller's mistake is 4xx, the BMC's
+// trouble is 5xx (502 when it refused or garbled, 503 while its breaker is open, 504 when it did
+// not answer or the state was not reached in time).
+func (s *Server) powerProblem(field string, err error) error {
 	switch {
 	case errors.Is(err, errNoBMCs):
-		fail(w, http.StatusConflict, "id", "%v", err)
+		return problem(http.StatusConflict, "id", "%v", err)
 	case errors.Is(err, power.ErrNotFound):
-		fail(w, http.StatusNotFound, field, "%v", err)
+		return problem(http.StatusNotFound, field, "%v", err)
 	case errors.Is(err, power.ErrUnsupported):
-		fail(w, http.StatusBadRequest, field, "%v", err)
+		return problem(http.StatusBadRequest, field, "%v", err)
 	case errors.Is(err, power.ErrDegraded):
-		w.Header().Set("Retry-After", "60")
-		fail(w, http.StatusServiceUnavailable, "", "%v", err)
+		p := problem(http.StatusServiceUnavailable, "", "%v", err)
+		p.RetryAfter = 60
+		return p
 	case errors.Is(err, power.ErrTimeout):
-		fail(w, http.StatusGatewayTimeout, "", "%v", err)
+		return problem(http.StatusGatewayTimeout, "", "%v", err)
 	case errors.Is(err, power.ErrPrecondition):
-		fail(w, http.StatusConflict, "", "%v", err)
+		return problem(http.StatusConflict, "", "%v", err)
 	case errors.Is(err, context.Canceled):
-		fail(w, http.StatusServiceUnavailable, "", "the request was cancelled: %v", err)
-	default:
-		fail(w, http.StatusBadGateway, "", "%v", err)
+		return problem(http.StatusServiceUnavailable, "", "the request was cancelled: %v", err)
 	}
+	return problem(http.StatusBadGateway, "", "%v", err)
 }
 
 var errNoBMCs = errors.New("machine has no BMC configured (set machines[].bmc)")
 
-// machineWithBMC checks that id exists and has a BMC.
-func (s *Server) machineWithBMC(w http.ResponseWriter, id string) (string, bool) {
-	if _, ok := s.knownMachine(w, "id", id); !ok {
-		return "", false
+// machineBMC is the BMC of machine id, which must exist and have one.
+func (s *Server) machineBMC(id string) (string, error) {
+	if _, err := s.machineOf("id", id); err != nil {
+		return "", err
 	}
 	bmc := ""
 	if s.bmcs != nil {
 		bmc = s.bmcs.BMCName(id)
 	}
 	if bmc == "" {
-		s.powerError(w, "id", errNoBMCs)
-		return "", false
+		return "", s.powerProblem("id", errNoBMCs)
 	}
-	return bmc, true
+	return bmc, nil
 }
 
-func (s *Server) machinePower(w http.ResponseWriter, r *http.Request, id, bmc string, status int) {
-	sys, err := s.bmcs.System(r.Context(), id)
+// machinePower reads machine id's system from its BMC.
+func (s *Server) machinePower(ctx context.Context, id, bmc string) (MachinePower, error) {
+	sys, err := s.bmcs.System(ctx, id)
 	if err != nil {
-		s.powerError(w, "id", err)
-		return
+		return MachinePower{}, s.powerProblem("id", err)
 	}
-	writeJSON(w, status, MachinePower{Machine: id, BMC: bmc, System: SystemView(sys), Health: s.health(bmc)})
+	return MachinePower{Machine: id, BMC: bmc, System: SystemView(sys), Health: s.health(bmc)}, nil
 }
 
-func (s *Server) machineBMC(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	bmc, ok := s.machineWithBMC(w, id)
-	if !ok {
+// answerPower writes a power operation's answer.
+func (s *Server) answerPower(w http.ResponseWriter, mp MachinePower, err error) {
+	if err != nil {
+		s.answer(w, err)
 		return
 	}
-	s.machinePower(w, r, id, bmc, http.StatusOK)
+	writeJSON(w, http.StatusOK, mp)
+}
+
+func (s *Server) machineBMCInfo(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	bmc, err := s.machineBMC(id)
+	if err != nil {
+		s.answer(w, err)
+		return
+	}
+	mp, err := s.machinePower(r.Context(), id, bmc)
+	s.answerPower(w, mp, err)
 }
 
 func (s *Server) power(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	bmc, ok := s.machineWithBMC(w, id)
-	if !ok {
+	if _, err := s.machineBMC(r.PathValue("id")); err != nil {
+		s.answer(w, err)
 		return
 	}
 	var req PowerRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	a, err := power.ParseAction(req.Action)
-	if err != nil {
-		fail(w, http.StatusBadRequest, "action", "%v", err)
-		return
-	}
-	if err := s.bmcs.Power(r.Context(), id, a); err != nil {
-		s.powerError(w, "action", err)
-		return
-	}
-	s.inv.Event(machines.Event{Machine: id, Kind: "power", Message: "power " + string(a) + " (read back) by " + by(r)})
-	s.machinePower(w, r, id, bmc, http.StatusOK)
+	mp, err := s.Power(r.Context(), Actor(r), r.PathValue("id"), req.Action)
+	s.answerPower(w, mp, err)
 }
 
 func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	bmc, ok := s.machineWithBMC(w, id)
-	if !ok {
+	if _, err := s.machineBMC(r.PathValue("id")); err != nil {
+		s.answer(w, err)
 		return
 	}
 	var req BootRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	t, err := power.ParseBootTarget(req.Target)
-	if err != nil {
-		fail(w, http.StatusBadRequest, "target", "%v", err)
-		return
-	}
-	if (t == power.UefiHttp) != (req.URI != "") {
-		fail(w, http.StatusBadRequest, "uri", "a uri is needed for uefi-http and only for it")
-		return
-	}
-	if err := s.bmcs.BootOnce(r.Context(), id, t, req.URI); err != nil {
-		s.powerError(w, "target", err)
-		return
-	}
-	s.inv.Event(machines.Event{Machine: id, Kind: "power", Message: "next boot once from " + string(t) + " (read back) by " + by(r)})
-	s.machinePower(w, r, id, bmc, http.StatusOK)
+	mp, err := s.Boot(r.Context(), Actor(r), r.PathValue("id"), req.Target, req.URI)
+	s.answerPower(w, mp, err)
 }
 
 func (s *Server) listBMCs(w http.ResponseWriter, r *http.Request) {
@@ -263,7 +249,7 @@ func (s *Server) getBMC(w http.ResponseWriter, r *http.Request) {
 	}
 	systems, err := s.bmcs.Systems(r.Context(), name)
 	if err != nil {
-		s.powerError(w, "name", err)
+		s.answer(w, s.powerProblem("name", err))
 		return
 	}
 	info := BMCInfo{Name: name, Health: s.health(name), Systems: []BMCSystem{}}

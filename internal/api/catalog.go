@@ -88,31 +88,30 @@ func (s *Server) registerCatalog(mux *http.ServeMux) {
 	s.route(mux, "POST /api/v1/machines/{id}/assign", ScopeOperate, s.assign)
 }
 
-// catalogError answers an error of the catalog with its status: 404 for what does not exist, 409
-// for a change the catalog's rules refuse, 400 for a malformed reference, 503 without a blob
-// store, else 500 (saying what happened when the catalog changed but a blob stayed).
-func (s *Server) catalogError(w http.ResponseWriter, field string, err error) {
+// catalogProblem is an error of the catalog as the API answers it: 404 for what does not
+// exist, 409 for a change the catalog's rules refuse, 400 for a malformed reference, 503 without
+// a blob store, else 500 (saying what happened when the catalog changed but a blob stayed).
+func (s *Server) catalogProblem(field string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		fail(w, http.StatusNotFound, field, "%v", err)
+		return problem(http.StatusNotFound, field, "%v", err)
 	case errors.Is(err, images.ErrImmutable), errors.Is(err, images.ErrInUse), errors.Is(err, images.ErrNoHistory), errors.Is(err, images.ErrConflict):
-		fail(w, http.StatusConflict, field, "%v", err)
+		return problem(http.StatusConflict, field, "%v", err)
 	case errors.Is(err, images.ErrBadRef):
-		fail(w, http.StatusBadRequest, field, "%v", err)
+		return problem(http.StatusBadRequest, field, "%v", err)
 	case errors.Is(err, catalog.ErrNoBlobStore):
-		fail(w, http.StatusServiceUnavailable, "", "%v", err)
+		return problem(http.StatusServiceUnavailable, "", "%v", err)
 	case errors.Is(err, catalog.ErrBlobKept):
-		fail(w, http.StatusInternalServerError, "", "%v", err)
-	default:
-		s.log.Error("catalog", "err", err)
-		fail(w, http.StatusInternalServerError, "", "the catalog could not be changed or read; see imaged's log")
+		return problem(http.StatusInternalServerError, "", "%v", err)
 	}
+	s.log.Error("catalog", "err", err)
+	return problem(http.StatusInternalServerError, "", "the catalog could not be changed or read; see imaged's log")
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	imgs, chs, err := s.catalog.List()
 	if err != nil {
-		s.catalogError(w, "", err)
+		s.answer(w, s.catalogProblem("", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, Catalog{Images: nonNil(imgs), Channels: nonNil(chs)})
@@ -127,33 +126,30 @@ func nonNil[T any](s []T) []T {
 
 // resolve finds the image text names (name@version, name@channel, or a digest: sha256:<hex> or
 // the hex alone); field names where it came from in the request, for the error.
-func (s *Server) resolve(w http.ResponseWriter, field, text string) (images.Image, bool) {
+func (s *Server) resolve(field, text string) (images.Image, error) {
 	ref, err := images.ParseRefOrDigest(text)
 	if err != nil {
-		fail(w, http.StatusBadRequest, field, "%v", err)
-		return images.Image{}, false
+		return images.Image{}, problem(http.StatusBadRequest, field, "%v", err)
 	}
-	return s.resolveRef(w, field, ref)
+	return s.resolveRef(field, ref)
 }
 
 // resolveRef finds the catalog's image of ref; field names where ref came from.
-func (s *Server) resolveRef(w http.ResponseWriter, field string, ref images.Ref) (images.Image, bool) {
+func (s *Server) resolveRef(field string, ref images.Ref) (images.Image, error) {
 	img, err := s.catalog.Resolve(ref)
 	if err != nil {
-		s.catalogError(w, field, err)
-		return images.Image{}, false
+		return img, s.catalogProblem(field, err)
 	}
-	return img, true
+	return img, nil
 }
 
-// pathRef reads the NAME@TAG of the URL; what the tag is (a version, a channel) is the route's.
-func pathRef(w http.ResponseWriter, r *http.Request, what string) (images.Ref, bool) {
-	ref, err := images.ParseRef(r.PathValue("ref"))
+// parseRef reads a NAME@TAG; what the tag is (a version, a channel) is the operation's.
+func parseRef(field, text, what string) (images.Ref, error) {
+	ref, err := images.ParseRef(text)
 	if err != nil {
-		fail(w, http.StatusBadRequest, "ref", "%v (%s)", err, what)
-		return ref, false
+		return ref, problem(http.StatusBadRequest, field, "%v (%s)", err, what)
 	}
-	return ref, true
+	return ref, nil
 }
 
 func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
@@ -164,7 +160,7 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
 	}
 	img, chs, err := s.catalog.Show(ref)
 	if err != nil {
-		s.catalogError(w, "ref", err)
+		s.answer(w, s.catalogProblem("ref", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, ImageInfo{Image: img, Channels: chs})
@@ -190,7 +186,7 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, catalog.ErrNoBlob):
 		fail(w, http.StatusNotFound, "digest", "%v", err)
 	case err != nil:
-		s.catalogError(w, "version", err)
+		s.answer(w, s.catalogProblem("version", err))
 	case created:
 		writeJSON(w, http.StatusCreated, img)
 	default:
@@ -199,47 +195,40 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
-	ref, ok := pathRef(w, r, "NAME@VERSION")
-	if !ok {
+	if _, err := parseRef("ref", r.PathValue("ref"), "NAME@VERSION"); err != nil {
+		s.answer(w, err)
 		return
 	}
 	var req PromoteRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	if _, err := images.ParseRef(ref.Name + "@" + req.Channel); err != nil {
-		fail(w, http.StatusBadRequest, "channel", "%q is not a channel name (letters, digits, . _ - +)", req.Channel)
-		return
-	}
-	ch, err := s.catalog.Promote(ref, req.Channel, by(r))
+	ch, err := s.Promote(Actor(r), r.PathValue("ref"), req.Channel)
 	if err != nil {
-		s.catalogError(w, "ref", err)
+		s.answer(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ch)
 }
 
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
-	ref, ok := pathRef(w, r, "NAME@CHANNEL")
-	if !ok {
-		return
-	}
-	ch, err := s.catalog.Rollback(ref, by(r))
+	ch, err := s.Rollback(Actor(r), r.PathValue("ref"))
 	if err != nil {
-		s.catalogError(w, "ref", err)
+		s.answer(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ch)
 }
 
 func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
-	ref, ok := pathRef(w, r, "NAME@VERSION")
-	if !ok {
+	ref, err := parseRef("ref", r.PathValue("ref"), "NAME@VERSION")
+	if err != nil {
+		s.answer(w, err)
 		return
 	}
 	img, removed, err := s.catalog.Delete(ref, by(r))
 	if err != nil {
-		s.catalogError(w, "ref", err)
+		s.answer(w, s.catalogProblem("ref", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, DeleteReply{Image: img, BlobRemoved: removed})
@@ -256,7 +245,7 @@ func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
 	}
 	pruned, kept, err := s.catalog.Prune(req.Keep, by(r))
 	if err != nil {
-		s.catalogError(w, "", err)
+		s.answer(w, s.catalogProblem("", err))
 		return
 	}
 	if kept == nil {
@@ -266,26 +255,18 @@ func (s *Server) prune(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) assign(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if _, ok := s.knownMachine(w, "id", id); !ok {
+	if _, err := s.machineOf("id", r.PathValue("id")); err != nil {
+		s.answer(w, err)
 		return
 	}
 	var req AssignRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	if req.Image == "" {
-		fail(w, http.StatusBadRequest, "image", "the image to assign is required: name@version, name@channel or sha256:<hex>")
-		return
-	}
-	img, ok := s.resolve(w, "image", req.Image)
-	if !ok {
-		return
-	}
-	m, err := s.inv.Assign(id, img, by(r))
+	reply, err := s.Assign(Actor(r), r.PathValue("id"), req.Image)
 	if err != nil {
-		s.catalogError(w, "id", err)
+		s.answer(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, AssignReply{Machine: m, Image: img})
+	writeJSON(w, http.StatusOK, reply)
 }

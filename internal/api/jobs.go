@@ -21,6 +21,7 @@ type Jobs interface {
 	Observe(machine string, s jobs.Signal)
 	CheckIn(machine string, digest images.Digest) (machines.CheckIn, error)
 	LastCheckIn(machine string) (machines.CheckIn, bool)
+	Latest(machine string) (jobs.Job, bool)
 }
 
 // ReimageRequest asks for a machine to be reimaged (and proven to run the image).
@@ -70,58 +71,24 @@ func (s *Server) registerJobs(mux *http.ServeMux) {
 	s.route(mux, "GET /api/v1/jobs", ScopeRead, s.listJobs)
 	s.route(mux, "GET /api/v1/jobs/{id}", ScopeRead, s.getJob)
 	s.route(mux, "POST /api/v1/jobs/{id}/cancel", ScopeOperate, s.cancelJob)
+	s.route(mux, "POST /api/v1/jobs/{id}/retry", ScopeOperate, s.retryJob)
 	s.route(mux, "POST /api/v1/workers/{worker_id}/group/{worker_group}/jobs", ScopeOperate, s.rollerTask)
 	s.route(mux, "GET /api/v1/metadata", ScopeNone, s.metadata)
 	s.route(mux, "POST /api/v1/check-in", ScopeNone, s.checkIn)
 }
 
-// jobError answers a jobs error with its status.
-func (s *Server) jobError(w http.ResponseWriter, field string, err error) {
+// jobProblem is a jobs error as the API answers it.
+func (s *Server) jobProblem(field string, err error) error {
 	switch {
-	case errors.Is(err, jobs.ErrBusy):
-		fail(w, http.StatusConflict, "id", "%v", err)
-	case errors.Is(err, jobs.ErrFinished):
-		fail(w, http.StatusConflict, "id", "%v", err)
+	case errors.Is(err, jobs.ErrBusy), errors.Is(err, jobs.ErrFinished):
+		return problem(http.StatusConflict, "id", "%v", err)
 	case errors.Is(err, jobs.ErrNotFound), errors.Is(err, jobs.ErrUnknownMachine):
-		fail(w, http.StatusNotFound, "id", "%v", err)
+		return problem(http.StatusNotFound, "id", "%v", err)
 	case errors.Is(err, jobs.ErrInvalid):
-		fail(w, http.StatusBadRequest, field, "%v", err)
-	default:
-		s.log.Error("jobs", "err", err)
-		fail(w, http.StatusInternalServerError, "", "the job could not be recorded; see imaged's log")
+		return problem(http.StatusBadRequest, field, "%v", err)
 	}
-}
-
-func (s *Server) noJobs(w http.ResponseWriter) bool {
-	if s.jobs == nil {
-		fail(w, http.StatusServiceUnavailable, "", "reimage jobs are not running in this imaged")
-		return true
-	}
-	return false
-}
-
-// submitReimage submits a reimage job for machine id to the image pick finds in the catalog
-// (pick answers the request itself when it finds none).
-func (s *Server) submitReimage(w http.ResponseWriter, r *http.Request, id string, pick func() (images.Image, bool), probe *jobs.Probe) (jobs.Job, bool) {
-	m, ok := s.knownMachine(w, "id", id)
-	if !ok {
-		return jobs.Job{}, false
-	}
-	if !s.hasBMC(w, id) {
-		return jobs.Job{}, false
-	}
-	img, ok := pick()
-	if !ok {
-		return jobs.Job{}, false
-	}
-	keepChannel(m, &img)
-	j, err := s.jobs.Submit(r.Context(), jobs.Request{Kind: jobs.KindReimage, Machine: id, Image: img, By: by(r), Probe: probe})
-	if err != nil {
-		s.jobError(w, "probe", err)
-		return j, false
-	}
-	s.log.Info("reimage submitted", "job", j.ID, "machine", id, "image", img.Ref(), "digest", img.Digest, "by", j.By)
-	return j, true
+	s.log.Error("jobs", "err", err)
+	return problem(http.StatusInternalServerError, "", "the job could not be recorded; see imaged's log")
 }
 
 // keepChannel: a reimage with the very image a machine is assigned (Roller's reimage without
@@ -133,67 +100,49 @@ func keepChannel(m machines.Machine, img *images.Image) {
 	}
 }
 
-// hasBMC refuses a job for a machine imaged cannot power: jobs drive machines through their BMC.
-func (s *Server) hasBMC(w http.ResponseWriter, id string) bool {
-	if s.bmcs == nil || s.bmcs.BMCName(id) == "" {
-		fail(w, http.StatusConflict, "id", "machine %s has no BMC configured (machines[].bmc): imaged powers machines through their BMC to reimage them", id)
-		return false
-	}
-	return true
+// accepted answers a submitted job: 202 and where to follow it.
+func accepted(w http.ResponseWriter, j jobs.Job) {
+	w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
+	writeJSON(w, http.StatusAccepted, j)
 }
 
 func (s *Server) reimage(w http.ResponseWriter, r *http.Request) {
-	if s.noJobs(w) {
+	if err := s.jobsRunning(); err != nil {
+		s.answer(w, err)
 		return
 	}
 	var req ReimageRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	pick := func() (images.Image, bool) {
-		if req.Image == "" {
-			fail(w, http.StatusBadRequest, "image", "the image is required: name@channel, name@version or sha256:<hex>")
-			return images.Image{}, false
-		}
-		return s.resolve(w, "image", req.Image)
-	}
-	if j, ok := s.submitReimage(w, r, r.PathValue("id"), pick, req.Probe); ok {
-		w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
-		writeJSON(w, http.StatusAccepted, j)
-	}
-}
-
-func (s *Server) submitReboot(w http.ResponseWriter, r *http.Request, id string, probe *jobs.Probe) (jobs.Job, bool) {
-	if _, ok := s.knownMachine(w, "id", id); !ok {
-		return jobs.Job{}, false
-	}
-	if !s.hasBMC(w, id) {
-		return jobs.Job{}, false
-	}
-	j, err := s.jobs.Submit(r.Context(), jobs.Request{Kind: jobs.KindReboot, Machine: id, By: by(r), Probe: probe})
+	j, err := s.Reimage(r.Context(), Actor(r), r.PathValue("id"), req.Image, req.Probe)
 	if err != nil {
-		s.jobError(w, "probe", err)
-		return j, false
+		s.answer(w, err)
+		return
 	}
-	return j, true
+	accepted(w, j)
 }
 
 func (s *Server) reboot(w http.ResponseWriter, r *http.Request) {
-	if s.noJobs(w) {
+	if err := s.jobsRunning(); err != nil {
+		s.answer(w, err)
 		return
 	}
 	var req RebootRequest
 	if r.ContentLength != 0 && !decode(w, r, &req) {
 		return
 	}
-	if j, ok := s.submitReboot(w, r, r.PathValue("id"), req.Probe); ok {
-		w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
-		writeJSON(w, http.StatusAccepted, j)
+	j, err := s.Reboot(r.Context(), Actor(r), r.PathValue("id"), req.Probe)
+	if err != nil {
+		s.answer(w, err)
+		return
 	}
+	accepted(w, j)
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
-	if s.noJobs(w) {
+	if err := s.jobsRunning(); err != nil {
+		s.answer(w, err)
 		return
 	}
 	q := r.URL.Query()
@@ -227,7 +176,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
-	if s.noJobs(w) {
+	if err := s.jobsRunning(); err != nil {
+		s.answer(w, err)
 		return
 	}
 	j, ok := s.jobs.Get(r.PathValue("id"))
@@ -239,15 +189,21 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
-	if s.noJobs(w) {
-		return
-	}
-	j, err := s.jobs.Cancel(r.PathValue("id"), by(r))
+	j, err := s.CancelJob(Actor(r), r.PathValue("id"))
 	if err != nil {
-		s.jobError(w, "id", err)
+		s.answer(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, j)
+}
+
+func (s *Server) retryJob(w http.ResponseWriter, r *http.Request) {
+	j, err := s.RetryJob(r.Context(), Actor(r), r.PathValue("id"))
+	if err != nil {
+		s.answer(w, err)
+		return
+	}
+	accepted(w, j)
 }
 
 // rollerTask takes Roller's actions unchanged: POST
@@ -278,30 +234,42 @@ func (s *Server) rollerTask(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "task_name", "%q is not a task (reimage, reboot or ping)", task)
 		return
 	}
-	if s.noJobs(w) {
+	if err := s.jobsRunning(); err != nil {
+		s.answer(w, err)
 		return
 	}
-	var j jobs.Job
-	if task == "reimage" {
-		ref := r.URL.Query().Get("image")
-		if ref == "" && m.AssignedImage.IsZero() {
-			fail(w, http.StatusConflict, "image", "machine %s has no assigned image; give ?image=name@channel", id)
-			return
-		}
-		pick := func() (images.Image, bool) {
-			if ref == "" {
-				return s.resolveRef(w, "image", images.Ref{Digest: m.AssignedImage})
-			}
-			return s.resolve(w, "image", ref)
-		}
-		if j, ok = s.submitReimage(w, r, id, pick, nil); !ok {
-			return
-		}
-	} else if j, ok = s.submitReboot(w, r, id, nil); !ok {
+	j, err := s.rollerJob(r, m, task)
+	if err != nil {
+		s.answer(w, err)
 		return
 	}
 	reply.TaskID = j.ID
 	writeJSON(w, http.StatusOK, reply)
+}
+
+// rollerJob submits Roller's reimage (of the machine's assigned image, or ?image=) or reboot.
+func (s *Server) rollerJob(r *http.Request, m machines.Machine, task string) (jobs.Job, error) {
+	if task == "reboot" {
+		return s.Reboot(r.Context(), Actor(r), m.ID, nil)
+	}
+	ref := r.URL.Query().Get("image")
+	if ref == "" && m.AssignedImage.IsZero() {
+		return jobs.Job{}, problem(http.StatusConflict, "image", "machine %s has no assigned image; give ?image=name@channel", m.ID)
+	}
+	if err := s.needBMC(m.ID); err != nil {
+		return jobs.Job{}, err
+	}
+	var img images.Image
+	var err error
+	if ref == "" {
+		img, err = s.resolveRef("image", images.Ref{Digest: m.AssignedImage})
+	} else {
+		img, err = s.resolve("image", ref)
+	}
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	return s.submitReimage(r.Context(), Actor(r), m, img, nil)
 }
 
 // caller finds the machine a metadata or check-in request comes from by its source address,
@@ -343,12 +311,13 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "digest", "%v", err)
 		return
 	}
-	if s.noJobs(w) {
+	if err := s.jobsRunning(); err != nil {
+		s.answer(w, err)
 		return
 	}
 	c, err := s.jobs.CheckIn(m.ID, d)
 	if err != nil {
-		s.jobError(w, "digest", err)
+		s.answer(w, s.jobProblem("digest", err))
 		return
 	}
 	if c.Stale {

@@ -85,6 +85,12 @@ func (f *fakeJobs) CheckIn(machine string, digest images.Digest) (machines.Check
 func (f *fakeJobs) LastCheckIn(machine string) (machines.CheckIn, bool) {
 	return machines.CheckIn{}, false
 }
+func (f *fakeJobs) Latest(machine string) (jobs.Job, bool) {
+	if l := f.List(jobs.Filter{Machine: machine, Limit: 1}); len(l) > 0 {
+		return l[0], true
+	}
+	return jobs.Job{}, false
+}
 
 func TestJobsAPI(t *testing.T) {
 	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
@@ -204,5 +210,59 @@ func TestJobsAPI(t *testing.T) {
 	req("POST", "/api/v1/check-in", `{"digest":"`+digest.String()+`"}`, "192.0.2.1:4000")
 	if len(fj.jobs) != n {
 		t.Errorf("a good check-in submitted a job")
+	}
+}
+
+// A failed job is retried as it was asked: the same machine, probe and image, through its
+// channel (which has moved on since); anything but a failed job is refused.
+func TestRetryJob(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "s.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.SyncMachines([]machines.Machine{{ID: "ms1-c1n1", MACs: []machines.MAC{machines.MustParseMAC("52:54:00:99:00:11")}}})
+	d1, _ := images.ParseDigest(strings.Repeat("ab", 32))
+	d2, _ := images.ParseDigest(strings.Repeat("cd", 32))
+	st.PutImage(images.Image{Name: "debian", Version: "12.1", Digest: d1})
+	st.PutImage(images.Image{Name: "debian", Version: "12.2", Digest: d2})
+	st.Promote("debian", "12.1", "production", "test")
+	inv, _ := inventory.New(st, inventory.Config{Log: slog.New(slog.DiscardHandler), TokenTTL: time.Hour})
+	fj := &fakeJobs{}
+	mux := http.NewServeMux()
+	u, _ := url.Parse("http://10.99.0.1:8080")
+	New(Deps{Inventory: inv, Catalog: catalog.New(st, nil, nil), BMCs: &fakeBMCs{}, Jobs: fj, PublicURL: u, Log: slog.New(slog.DiscardHandler)}).Register(mux)
+	h := Authenticate(AuthConfig{AnonymousRead: true}, mux)
+	op := &Principal{Name: "token ops", Scope: ScopeOperate}
+	probe := `{"image":"debian@production","probe":{"kind":"tcp","port":2222}}`
+	if code, _, body := (call{"POST", "/api/v1/machines/ms1-c1n1/reimage", probe, op}).do(h); code != 202 {
+		t.Fatalf("reimage: %d %s", code, body)
+	}
+	fj.jobs[0].Probe = jobs.Probe{Kind: "tcp", Port: 2222}
+	for _, c := range []struct {
+		name   string
+		call   call
+		status int
+		want   string
+	}{
+		{"retry without a scope", call{"POST", "/api/v1/jobs/job1/retry", "", nil}, 401, ""},
+		{"retry of a reader", call{"POST", "/api/v1/jobs/job1/retry", "", &Principal{Name: "token r", Scope: ScopeRead}}, 403, ""},
+		{"retry of a running job", call{"POST", "/api/v1/jobs/job1/retry", "", op}, 409, "only a failed job"},
+		{"retry of no job", call{"POST", "/api/v1/jobs/job9/retry", "", op}, 404, "no job"},
+	} {
+		if code, _, body := c.call.do(h); code != c.status || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %d %s, want %d with %q", c.name, code, body, c.status, c.want)
+		}
+	}
+	fj.jobs[0].State = jobs.StateFailed
+	st.Promote("debian", "12.2", "production", "test")
+	code, _, body := (call{"POST", "/api/v1/jobs/job1/retry", "", op}).do(h)
+	if code != 202 || len(fj.jobs) != 2 {
+		t.Fatalf("retry: %d %s", code, body)
+	}
+	j := fj.jobs[1]
+	if j.Machine != "ms1-c1n1" || j.Kind != jobs.KindReimage || j.Image.Digest != d2 || j.Image.Channel != "debian@production" ||
+		j.By != "token ops, retrying job job1" {
+		t.Errorf("the retry: %+v image %+v", j, j.Image)
 	}
 }
