@@ -33,6 +33,7 @@ import (
 	"github.com/imaged/imaged/internal/jobs"
 	"github.com/imaged/imaged/internal/servercert"
 	"github.com/imaged/imaged/internal/version"
+	"github.com/imaged/imaged/web"
 )
 
 // loadConfig parses a command's flags (only -config) and loads the config file it names.
@@ -164,6 +165,18 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 	mux.Handle("/images/", imagehttp.Handler(d.blobs, log.With("component", "images")))
 	apiSrv := d.api(d.jobs, log, d.reg)
 	apiSrv.Register(mux)
+	auth, err := authConfig(cfg.API)
+	if err != nil {
+		return nil, err
+	}
+	dash, err := web.New(web.Config{Tokens: api.NewTokens(auth.Tokens), AnonymousRead: auth.AnonymousRead, Version: version.Version},
+		web.Deps{API: apiSrv, Inventory: d.inv, Catalog: d.catalog, Jobs: d.jobs, BMCs: d.bmcs, Gatherer: d.reg, Registerer: d.reg,
+			Log: log.With("component", "web")})
+	if err != nil {
+		return nil, err
+	}
+	dash.Register(mux)
+	d.components["web"] = dash
 	metrics := promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg})
 	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", d.healthz)
@@ -176,10 +189,6 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 	d.httpLn = lim.Listen(ln)
-	auth, err := authConfig(cfg.API)
-	if err != nil {
-		return nil, err
-	}
 	newServer := func(h http.Handler, component string) *http.Server {
 		return &http.Server{Handler: lim.Handler(routeClass, h), ReadHeaderTimeout: cfg.HTTP.Limits.ReadTimeout.Duration, IdleTimeout: 2 * time.Minute,
 			ErrorLog: httplimit.ErrorLog(log.With("component", component), slog.LevelWarn)}
@@ -194,6 +203,8 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		plain.Handle("GET /metrics", metrics)
 		plain.HandleFunc("GET /healthz", d.healthz)
 		apiSrv.RegisterPlain(plain, httpsURL)
+		plain.Handle("/{$}", web.PlainHandler(httpsURL))
+		plain.Handle("/ui/", web.PlainHandler(httpsURL))
 		d.httpSrv = newServer(plain, "http")
 		ln, err := net.Listen("tcp", cfg.HTTP.TLS.Listen.String())
 		if err != nil {
@@ -205,6 +216,7 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		d.closers = append(d.closers, func() { d.httpsLn.Close() })
 		d.httpsSrv = newServer(api.Authenticate(auth, mux), "https")
 		d.httpsSrv.RegisterOnShutdown(apiSrv.CloseStreams)
+		d.httpsSrv.RegisterOnShutdown(dash.CloseStreams)
 	}
 	if d.ctlLn, err = listenControl(cfg.HTTP.ControlSocket); err != nil {
 		return nil, err
@@ -214,6 +226,8 @@ func newDaemon(cfg *config.File, log *slog.Logger) (_ *daemon, err error) {
 		ErrorLog: slog.NewLogLogger(log.With("component", "control").Handler(), slog.LevelWarn)}
 	d.httpSrv.RegisterOnShutdown(apiSrv.CloseStreams)
 	d.ctlSrv.RegisterOnShutdown(apiSrv.CloseStreams)
+	d.httpSrv.RegisterOnShutdown(dash.CloseStreams)
+	d.ctlSrv.RegisterOnShutdown(dash.CloseStreams)
 	return d, nil
 }
 
@@ -283,7 +297,7 @@ func limitsConfig(c config.HTTPLimits) httplimit.Config {
 func routeClass(r *http.Request) httplimit.Class {
 	p := r.URL.Path
 	switch {
-	case r.Method == http.MethodGet && p == "/api/v1/events":
+	case r.Method == http.MethodGet && (p == "/api/v1/events" || p == web.StreamPath):
 		return httplimit.Stream
 	case strings.HasPrefix(p, "/images/"), strings.HasPrefix(p, "/boot/assets/"):
 		return httplimit.Transfer

@@ -195,13 +195,7 @@ func (s *Server) answerPower(w http.ResponseWriter, mp MachinePower, err error) 
 }
 
 func (s *Server) machineBMCInfo(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	bmc, err := s.machineBMC(id)
-	if err != nil {
-		s.answer(w, err)
-		return
-	}
-	mp, err := s.machinePower(r.Context(), id, bmc)
+	mp, err := s.MachineBMC(r.Context(), r.PathValue("id"))
 	s.answerPower(w, mp, err)
 }
 

@@ -353,3 +353,30 @@ func (s *Server) MachineDetail(ctx context.Context, id string) (MachineView, err
 	}
 	return v, nil
 }
+
+// MachineBMC is machine id's system as its BMC reads it now, with the BMC's breaker.
+func (s *Server) MachineBMC(ctx context.Context, id string) (MachinePower, error) {
+	bmc, err := s.machineBMC(id)
+	if err != nil {
+		return MachinePower{}, err
+	}
+	return s.machinePower(ctx, id, bmc)
+}
+
+// Resolve finds the image text names (name@channel, name@version or sha256:<hex>) as a
+// reimage or an assignment would; field names where text came from.
+func (s *Server) Resolve(field, text string) (images.Image, error) {
+	if text == "" {
+		return images.Image{}, problem(http.StatusBadRequest, field, "the image is required: name@channel, name@version or sha256:<hex>")
+	}
+	return s.resolve(field, text)
+}
+
+// View is machine id with what the daemon knows of it beyond the inventory (no BMC call).
+func (s *Server) View(id string) (MachineView, error) {
+	m, err := s.machineOf("id", id)
+	if err != nil {
+		return MachineView{}, err
+	}
+	return s.view(m), nil
+}

@@ -3,6 +3,7 @@ package jobs
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/imaged/imaged/images"
@@ -54,6 +55,14 @@ var reimagePhases = []Phase{PhaseQueued, PhaseFencing, PhaseBootSet, PhasePoweri
 	PhaseWriting, PhaseVerifying, PhaseRebooting, PhaseBootingOS, PhaseReady}
 
 var rebootPhases = []Phase{PhaseQueued, PhaseRebooting, PhaseBootingOS, PhaseReady}
+
+// Phases are the phases a job of kind k goes through, in order.
+func (k Kind) Phases() []Phase {
+	if k == KindReboot {
+		return slices.Clone(rebootPhases)
+	}
+	return slices.Clone(reimagePhases)
+}
 
 // linkPhases are the phases in which a reimage uses (or is about to use) the link to the
 // appliance: admission limits how many jobs are in them at once.
