@@ -21,10 +21,16 @@ func confirmed(r *http.Request) bool { return r.PostForm.Get("confirm") == "yes"
 
 const confirmMsg = "Tick the box to confirm."
 
-// refused is an operation's refusal for form, as the page shows it.
+// refused is an operation's refusal for form, as the page shows it, with the API's status;
+// except that what a field names and is not found (an image) is a bad form value, 400: the page
+// itself exists.
 func refused(form string, err error) (int, formError) {
 	p := api.AsProblem(err)
-	return p.Status, formError{Form: form, Field: p.Field, Msg: p.Msg}
+	status := p.Status
+	if status == http.StatusNotFound && p.Field != "id" {
+		status = http.StatusBadRequest
+	}
+	return status, formError{Form: form, Field: p.Field, Msg: p.Msg}
 }
 
 func (s *Server) flash(v viewer, format string, args ...any) {

@@ -345,6 +345,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.showLogin(w, r, http.StatusUnauthorized, next, "That is not one of imaged's API tokens (api.tokens).")
 		return
 	}
+	if old, _ := s.sessionOf(r); old != nil {
+		s.sessions.close(old.id) // a new sign-in replaces the browser's session
+	}
 	sess, err := s.sessions.open(who, clientOf(r))
 	if err != nil {
 		s.met.refuse(ReasonSessionsFull)

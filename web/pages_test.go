@@ -28,7 +28,9 @@ func TestPages(t *testing.T) {
 	w.jobs.set("job02", func(j *jobs.Job) {
 		j.State, j.Phase, j.Reason = jobs.StateFailed, jobs.PhaseNetbooting, "no DHCP request from the machine in 10m0s"
 	})
-	w.jobs.set("job03", func(j *jobs.Job) { j.Queue = &jobs.Queue{Position: 1, Start: now.Add(time.Minute), Done: now.Add(5 * time.Minute)} })
+	w.jobs.set("job03", func(j *jobs.Job) {
+		j.Queue = &jobs.Queue{Position: 1, Start: now.Add(time.Minute), Done: now.Add(5 * time.Minute)}
+	})
 	w.bmcs.degraded = true
 	b := w.browser()
 	for _, c := range []struct {

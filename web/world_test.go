@@ -216,7 +216,9 @@ func (s *syncBuffer) String() string {
 // testMachines: bay 1 holds an m700 cartridge's four nodes, bay 2 one node, and a lab machine
 // and one without a place.
 func testMachines() []machines.Machine {
-	mac := func(i int) []machines.MAC { return []machines.MAC{machines.MustParseMAC(fmt.Sprintf("52:54:00:99:00:%02x", i))} }
+	mac := func(i int) []machines.MAC {
+		return []machines.MAC{machines.MustParseMAC(fmt.Sprintf("52:54:00:99:00:%02x", i))}
+	}
 	return []machines.Machine{
 		{ID: "ms1-c1n1", MACs: mac(1), Chassis: "ms1", Slot: 1, Node: 1, WorkerGroup: "linux", BMC: "ms1", Boot: "agent"},
 		{ID: "ms1-c1n2", MACs: mac(2), Chassis: "ms1", Slot: 1, Node: 2, WorkerGroup: "linux", BMC: "ms1", Boot: "agent"},
@@ -353,10 +355,16 @@ func (b *browser) csrf(path string) string {
 	return m[1]
 }
 
+var loginCSRF = regexp.MustCompile(`(?s)id="form-login">\s*<input type="hidden" name="csrf" value="([^"]+)"`)
+
 // signIn signs the browser in with token.
 func (b *browser) signIn(token string) *httptest.ResponseRecorder {
 	b.w.t.Helper()
-	return b.post("/ui/login", url.Values{"csrf": {b.csrf("/ui/login")}, "token": {token}, "next": {"/"}})
+	m := loginCSRF.FindStringSubmatch(b.get("/ui/login").Body.String())
+	if m == nil {
+		b.w.t.Fatal("the sign-in page has no form with a CSRF token")
+	}
+	return b.post("/ui/login", url.Values{"csrf": {m[1]}, "token": {token}, "next": {"/"}})
 }
 
 // act posts form (with the session's CSRF token and the confirmation) to path.
