@@ -414,3 +414,9 @@ var tlsState tls.ConnectionState
 
 // opPrincipal acts in the tests' set-up as the operate token does.
 var opPrincipal = api.Principal{Name: "token ops", Scope: api.ScopeOperate}
+
+func httptestDo(h http.Handler, method, path string) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	return rec
+}
