@@ -183,3 +183,43 @@ func TestLimitsDefaults(t *testing.T) {
 		t.Errorf("config defaults %+v, httplimit.Defaults %+v", got, httplimit.Defaults)
 	}
 }
+
+// The daemon serves the dashboard at / over HTTPS, links to it from the plain listener, and
+// counts the dashboard's event stream among http.limits' streams (one per client here).
+func TestDashboardServed(t *testing.T) {
+	d, addr := limitsDaemon(t)
+	get := func(c net.Conn, path string) (*http.Response, string) {
+		t.Helper()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: imaged\r\n\r\n", path)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		if resp.Header.Get("Content-Type") == "text/event-stream" {
+			return resp, ""
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	c := dialFrom(t, d, "127.0.0.5", addr)
+	if resp, body := get(c, "/"); resp.StatusCode != 200 || !strings.Contains(body, `data-machine="ms1-c1n1"`) {
+		t.Errorf("GET / over HTTPS: %d\n%s", resp.StatusCode, body)
+	}
+	plain, err := net.Dial("tcp", d.httpLn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if resp, body := get(plain, "/"); resp.StatusCode != 200 || !strings.Contains(body, `href="https://127.0.0.1:1/"`) {
+		t.Errorf("GET / over plain HTTP: %d\n%s", resp.StatusCode, body)
+	}
+	s1 := dialFrom(t, d, "127.0.0.6", addr)
+	if resp, _ := get(s1, "/ui/events?view=chassis"); resp.StatusCode != 200 {
+		t.Fatalf("the dashboard's stream: %d", resp.StatusCode)
+	}
+	s2 := dialFrom(t, d, "127.0.0.6", addr)
+	if resp, _ := get(s2, "/ui/events?view=jobs"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a second stream from one host: %d, want 503", resp.StatusCode)
+	}
+}
